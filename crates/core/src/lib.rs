@@ -1,0 +1,9 @@
+//! kubetrail-core: the record that flows through kubetrail, the configuration value types and
+//! the YAML configuration loader. Knows nothing of Kubernetes, SQLite or HTTP.
+
+pub mod config;
+pub mod record;
+pub mod time;
+
+pub use record::{DedupKey, Original, Record, RecordKind};
+pub use time::Timestamp;
