@@ -1,0 +1,80 @@
+//! The values passed to and returned from `Store::commit`: what one transaction writes.
+
+use crate::queue::QueueId;
+
+/// Everything one transaction writes. Many submissions from the pipeline are merged into one
+/// batch by the writer thread (group commit), so one fsync covers them all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitBatch {
+    /// Records to enqueue, in order.
+    pub entries: Vec<Entry>,
+    /// `(stream name, value)` rows upserted with `updated_at` = the commit time.
+    pub checkpoints: Vec<(String, String)>,
+    /// Queue acknowledgements, applied after the entries.
+    pub acks: Vec<Ack>,
+}
+
+impl CommitBatch {
+    /// True when committing it would write nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.checkpoints.is_empty() && self.acks.is_empty()
+    }
+}
+
+/// One record to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Its dedup key; `None` means it is never a duplicate.
+    pub dedup: Option<Dedup>,
+    /// Every output queue it goes to. Empty: only the dedup key is stored.
+    pub queues: Vec<QueueId>,
+    /// The record's stable id.
+    pub id: String,
+    /// The encoded record.
+    pub data: Vec<u8>,
+}
+
+/// A dedup key. A record whose `(scope, key)` is stored with the same `value` is a duplicate;
+/// a different value replaces the stored one and the record is new (e.g. key = an Event's uid,
+/// value = its resourceVersion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    /// Namespace of the key, typically the source instance.
+    pub scope: String,
+    /// The key.
+    pub key: String,
+    /// The value compared for equality.
+    pub value: String,
+    /// When `Store::purge_expired` may forget the key.
+    pub expires_at_unix_ms: i64,
+}
+
+/// An acknowledgement: the output has durably delivered everything up to `up_to_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The queue.
+    pub queue: QueueId,
+    /// Rows with `seq <= up_to_seq` are deleted.
+    pub up_to_seq: u64,
+    /// A checkpoint row `(stream, value)` written in the same transaction, e.g. a file
+    /// output's committed length.
+    pub state: Option<(String, String)>,
+}
+
+/// What `Store::commit` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Per entry, in order: `true` = stored and enqueued, `false` = duplicate, skipped.
+    pub inserted: Vec<bool>,
+    /// How many entries were duplicates.
+    pub duplicates: u64,
+}
+
+/// A stored checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The value last committed.
+    pub value: String,
+    /// When it was committed, milliseconds since the Unix epoch.
+    pub updated_at_unix_ms: i64,
+}

@@ -1,0 +1,50 @@
+//! kubetrail's embedded state: one SQLite database (WAL) in the data directory holding the
+//! per-stream checkpoints, the dedup keys with their expiry, output states such as file
+//! offsets, and the per-output durable queues.
+//!
+//! The core promise: a record's dedup key, its enqueueing into every matching output queue and
+//! its source's checkpoint are committed in one transaction ([`Store::commit`]), so a kill -9
+//! at any instant neither loses nor repeats a record. One writer thread owns the [`Store`] and
+//! merges many submissions into one batch (group commit, one fsync per batch); queue readers
+//! use their own [`Reader`] connections.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), kubetrail_state::StateError> {
+//! use kubetrail_state::{CommitBatch, Dedup, Entry, Store, StoreOptions};
+//! let mut store = Store::open("/var/lib/kubetrail/kubetrail.db".as_ref(), &StoreOptions::default())?;
+//! let stdout = store.queue_id("stdout")?;
+//! let outcome = store.commit(&CommitBatch {
+//!     entries: vec![Entry {
+//!         dedup: Some(Dedup {
+//!             scope: "events".into(),
+//!             key: "uid-1".into(),
+//!             value: "rv-7".into(),
+//!             expires_at_unix_ms: 1_700_000_000_000,
+//!         }),
+//!         queues: vec![stdout],
+//!         id: "uid-1/rv-7".into(),
+//!         data: br#"{"kind":"k8s_event"}"#.to_vec(),
+//!     }],
+//!     checkpoints: vec![("events".into(), "rv-7".into())],
+//!     acks: vec![],
+//! })?;
+//! assert_eq!(outcome.inserted, [true]);
+//! let items = store.reader()?.read_queue(stdout, 0, 1000, 1 << 20)?;
+//! # let _ = items; Ok(()) }
+//! ```
+
+mod batch;
+mod error;
+mod lock;
+mod queue;
+mod reader;
+mod schema;
+mod store;
+
+pub use batch::{Ack, Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry};
+pub use error::StateError;
+pub use lock::lock_path;
+pub use queue::{MAX_SEQ, QueueDepth, QueueId, QueueItem};
+pub use reader::Reader;
+pub use schema::SCHEMA_VERSION;
+pub use store::{Store, StoreOptions, SyncMode};
