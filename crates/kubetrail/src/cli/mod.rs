@@ -1,0 +1,99 @@
+//! Command-line parsing and the user-facing commands. `anyhow` lives here only.
+
+#[cfg(feature = "demo")]
+mod demo;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kubetrail::topology::{BuildError, Plan, stop_signal};
+use kubetrail_core::config::Config;
+
+/// Records Kubernetes Events and audit logs, exactly once, into the stores you already run.
+#[derive(Parser, Debug)]
+#[command(name = "kubetrail", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline described by a configuration file.
+    Run {
+        /// The configuration file (YAML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print the resolved pipeline.
+    Check {
+        /// The configuration file (YAML).
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    #[cfg(feature = "demo")]
+    /// Start a built-in Kubernetes API emulator with realistic Event traffic and record it to
+    /// stdout and a state database: kubetrail at work without a cluster.
+    Demo(demo::DemoArgs),
+}
+
+/// Exit status for configuration errors.
+const EXIT_CONFIG: u8 = 2;
+
+fn load_plan(path: &std::path::Path) -> Result<Plan, BuildError> {
+    let config = Config::load(path)?;
+    Plan::from_config(config)
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match load_plan(&config) {
+            Ok(plan) => {
+                print!("{}", plan.describe());
+                println!("configuration OK: {}", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            let plan = match load_plan(&config) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            logging::init(&plan.service.log_level, plan.service.log_format);
+            run_async(async move { plan.run(stop_signal()).await.map_err(anyhow::Error::from) })
+        }
+        #[cfg(feature = "demo")]
+        Command::Demo(args) => {
+            logging::init(&args.log_level, kubetrail::service::LogFormat::Text);
+            run_async(demo::run(args))
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "kubetrail failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! What a running source holds: its name and tag, the shutdown signal, and the handle through
+//! which it submits records (filters, routing, encoding, then the journal's commit).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubetrail_core::Record;
+use kubetrail_state::{Checkpoint, Dedup, Entry, QueueId};
+
+use super::Filter;
+use super::journal::JournalHandle;
+use super::matcher::Matcher;
+use crate::shutdown::Shutdown;
+use crate::telemetry::{ComponentMetrics, Metrics};
+
+/// Why a submission was not committed. Nothing of it was committed in any case.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PipelineError {
+    /// An output's queue reached `storage.total_limit_size`: back off and try again.
+    #[error("the queue of output '{output}' is full")]
+    QueueFull { output: String },
+    /// The state database failed (disk full, I/O error).
+    #[error("state storage failed: {0}")]
+    Storage(String),
+    /// The agent is stopping.
+    #[error("the pipeline is shutting down")]
+    ShuttingDown,
+}
+
+/// Records and the checkpoints they advance, committed together.
+#[derive(Debug, Default)]
+pub struct Submission {
+    pub records: Vec<Record>,
+    /// `(stream, value)` pairs stored in the same transaction as the records.
+    pub checkpoints: Vec<(String, String)>,
+    /// How long the records' dedup keys are kept.
+    pub dedup_retention: Duration,
+}
+
+/// What became of a submission's records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubmitOutcome {
+    /// Committed to the queues of the outputs that match them (or to none if none match).
+    pub accepted: usize,
+    /// Already seen (same dedup key and value): not queued again.
+    pub duplicates: usize,
+    /// Dropped by a filter.
+    pub filtered: usize,
+    /// Encoded bytes of the accepted records.
+    pub bytes: u64,
+}
+
+/// One output's place in the routing table.
+pub(crate) struct Route {
+    pub matcher: Matcher,
+    pub queue: QueueId,
+}
+
+/// The shared part of the pipeline every source submits through.
+pub(crate) struct Pipeline {
+    pub filters: Vec<(String, Matcher, Arc<dyn Filter>)>,
+    pub routes: Vec<Route>,
+    pub journal: JournalHandle,
+}
+
+impl Pipeline {
+    /// Runs filters, routes and encodes, then commits through the journal.
+    pub async fn submit(
+        &self,
+        sub: Submission,
+        wait: Option<&Shutdown>,
+    ) -> Result<SubmitOutcome, PipelineError> {
+        let mut filtered = 0;
+        let mut bytes = 0u64;
+        let now_ms = kubetrail_core::Timestamp::now().unix_nanos() / 1_000_000;
+        let expires = now_ms.saturating_add(i64::try_from(sub.dedup_retention.as_millis()).unwrap_or(i64::MAX));
+        let mut entries = Vec::with_capacity(sub.records.len());
+        'records: for mut record in sub.records {
+            for (_, matcher, filter) in &self.filters {
+                if matcher.matches(&record.tag) && !filter.apply(&mut record) {
+                    filtered += 1;
+                    continue 'records;
+                }
+            }
+            let queues: Vec<QueueId> =
+                self.routes.iter().filter(|r| r.matcher.matches(&record.tag)).map(|r| r.queue).collect();
+            let dedup = record.dedup.take().map(|d| Dedup {
+                scope: d.scope.to_string(),
+                key: d.key,
+                value: d.value,
+                expires_at_unix_ms: expires,
+            });
+            if queues.is_empty() && dedup.is_none() {
+                // Nowhere to go and nothing to remember.
+                entries.push(None);
+                continue;
+            }
+            let data = record.encode();
+            bytes += data.len() as u64;
+            entries.push(Some(Entry { dedup, queues, id: record.id, data }));
+        }
+        let unrouted = entries.iter().filter(|e| e.is_none()).count();
+        let entries: Vec<Entry> = entries.into_iter().flatten().collect();
+        if entries.is_empty() && sub.checkpoints.is_empty() {
+            return Ok(SubmitOutcome { accepted: unrouted, duplicates: 0, filtered, bytes: 0 });
+        }
+        let outcome = self.journal.submit(entries, sub.checkpoints, wait).await?;
+        Ok(SubmitOutcome {
+            accepted: outcome.accepted + unrouted,
+            duplicates: outcome.duplicates,
+            filtered,
+            bytes,
+        })
+    }
+}
+
+/// Everything a running source needs.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// The instance name (`alias`, or `<plugin>.<index>`).
+    pub name: Arc<str>,
+    /// The routing tag of its records.
+    pub tag: Arc<str>,
+    /// Fires when the source must stop.
+    pub shutdown: Shutdown,
+    /// The source's counters.
+    pub metrics: ComponentMetrics,
+    /// The whole registry, for sources that register their own series.
+    pub registry: Arc<Metrics>,
+    pub(crate) pipeline: Arc<Pipeline>,
+}
+
+impl SourceContext {
+    /// Commits records and checkpoints; returns once they are durable in every matching
+    /// output's queue (or reports that nothing was committed). When an output's queue is
+    /// full it waits for room (backpressure), until shutdown.
+    pub async fn submit(&self, sub: Submission) -> Result<SubmitOutcome, PipelineError> {
+        self.submit_inner(sub, Some(&self.shutdown)).await
+    }
+
+    /// Like [`SourceContext::submit`], but a full queue is reported at once as
+    /// [`PipelineError::QueueFull`] (for sources that push back on their own clients, such
+    /// as the audit webhook answering 503).
+    pub async fn try_submit(&self, sub: Submission) -> Result<SubmitOutcome, PipelineError> {
+        self.submit_inner(sub, None).await
+    }
+
+    async fn submit_inner(
+        &self,
+        sub: Submission,
+        wait: Option<&Shutdown>,
+    ) -> Result<SubmitOutcome, PipelineError> {
+        let n = sub.records.len();
+        let out = self.pipeline.submit(sub, wait).await?;
+        self.metrics.records_in.add(n as u64);
+        self.metrics.bytes_in.add(out.bytes);
+        self.metrics.duplicates.add(out.duplicates as u64);
+        self.metrics.filtered.add(out.filtered as u64);
+        Ok(out)
+    }
+
+    /// The last committed value of a checkpoint stream.
+    pub async fn checkpoint(&self, stream: &str) -> Result<Option<Checkpoint>, PipelineError> {
+        self.pipeline.journal.checkpoint(stream.to_string()).await
+    }
+
+    /// A checkpoint stream name owned by this source: `<source name>/<suffix>`.
+    pub fn stream_name(&self, suffix: &str) -> String {
+        format!("{}/{}", self.name, suffix)
+    }
+}

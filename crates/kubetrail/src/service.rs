@@ -1,0 +1,60 @@
+//! The `service` section: where state lives, how the agent logs, how long it may take to stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kubetrail_core::config::{ConfigError, Section};
+use kubetrail_state::SyncMode;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved `service` section.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// `data_dir` (default `/var/lib/kubetrail`): the state database and dead-letter files.
+    pub data_dir: PathBuf,
+    /// `http_listen` (default off): address of `/metrics`, `/healthz`, `/readyz`.
+    pub http_listen: Option<SocketAddr>,
+    /// `log_level` (default `info`): error, warn, info, debug, trace (Fluent Bit's `off` too).
+    pub log_level: String,
+    /// `log_format` (default `text`): `text` or `json`.
+    pub log_format: LogFormat,
+    /// `grace` (default 5s): how long a shutdown may take to drain before it stops anyway.
+    pub grace: Duration,
+    /// `db.sync` (default `full`): `full` fsyncs at every commit; `normal` is faster but a
+    /// power loss (not a crash) can lose the last commits.
+    pub db_sync: SyncMode,
+}
+
+impl ServiceOptions {
+    pub fn from_section(s: &mut Section) -> Result<ServiceOptions, ConfigError> {
+        let data_dir = PathBuf::from(s.get_str_or("data_dir", "/var/lib/kubetrail")?);
+        let http_listen = match s.get_str("http_listen")? {
+            None => None,
+            Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                s.error("http_listen", format!("'{v}' is not an address like 127.0.0.1:2020"))
+            })?),
+        };
+        let log_level = s
+            .get_choice("log_level", &["off", "error", "warn", "info", "debug", "trace"])?
+            .unwrap_or("info")
+            .to_string();
+        let log_format = match s.get_choice("log_format", &["text", "json"])? {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
+        let grace = s.get_duration("grace")?.unwrap_or(Duration::from_secs(5));
+        let db_sync = match s.get_choice("db.sync", &["full", "normal"])? {
+            Some("normal") => SyncMode::Normal,
+            _ => SyncMode::Full,
+        };
+        Ok(ServiceOptions { data_dir, http_listen, log_level, log_format, grace, db_sync })
+    }
+}

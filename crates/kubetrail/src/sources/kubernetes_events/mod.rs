@@ -1,0 +1,324 @@
+//! The `kubernetes_events` input: every Kubernetes Event occurrence, exactly once, across
+//! restarts, apiserver trouble and token rotation.
+//!
+//! One stream per namespace (or one for all): a paged LIST streamed page by page, then a WATCH
+//! from the list's resourceVersion (the `kubetrail-kube` watcher does the state machine and the
+//! backoff). Every batch the watcher yields is committed with the resourceVersion it advances
+//! to, in the same transaction as the records and their dedup keys; the watcher is asked for
+//! more only after that commit. After a restart the watch resumes from the committed
+//! resourceVersion. A 410 or the empty-200 stale-watch answer makes the watcher relist: the
+//! relist is deduplicated against the state (one row per uid with the last resourceVersion
+//! emitted) and a `gap` record says continuity may have been lost. A restart after a downtime
+//! longer than `kube_retention_time` also gets a gap record.
+
+pub mod config;
+pub mod normalize;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kubetrail_core::config::{ConfigError, Section};
+use kubetrail_core::{DedupKey, Record, RecordKind, Timestamp};
+use kubetrail_kube::{
+    Environment, GapInfo, HttpApi, KubeClient, ResourcePath, Selectors, WatchEventType, Watcher, WatcherConfig,
+    WatcherEvent,
+};
+use serde_json::json;
+
+use self::config::EventsConfig;
+use self::normalize::{EventsApi, NormalizeContext, Observed, normalize};
+use crate::pipeline::{PipelineError, Source, SourceContext, SourceError, Submission};
+use crate::telemetry::{Counter, Gauge};
+
+/// How often a quiet stream re-commits its checkpoint, so that its age tells downtime apart
+/// from a quiet cluster.
+const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// The `kubernetes_events` input.
+pub struct KubernetesEvents {
+    config: EventsConfig,
+    watcher: WatcherConfig,
+}
+
+impl KubernetesEvents {
+    pub fn from_section(s: &mut Section) -> Result<KubernetesEvents, ConfigError> {
+        let watcher = WatcherConfig::from_section(s, Some("Event"))?;
+        let config = EventsConfig::from_section(s)?;
+        Ok(KubernetesEvents { config, watcher })
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for KubernetesEvents {
+    async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError> {
+        let namespaces: Vec<Option<String>> = if self.config.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.config.namespaces.iter().cloned().map(Some).collect()
+        };
+        let config = Arc::new(self.config);
+        let mut tasks = Vec::new();
+        for ns in namespaces {
+            let stream = Stream::new(&ctx, config.clone(), self.watcher.clone(), ns);
+            tasks.push(tokio::spawn(stream.run()));
+        }
+        let mut result = Ok(());
+        for t in tasks {
+            match t.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => result = Err(SourceError(format!("an events stream panicked: {e}"))),
+            }
+        }
+        result
+    }
+}
+
+/// One collection watched: all namespaces, or one.
+struct Stream {
+    ctx: SourceContext,
+    config: Arc<EventsConfig>,
+    watcher: WatcherConfig,
+    namespace: Option<String>,
+    /// The checkpoint stream name.
+    name: String,
+    dedup_scope: Arc<str>,
+    relists: Counter,
+    gaps: Counter,
+    since_last_event: Gauge,
+}
+
+impl Stream {
+    fn new(ctx: &SourceContext, config: Arc<EventsConfig>, watcher: WatcherConfig, namespace: Option<String>) -> Stream {
+        let api = match config.api {
+            EventsApi::CoreV1 => "core-v1",
+            EventsApi::EventsV1 => "events-v1",
+        };
+        let suffix = format!("{api}/{}", namespace.as_deref().unwrap_or("*"));
+        let name = ctx.stream_name(&suffix);
+        let labels = [("component", &*ctx.name)];
+        Stream {
+            relists: ctx.registry.counter("kubetrail_events_relists_total", &labels),
+            gaps: ctx.registry.counter("kubetrail_gap_records_total", &labels),
+            since_last_event: ctx.registry.gauge("kubetrail_events_seconds_since_last_event", &labels),
+            dedup_scope: Arc::from(format!("{}/{}", ctx.name, namespace.as_deref().unwrap_or("*"))),
+            ctx: ctx.clone(),
+            config,
+            watcher,
+            namespace,
+            name,
+        }
+    }
+
+    fn path(&self) -> Result<ResourcePath, String> {
+        let ns = self.namespace.as_deref();
+        match self.config.api {
+            EventsApi::CoreV1 => ResourcePath::core_v1_events(ns),
+            EventsApi::EventsV1 => ResourcePath::events_k8s_io_v1(ns),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn gap_record(&self, from_rv: Option<&str>, reason: &str, message: &str, since: Option<Timestamp>) -> Record {
+        let now = Timestamp::now();
+        let from = from_rv.unwrap_or("");
+        let id = format!("gap:{}:{}", self.name, from);
+        let mut r = Record::new(id.clone(), now, RecordKind::Gap, self.ctx.name.clone(), self.ctx.tag.clone());
+        r.fields.insert("stream".into(), json!(self.name));
+        r.fields.insert("reason".into(), json!(reason));
+        r.fields.insert("message".into(), json!(message));
+        if !from.is_empty() {
+            r.fields.insert("from_resource_version".into(), json!(from));
+        }
+        if let Some(s) = since {
+            r.fields.insert("since".into(), json!(s.to_rfc3339()));
+        }
+        r.fields.insert("until".into(), json!(now.to_rfc3339()));
+        if let Some(ns) = &self.namespace {
+            r.fields.insert("namespace".into(), json!(ns));
+        }
+        // One gap per lost position, even if the same relist is retried after a crash.
+        r.dedup = Some(DedupKey { scope: Arc::from("gap"), key: id, value: String::new() });
+        r
+    }
+
+    /// Submits, treating shutdown as the end and other failures as fatal for this attempt.
+    async fn commit(&self, records: Vec<Record>, rv: Option<&str>) -> Result<bool, PipelineError> {
+        let checkpoints = rv.map(|rv| vec![(self.name.clone(), rv.to_string())]).unwrap_or_default();
+        let sub = Submission { records, checkpoints, dedup_retention: self.config.retention };
+        match self.ctx.submit(sub).await {
+            Ok(_) => Ok(true),
+            Err(PipelineError::ShuttingDown) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn run(self) -> Result<(), SourceError> {
+        let mut attempt = 0u32;
+        loop {
+            if self.ctx.shutdown.is_fired() {
+                return Ok(());
+            }
+            match self.run_once().await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    self.ctx.metrics.errors.inc();
+                    let delay = crate::topology::backoff(self.watcher.backoff_base, Duration::from_secs(30), attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::error!(input = %self.ctx.name, stream = %self.name, error = %e, retry_in = ?delay,
+                        "events stream failed; restarting from the last committed resourceVersion");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.ctx.shutdown.fired() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs until shutdown (Ok) or an error after which the stream starts over from the state.
+    async fn run_once(&self) -> Result<(), String> {
+        let checkpoint = self.ctx.checkpoint(&self.name).await.map_err(|e| e.to_string())?;
+        let resume = checkpoint.as_ref().map(|c| c.value.clone()).filter(|v| !v.is_empty());
+        if let Some(c) = &checkpoint {
+            let age_ms = Timestamp::now().unix_nanos() / 1_000_000 - c.updated_at_unix_ms;
+            let retention_ms = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
+            if age_ms > retention_ms {
+                let since = Timestamp::from_unix_nanos(c.updated_at_unix_ms.saturating_mul(1_000_000));
+                let msg = format!(
+                    "kubetrail was not collecting for {}s, longer than kube_retention_time ({}s): Events that expired meanwhile are lost",
+                    age_ms / 1000,
+                    self.config.retention.as_secs()
+                );
+                tracing::warn!(input = %self.ctx.name, stream = %self.name, "{msg}");
+                self.gaps.inc();
+                let gap = self.gap_record(resume.as_deref(), "downtime", &msg, Some(since));
+                if !self.commit(vec![gap], None).await.map_err(|e| e.to_string())? {
+                    return Ok(());
+                }
+            }
+        }
+
+        let resolved = self.config.connection.resolve(&Environment::from_process()).map_err(|e| e.to_string())?;
+        let client = KubeClient::new(&resolved).map_err(|e| e.to_string())?;
+        let selectors = Selectors {
+            field_selector: self.config.field_selector.clone(),
+            label_selector: self.config.label_selector.clone(),
+        };
+        let api = HttpApi::new(client, self.path()?, selectors);
+        let mut watcher = Watcher::new(api, self.watcher.clone(), self.watcher.backoff(), resume.clone());
+        let stats = watcher.stats();
+        tracing::info!(input = %self.ctx.name, stream = %self.name, url = %resolved.url,
+            resume_from = resume.as_deref().unwrap_or("(list)"), "events stream starting");
+
+        let source: Arc<str> = self.ctx.name.clone();
+        let cx = NormalizeContext {
+            api: self.config.api,
+            source: &source,
+            tag: &self.ctx.tag,
+            dedup_scope: &self.dedup_scope,
+            raw_format: self.config.raw_format,
+            updates: self.config.updates,
+        };
+        let mut last_commit = Instant::now();
+        let mut last_event = Instant::now();
+        let mut committed_rv = resume;
+        let mut errors_seen = 0u64;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.tick().await;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.ctx.shutdown.fired() => return Ok(()),
+                _ = heartbeat.tick() => {
+                    self.since_last_event.set(last_event.elapsed().as_secs() as i64);
+                    if last_commit.elapsed() >= HEARTBEAT {
+                        if let Some(rv) = committed_rv.clone() {
+                            if !self.commit(Vec::new(), Some(&rv)).await.map_err(|e| e.to_string())? {
+                                return Ok(());
+                            }
+                            last_commit = Instant::now();
+                        }
+                    }
+                    continue;
+                }
+                n = watcher.next() => n,
+            };
+            // Malformed frames and unexpected kinds are counted by the watcher; surface them.
+            let c = stats.counters();
+            let errs = c.malformed_frames + c.unexpected_kind + c.oversized_frames + c.truncated_frames + c.skipped_list_items;
+            if errs > errors_seen {
+                self.ctx.metrics.errors.add(errs - errors_seen);
+                errors_seen = errs;
+            }
+            let event = match next {
+                Ok(ev) => ev,
+                Err(e) => {
+                    // The watcher has arranged its retry (with backoff); report and go on.
+                    self.ctx.metrics.errors.inc();
+                    tracing::warn!(input = %self.ctx.name, stream = %self.name, error = %e, "events list/watch error");
+                    continue;
+                }
+            };
+            let (records, rv) = match event {
+                WatcherEvent::ListStarted { after_gap } => {
+                    if c.list_requests > 0 || after_gap.is_some() {
+                        self.relists.inc();
+                    }
+                    match after_gap {
+                        Some(GapInfo { from_resource_version, reason, message }) => {
+                            tracing::warn!(input = %self.ctx.name, stream = %self.name, %reason, %message,
+                                "continuity lost; relisting");
+                            self.gaps.inc();
+                            let gap = self.gap_record(from_resource_version.as_deref(), &reason.to_string(), &message, None);
+                            (vec![gap], None)
+                        }
+                        None => continue,
+                    }
+                }
+                WatcherEvent::ListPage { items, last } => {
+                    let mut records = Vec::with_capacity(items.len());
+                    for item in items {
+                        self.push(&mut records, item.raw, Observed::Listed, &cx);
+                    }
+                    (records, last)
+                }
+                WatcherEvent::Frames { items, resource_version } => {
+                    last_event = Instant::now();
+                    let mut records = Vec::with_capacity(items.len());
+                    for (ty, item) in items {
+                        let observed = match ty {
+                            WatchEventType::Added => Observed::Added,
+                            WatchEventType::Modified => Observed::Modified,
+                            WatchEventType::Deleted if self.config.emit_deleted => Observed::Deleted,
+                            WatchEventType::Deleted => continue,
+                        };
+                        self.push(&mut records, item.raw, observed, &cx);
+                    }
+                    (records, Some(resource_version))
+                }
+                WatcherEvent::Bookmark { resource_version } => (Vec::new(), Some(resource_version)),
+            };
+            if records.is_empty() && rv.is_none() {
+                continue;
+            }
+            if !self.commit(records, rv.as_deref()).await.map_err(|e| e.to_string())? {
+                return Ok(());
+            }
+            last_commit = Instant::now();
+            if rv.is_some() {
+                committed_rv = rv;
+            }
+        }
+    }
+
+    fn push(&self, out: &mut Vec<Record>, raw: Box<serde_json::value::RawValue>, observed: Observed, cx: &NormalizeContext<'_>) {
+        match normalize(raw, observed, cx) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                self.ctx.metrics.errors.inc();
+                tracing::warn!(input = %self.ctx.name, stream = %self.name, error = %e, "skipping an object that is not a usable Event");
+            }
+        }
+    }
+}

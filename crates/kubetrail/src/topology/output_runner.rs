@@ -1,0 +1,226 @@
+//! Runs one output: reads batches from its durable queue in order, delivers them, and
+//! acknowledges each delivered batch through the journal (which removes it from the queue and
+//! commits the output's state with it). Failed deliveries are retried with capped exponential
+//! backoff and jitter; refused batches and batches past `retry_limit` go to a dead-letter file.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kubetrail_state::{Ack, QueueId, QueueItem, Reader};
+use tokio::sync::Notify;
+
+use super::DeliveryOptions;
+use crate::pipeline::journal::JournalHandle;
+use crate::pipeline::{DeliveryError, Output};
+use crate::shutdown::Shutdown;
+use crate::telemetry::ComponentMetrics;
+
+/// Everything a running output needs.
+pub(crate) struct OutputRunner {
+    pub name: String,
+    pub queue: QueueId,
+    pub output: Box<dyn Output>,
+    pub reader: Arc<Mutex<Reader>>,
+    pub journal: JournalHandle,
+    pub notify: Arc<Notify>,
+    pub delivery: DeliveryOptions,
+    pub metrics: ComponentMetrics,
+    pub dead_letter_dir: PathBuf,
+    /// Fires when the sources have stopped: deliver what is queued, then return.
+    pub drain: Shutdown,
+    /// Fires when the grace period is over: return now (the queue keeps the rest).
+    pub stop: Shutdown,
+}
+
+/// The state row an output's acknowledgements carry.
+pub(crate) fn state_stream(output: &str) -> String {
+    format!("output/{output}")
+}
+
+/// Capped exponential backoff with full jitter.
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(20)));
+    let ceiling = exp.min(cap);
+    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX).max(1);
+    Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
+}
+
+impl OutputRunner {
+    pub async fn run(mut self) {
+        let committed = match self.journal.checkpoint(state_stream(&self.name)).await {
+            Ok(c) => c.map(|c| c.value),
+            Err(e) => {
+                tracing::error!(output = %self.name, error = %e, "cannot read the output's state");
+                return;
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            match self.output.open(committed.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    self.metrics.errors.inc();
+                    let d = backoff(self.delivery.retry_base_backoff, self.delivery.retry_max_backoff, attempt);
+                    attempt += 1;
+                    tracing::warn!(output = %self.name, error = %e, retry_in = ?d, "output cannot open; retrying");
+                    if self.sleep_or_stop(d).await {
+                        return;
+                    }
+                }
+            }
+        }
+        let mut after = 0u64;
+        loop {
+            if self.stop.is_fired() {
+                break;
+            }
+            let batch = match self.read(after).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(output = %self.name, error = %e, "reading the queue failed");
+                    if self.sleep_or_stop(Duration::from_secs(1)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(last) = batch.last().map(|i| i.seq) else {
+                if self.drain.is_fired() {
+                    break;
+                }
+                tokio::select! {
+                    _ = self.notify.notified() => {}
+                    _ = self.drain.fired() => {}
+                    _ = self.stop.fired() => {}
+                    // A safety net: notifications are hints, the queue is the truth.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            };
+            match self.deliver_with_retries(&batch).await {
+                Some(state) => {
+                    let ack = Ack { queue: self.queue, up_to_seq: last, state: state.map(|s| (state_stream(&self.name), s)) };
+                    if let Err(e) = self.journal.ack(ack).await {
+                        // Not acknowledged: the batch stays queued and is delivered again
+                        // after a restart; outputs with committed state cut back to it.
+                        tracing::error!(output = %self.name, error = %e, "acknowledging a delivered batch failed");
+                        break;
+                    }
+                    after = last;
+                    let bytes: usize = batch.iter().map(|i| i.data.len()).sum();
+                    self.metrics.records_out.add(batch.len() as u64);
+                    self.metrics.bytes_out.add(bytes as u64);
+                }
+                None => break, // stopped while retrying
+            }
+        }
+        if let Err(e) = self.output.close().await {
+            tracing::warn!(output = %self.name, error = %e, "closing the output failed");
+        }
+    }
+
+    async fn read(&self, after: u64) -> Result<Vec<QueueItem>, String> {
+        let reader = self.reader.clone();
+        let (q, n, b) = (self.queue, self.delivery.batch_records, self.delivery.batch_bytes);
+        tokio::task::spawn_blocking(move || {
+            let mut r = reader.lock().map_err(|_| "queue reader poisoned".to_string())?;
+            r.read_queue(q, after, n, b).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Delivers until success (returns the state to commit), dead-letters when refused or out
+    /// of retries (returns `Some(None)`), or returns `None` when told to stop.
+    async fn deliver_with_retries(&mut self, batch: &[QueueItem]) -> Option<Option<String>> {
+        let mut attempt: u32 = 0;
+        loop {
+            let err = match self.output.deliver(batch).await {
+                Ok(state) => return Some(state),
+                Err(e) => e,
+            };
+            let (reason, delay) = match &err {
+                DeliveryError::Rejected { message } => {
+                    self.dead_letter(batch, message);
+                    return Some(None);
+                }
+                DeliveryError::Retryable { message, retry_after } => {
+                    if self.delivery.retry_limit.is_some_and(|l| u64::from(attempt) >= l) {
+                        self.dead_letter(batch, &format!("retry limit reached: {message}"));
+                        return Some(None);
+                    }
+                    let d = backoff(self.delivery.retry_base_backoff, self.delivery.retry_max_backoff, attempt);
+                    (message.clone(), retry_after.map(|r| r.max(d.min(r))).unwrap_or(d))
+                }
+            };
+            attempt = attempt.saturating_add(1);
+            self.metrics.retried.add(batch.len() as u64);
+            tracing::warn!(output = %self.name, error = %reason, attempt, retry_in = ?delay, "delivery failed; will retry");
+            if self.sleep_or_stop(delay).await {
+                return None;
+            }
+        }
+    }
+
+    /// Sleeps; returns true if the stop signal fired meanwhile.
+    async fn sleep_or_stop(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => self.stop.is_fired(),
+            _ = self.stop.fired() => true,
+        }
+    }
+
+    fn dead_letter(&self, batch: &[QueueItem], reason: &str) {
+        self.metrics.failed.add(batch.len() as u64);
+        let path = self.dead_letter_dir.join(format!("{}.jsonl", self.name));
+        let result = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.dead_letter_dir)?;
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let now = kubetrail_core::Timestamp::now().to_rfc3339();
+            let mut buf = Vec::new();
+            for item in batch {
+                buf.extend_from_slice(b"{\"time\":\"");
+                buf.extend_from_slice(now.as_bytes());
+                buf.extend_from_slice(b"\",\"output\":");
+                serde_json::to_writer(&mut buf, &self.name)?;
+                buf.extend_from_slice(b",\"reason\":");
+                serde_json::to_writer(&mut buf, reason)?;
+                buf.extend_from_slice(b",\"id\":");
+                serde_json::to_writer(&mut buf, &item.id)?;
+                buf.extend_from_slice(b",\"record\":");
+                if serde_json::from_slice::<serde::de::IgnoredAny>(&item.data).is_ok() {
+                    buf.extend_from_slice(&item.data);
+                } else {
+                    serde_json::to_writer(&mut buf, &String::from_utf8_lossy(&item.data))?;
+                }
+                buf.extend_from_slice(b"}\n");
+            }
+            f.write_all(&buf)?;
+            f.sync_data()
+        })();
+        match result {
+            Ok(()) => tracing::error!(output = %self.name, records = batch.len(), reason, file = %path.display(),
+                "batch refused; written to the dead-letter file"),
+            Err(e) => tracing::error!(output = %self.name, records = batch.len(), reason, error = %e,
+                "batch refused and the dead-letter file could not be written; the batch is dropped"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(5);
+        for attempt in 0..40 {
+            let d = backoff(base, cap, attempt);
+            let ceiling = base.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(cap);
+            assert!(d <= ceiling && d >= ceiling / 2 - Duration::from_millis(1), "{attempt}: {d:?}");
+        }
+    }
+}
