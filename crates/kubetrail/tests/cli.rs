@@ -26,7 +26,7 @@ fn check_prints_the_resolved_pipeline() {
     let (code, out, err) = kubetrail(&["check", "-c", &write(&dir, GOOD)]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("kubernetes_events.0 (kubernetes_events) tag=k8s.events"), "{out}");
-    assert!(out.contains("kubernetes_events.0 -> [] -> [stdout.0]"), "{out}");
+    assert!(out.contains("kubernetes_events.0 -> [builtin.redact_secrets] -> [stdout.0]"), "{out}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use super::Filter;
 use super::journal::JournalHandle;
 use super::matcher::Matcher;
 use crate::shutdown::Shutdown;
+use crate::telemetry::health::Health;
 use crate::telemetry::{ComponentMetrics, Metrics};
 
 /// Why a submission was not committed. Nothing of it was committed in any case.
@@ -127,6 +128,8 @@ pub struct SourceContext {
     pub metrics: ComponentMetrics,
     /// The whole registry, for sources that register their own series.
     pub registry: Arc<Metrics>,
+    /// Readiness: a source registers itself and reports progress.
+    pub health: Arc<Health>,
     pub(crate) pipeline: Arc<Pipeline>,
 }
 

@@ -11,7 +11,7 @@ use super::{DeliveryOptions, FilterPlan, InputPlan, OutputPlan, Plan};
 use crate::pipeline::matcher::Matcher;
 use crate::pipeline::{Filter, Output, Source};
 use crate::service::ServiceOptions;
-use crate::{outputs, sources};
+use crate::{filters, outputs, sources};
 
 /// A configuration that cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +48,9 @@ fn build_source(s: &mut Section) -> Result<Box<dyn Source>, ConfigError> {
 
 fn build_filter(s: &mut Section) -> Result<Arc<dyn Filter>, ConfigError> {
     Ok(match s.name() {
-        // WIRE: "grep" => Arc::new(filters::grep::Grep::from_section(s)?),
-        // WIRE: "redact" => Arc::new(filters::redact::Redact::from_section(s)?),
-        // WIRE: "modify" => Arc::new(filters::modify::Modify::from_section(s)?),
+        "grep" => Arc::new(filters::grep::Grep::from_section(s)?),
+        "redact" => Arc::new(filters::redact::Redact::from_section(s)?),
+        "modify" => Arc::new(filters::modify::Modify::from_section(s)?),
         _ => return Err(unknown_component(s, FILTERS)),
     })
 }
@@ -131,12 +131,31 @@ impl Plan {
             inputs.push(InputPlan { name: Arc::from(name), plugin: s.name().to_string(), tag: Arc::from(tag), source });
         }
         let mut filters = Vec::new();
+        let mut secrets_opt_out = false;
         for s in &mut config.filters {
             let name = instance_name(s, &mut counts, &mut seen)?;
             let matcher = Matcher::from_section(s, false)?;
+            if s.name() == "redact" {
+                let r = filters::redact::Redact::from_section(s)?;
+                secrets_opt_out |= r.keeps_secrets();
+            }
             let filter = build_filter(s)?;
             s.finish()?;
             filters.push(FilterPlan { name, plugin: s.name().to_string(), matcher, filter });
+        }
+        if !secrets_opt_out {
+            // Secure by default: audit events about Secrets lose their request and response
+            // bodies, whatever the audit policy's level, unless a redact filter says
+            // `secrets: keep` in so many words.
+            filters.insert(
+                0,
+                FilterPlan {
+                    name: "builtin.redact_secrets".into(),
+                    plugin: "redact".into(),
+                    matcher: Matcher::Wildcard("*".into()),
+                    filter: Arc::new(filters::redact::Redact::secrets_only()),
+                },
+            );
         }
         let mut outputs = Vec::new();
         for s in &mut config.outputs {

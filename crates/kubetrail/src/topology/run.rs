@@ -16,6 +16,8 @@ use crate::pipeline::journal::{self, QueueSlot};
 use crate::pipeline::{Pipeline, SourceContext};
 use crate::pipeline::context::Route;
 use crate::shutdown;
+use crate::telemetry::health::Health;
+use crate::telemetry::server::{ServerError, serve};
 use crate::telemetry::{ComponentMetrics, Metrics};
 
 /// Why the pipeline could not start or stopped with an error.
@@ -31,6 +33,8 @@ pub enum RunError {
     State(#[from] StateError),
     #[error("cannot start the journal thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Server(#[from] ServerError),
     #[error("input {name} failed: {message}")]
     Source { name: String, message: String },
 }
@@ -54,6 +58,12 @@ impl Plan {
         let mut store = Store::open(&db_path, &StoreOptions { sync: service.db_sync, ..Default::default() })?;
         tracing::info!(path = %db_path.display(), "state database open");
 
+        let health = Health::new();
+        let (server_trigger, server_stop) = shutdown::channel();
+        let server = match service.http_listen {
+            Some(addr) => Some(serve(addr, metrics.clone(), health.clone(), server_stop).await?.1),
+            None => None,
+        };
         let mut slots = HashMap::new();
         let mut routes = Vec::new();
         let mut runners = Vec::new();
@@ -66,6 +76,8 @@ impl Plan {
                 let queue = store.queue_id(&format!("output/{}", o.name))?;
                 let notify = Arc::new(Notify::new());
                 let labels = [("component", o.name.as_str())];
+                let depth_bytes = metrics.gauge("kubetrail_queue_bytes", &labels);
+                health.register_queue(&o.name, depth_bytes.clone(), o.delivery.total_limit_size);
                 slots.insert(
                     queue,
                     QueueSlot {
@@ -73,7 +85,7 @@ impl Plan {
                         notify: notify.clone(),
                         limit_bytes: o.delivery.total_limit_size,
                         depth_records: metrics.gauge("kubetrail_queue_records", &labels),
-                        depth_bytes: metrics.gauge("kubetrail_queue_bytes", &labels),
+                        depth_bytes,
                     },
                 );
                 let reader = Arc::new(Mutex::new(store.reader()?));
@@ -114,6 +126,7 @@ impl Plan {
                 shutdown: sources_stop.clone(),
                 metrics: ComponentMetrics::register(&metrics, &input.name),
                 registry: metrics.clone(),
+                health: health.clone(),
                 pipeline: pipeline.clone(),
             };
             let fail_tx = fail_tx.clone();
@@ -157,6 +170,10 @@ impl Plan {
         stopper.abort();
         // 3. The journal ends when its last handle is gone.
         let _ = tokio::task::spawn_blocking(move || journal_thread.join()).await;
+        server_trigger.fire();
+        if let Some(s) = server {
+            let _ = s.await;
+        }
         tracing::info!("stopped");
         match failure {
             Some(f) => Err(f),

@@ -28,11 +28,14 @@ use serde_json::json;
 use self::config::EventsConfig;
 use self::normalize::{EventsApi, NormalizeContext, Observed, normalize};
 use crate::pipeline::{PipelineError, Source, SourceContext, SourceError, Submission};
+use crate::telemetry::health::Readiness;
 use crate::telemetry::{Counter, Gauge};
 
 /// How often a quiet stream re-commits its checkpoint, so that its age tells downtime apart
 /// from a quiet cluster.
 const HEARTBEAT: Duration = Duration::from_secs(60);
+/// How often readiness and the seconds-since-last-event gauge are refreshed.
+const TICK: Duration = Duration::from_secs(5);
 
 /// The `kubernetes_events` input.
 pub struct KubernetesEvents {
@@ -86,6 +89,7 @@ struct Stream {
     relists: Counter,
     gaps: Counter,
     since_last_event: Gauge,
+    readiness: Arc<Readiness>,
 }
 
 impl Stream {
@@ -97,7 +101,10 @@ impl Stream {
         let suffix = format!("{api}/{}", namespace.as_deref().unwrap_or("*"));
         let name = ctx.stream_name(&suffix);
         let labels = [("component", &*ctx.name)];
+        // A watch reconnects at least every kube_watch_timeout; silence well beyond that is a stall.
+        let stall_after = watcher.watch_timeout + watcher.idle_grace + Duration::from_secs(60);
         Stream {
+            readiness: ctx.health.register(&name, stall_after),
             relists: ctx.registry.counter("kubetrail_events_relists_total", &labels),
             gaps: ctx.registry.counter("kubetrail_gap_records_total", &labels),
             since_last_event: ctx.registry.gauge("kubetrail_events_seconds_since_last_event", &labels),
@@ -224,14 +231,17 @@ impl Stream {
         let mut last_event = Instant::now();
         let mut committed_rv = resume;
         let mut errors_seen = 0u64;
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        heartbeat.tick().await;
+        let mut tick = tokio::time::interval(TICK);
+        tick.tick().await;
         loop {
             let next = tokio::select! {
                 biased;
                 _ = self.ctx.shutdown.fired() => return Ok(()),
-                _ = heartbeat.tick() => {
+                _ = tick.tick() => {
                     self.since_last_event.set(last_event.elapsed().as_secs() as i64);
+                    if stats.last_progress().is_some_and(|p| p.elapsed() < TICK * 2) {
+                        self.readiness.progress();
+                    }
                     if last_commit.elapsed() >= HEARTBEAT {
                         if let Some(rv) = committed_rv.clone() {
                             if !self.commit(Vec::new(), Some(&rv)).await.map_err(|e| e.to_string())? {
@@ -252,7 +262,11 @@ impl Stream {
                 errors_seen = errs;
             }
             let event = match next {
-                Ok(ev) => ev,
+                Ok(ev) => {
+                    self.readiness.set_ready(true);
+                    self.readiness.progress();
+                    ev
+                }
                 Err(e) => {
                     // The watcher has arranged its retry (with backoff); report and go on.
                     self.ctx.metrics.errors.inc();
