@@ -145,9 +145,14 @@ pub enum WatcherEvent {
         after_gap: Option<GapInfo>,
     },
     /// One LIST page, as it arrived. `last` is the list's resourceVersion, on the last page.
+    /// `continue_token` is where the list goes on after this page (on every page but the
+    /// last): committing it with the page lets a restart finish the same list snapshot
+    /// ([`Watcher::resume_list`]) instead of starting a new one, which would miss the versions
+    /// superseded in between.
     ListPage {
         items: Vec<RawObject>,
         last: Option<String>,
+        continue_token: Option<String>,
     },
     /// Watch changes that were buffered together, and the resourceVersion after them.
     Frames {
@@ -424,6 +429,20 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
         }
     }
 
+    /// A watcher that finishes a LIST interrupted by a restart, from the `continue_token`
+    /// committed with its last page. If the token has expired meanwhile, the list starts over
+    /// and a gap is reported.
+    pub fn resume_list(api: A, config: WatcherConfig, backoff: B, continue_token: String) -> Self {
+        Watcher {
+            api,
+            backoff,
+            config,
+            stats: Arc::new(WatcherStats::default()),
+            resource_version: None,
+            state: State::Listing { continue_token: Some(continue_token), gap_from: None },
+        }
+    }
+
     /// The shared counters.
     pub fn stats(&self) -> Arc<WatcherStats> {
         self.stats.clone()
@@ -548,21 +567,22 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
                     tracing::warn!(error = %e, "skipping a LIST item");
                 }
                 stats.progress(!page.items.is_empty());
-                let last = match page.continue_token {
+                let (last, next) = match page.continue_token {
                     Some(next) => {
-                        *continue_token = Some(next);
-                        None
+                        *continue_token = Some(next.clone());
+                        (None, Some(next))
                     }
                     None => {
                         *state = State::Connect {
                             resource_version: page.resource_version.clone(),
                         };
-                        Some(page.resource_version)
+                        (Some(page.resource_version), None)
                     }
                 };
                 Some(Ok(WatcherEvent::ListPage {
                     items: page.items,
                     last,
+                    continue_token: next,
                 }))
             }
 

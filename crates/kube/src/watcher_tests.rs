@@ -358,7 +358,7 @@ async fn lists_page_by_page_then_watches_from_the_list_rv() {
         w.next().await.unwrap(),
         WatcherEvent::ListStarted { after_gap: None }
     ));
-    let WatcherEvent::ListPage { items, last } = w.next().await.unwrap() else {
+    let WatcherEvent::ListPage { items, last, .. } = w.next().await.unwrap() else {
         panic!()
     };
     assert_eq!((list_uids(&items), last), (vec!["a", "b"], None));
@@ -367,7 +367,7 @@ async fn lists_page_by_page_then_watches_from_the_list_rv() {
         vec![lcall(None)],
         "pages are yielded as they arrive"
     );
-    let WatcherEvent::ListPage { items, last } = w.next().await.unwrap() else {
+    let WatcherEvent::ListPage { items, last, .. } = w.next().await.unwrap() else {
         panic!()
     };
     assert_eq!(
@@ -984,7 +984,7 @@ async fn bad_list_pages_and_items() {
         w.next().await.unwrap_err(),
         WatchError::BadList(_)
     ));
-    let WatcherEvent::ListPage { items, last } = w.next().await.unwrap() else {
+    let WatcherEvent::ListPage { items, last, .. } = w.next().await.unwrap() else {
         panic!()
     };
     assert!(items.is_empty());
@@ -1052,4 +1052,40 @@ async fn later_answers_can_be_queued() {
         panic!()
     };
     assert_eq!(resource_version, "7");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_interrupted_by_a_restart_resumes_from_its_continue_token() {
+    let api = ScriptedApi::new(vec![
+        list("10", Some("c2"), &[("c", "3")]),
+        list("10", None, &[("d", "4")]),
+        watch(vec![Step::Hang]),
+    ]);
+    let mut w = Watcher::resume_list(api.clone(), config(), RecordingBackoff::new(1), "c1".into());
+    let WatcherEvent::ListPage { items, last, continue_token } = w.next().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((list_uids(&items), last, continue_token.as_deref()), (vec!["c"], None, Some("c2")));
+    let WatcherEvent::ListPage { last, continue_token, .. } = w.next().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((last.as_deref(), continue_token), (Some("10"), None));
+    let _ = tokio::time::timeout(Duration::from_millis(10), w.next()).await;
+    assert_eq!(api.calls(), vec![lcall(Some("c1")), lcall(Some("c2")), wcall("10")]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_list_whose_token_expired_starts_over_with_a_gap() {
+    let api = ScriptedApi::new(vec![
+        Answer::List(Err(api_error(410, "Expired", None))),
+        list("50", None, &[("a", "1")]),
+    ]);
+    let mut w = Watcher::resume_list(api.clone(), config(), RecordingBackoff::new(1), "old".into());
+    let WatcherEvent::ListStarted { after_gap: Some(gap) } = w.next().await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(gap.reason, GapReason::ListContinueExpired);
+    let WatcherEvent::ListPage { last, .. } = w.next().await.unwrap() else { panic!() };
+    assert_eq!(last.as_deref(), Some("50"));
+    assert_eq!(api.calls(), vec![lcall(Some("old")), lcall(None)]);
 }

@@ -163,7 +163,7 @@ async fn lists_in_pages_then_watches_over_tls() {
     let mut listed = Vec::new();
     let mut pages = Vec::new();
     let list_rv = loop {
-        let Ok(WatcherEvent::ListPage { items, last }) = next(&mut rx).await else {
+        let Ok(WatcherEvent::ListPage { items, last, .. }) = next(&mut rx).await else {
             panic!("expected a page")
         };
         pages.push(items.len());
@@ -266,7 +266,7 @@ async fn events_k8s_io_and_field_selectors() {
             w.next().await.unwrap(),
             WatcherEvent::ListStarted { .. }
         ));
-        let WatcherEvent::ListPage { items, last } = w.next().await.unwrap() else {
+        let WatcherEvent::ListPage { items, last, .. } = w.next().await.unwrap() else {
             panic!()
         };
         assert!(last.is_some());

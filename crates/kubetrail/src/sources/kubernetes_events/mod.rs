@@ -31,6 +31,32 @@ use crate::pipeline::{PipelineError, Source, SourceContext, SourceError, Submiss
 use crate::telemetry::health::Readiness;
 use crate::telemetry::{Counter, Gauge};
 
+/// Where a stream is, as committed with each batch: watching from a resourceVersion, or in
+/// the middle of a LIST (its continue token), so that a restart finishes the same list
+/// snapshot instead of starting a new one (which would miss versions superseded meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Position {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rv: Option<String>,
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    continue_token: Option<String>,
+}
+
+impl Position {
+    fn watch(rv: String) -> Position {
+        Position { rv: Some(rv), continue_token: None }
+    }
+
+    fn encode(&self) -> String {
+        // Serializing two optional strings cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn decode(s: &str) -> Option<Position> {
+        serde_json::from_str::<Position>(s).ok().filter(|p| p.rv.is_some() || p.continue_token.is_some())
+    }
+}
+
 /// How often a quiet stream re-commits its checkpoint, so that its age tells downtime apart
 /// from a quiet cluster.
 const HEARTBEAT: Duration = Duration::from_secs(60);
@@ -129,7 +155,13 @@ impl Stream {
     fn gap_record(&self, from_rv: Option<&str>, reason: &str, message: &str, since: Option<Timestamp>) -> Record {
         let now = Timestamp::now();
         let from = from_rv.unwrap_or("");
-        let id = format!("gap:{}:{}", self.name, from);
+        // A gap is identified by the position it lost (so a retried relist after a crash
+        // reports it once); without one, by when it was noticed.
+        let id = if from.is_empty() {
+            format!("gap:{}:{reason}@{}", self.name, now.unix_nanos())
+        } else {
+            format!("gap:{}:{from}", self.name)
+        };
         let mut r = Record::new(id.clone(), now, RecordKind::Gap, self.ctx.name.clone(), self.ctx.tag.clone());
         r.fields.insert("stream".into(), json!(self.name));
         r.fields.insert("reason".into(), json!(reason));
@@ -150,8 +182,8 @@ impl Stream {
     }
 
     /// Submits, treating shutdown as the end and other failures as fatal for this attempt.
-    async fn commit(&self, records: Vec<Record>, rv: Option<&str>) -> Result<bool, PipelineError> {
-        let checkpoints = rv.map(|rv| vec![(self.name.clone(), rv.to_string())]).unwrap_or_default();
+    async fn commit(&self, records: Vec<Record>, pos: Option<&Position>) -> Result<bool, PipelineError> {
+        let checkpoints = pos.map(|p| vec![(self.name.clone(), p.encode())]).unwrap_or_default();
         let sub = Submission { records, checkpoints, dedup_retention: self.config.retention };
         match self.ctx.submit(sub).await {
             Ok(_) => Ok(true),
@@ -186,7 +218,14 @@ impl Stream {
     /// Runs until shutdown (Ok) or an error after which the stream starts over from the state.
     async fn run_once(&self) -> Result<(), String> {
         let checkpoint = self.ctx.checkpoint(&self.name).await.map_err(|e| e.to_string())?;
-        let resume = checkpoint.as_ref().map(|c| c.value.clone()).filter(|v| !v.is_empty());
+        let position = checkpoint.as_ref().and_then(|c| {
+            let p = Position::decode(&c.value);
+            if p.is_none() {
+                tracing::warn!(input = %self.ctx.name, stream = %self.name, "unreadable checkpoint; listing from scratch");
+            }
+            p
+        });
+        let resume = position.as_ref().and_then(|p| p.rv.clone());
         if let Some(c) = &checkpoint {
             let age_ms = Timestamp::now().unix_nanos() / 1_000_000 - c.updated_at_unix_ms;
             let retention_ms = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
@@ -213,10 +252,13 @@ impl Stream {
             label_selector: self.config.label_selector.clone(),
         };
         let api = HttpApi::new(client, self.path()?, selectors);
-        let mut watcher = Watcher::new(api, self.watcher.clone(), self.watcher.backoff(), resume.clone());
+        let mut watcher = match position.as_ref().and_then(|p| p.continue_token.clone()) {
+            Some(token) => Watcher::resume_list(api, self.watcher.clone(), self.watcher.backoff(), token),
+            None => Watcher::new(api, self.watcher.clone(), self.watcher.backoff(), resume.clone()),
+        };
         let stats = watcher.stats();
         tracing::info!(input = %self.ctx.name, stream = %self.name, url = %resolved.url,
-            resume_from = resume.as_deref().unwrap_or("(list)"), "events stream starting");
+            resume = ?position, "events stream starting");
 
         let source: Arc<str> = self.ctx.name.clone();
         let cx = NormalizeContext {
@@ -229,7 +271,7 @@ impl Stream {
         };
         let mut last_commit = Instant::now();
         let mut last_event = Instant::now();
-        let mut committed_rv = resume;
+        let mut committed = position;
         let mut errors_seen = 0u64;
         let mut tick = tokio::time::interval(TICK);
         tick.tick().await;
@@ -243,8 +285,8 @@ impl Stream {
                         self.readiness.progress();
                     }
                     if last_commit.elapsed() >= HEARTBEAT {
-                        if let Some(rv) = committed_rv.clone() {
-                            if !self.commit(Vec::new(), Some(&rv)).await.map_err(|e| e.to_string())? {
+                        if let Some(pos) = committed.clone() {
+                            if !self.commit(Vec::new(), Some(&pos)).await.map_err(|e| e.to_string())? {
                                 return Ok(());
                             }
                             last_commit = Instant::now();
@@ -274,7 +316,7 @@ impl Stream {
                     continue;
                 }
             };
-            let (records, rv) = match event {
+            let (records, pos) = match event {
                 WatcherEvent::ListStarted { after_gap } => {
                     if c.list_requests > 0 || after_gap.is_some() {
                         self.relists.inc();
@@ -290,12 +332,17 @@ impl Stream {
                         None => continue,
                     }
                 }
-                WatcherEvent::ListPage { items, last } => {
+                WatcherEvent::ListPage { items, last, continue_token } => {
                     let mut records = Vec::with_capacity(items.len());
                     for item in items {
                         self.push(&mut records, item.raw, Observed::Listed, &cx);
                     }
-                    (records, last)
+                    let pos = match (last, continue_token) {
+                        (Some(rv), _) => Some(Position::watch(rv)),
+                        (None, Some(token)) => Some(Position { rv: None, continue_token: Some(token) }),
+                        (None, None) => None,
+                    };
+                    (records, pos)
                 }
                 WatcherEvent::Frames { items, resource_version } => {
                     last_event = Instant::now();
@@ -309,19 +356,19 @@ impl Stream {
                         };
                         self.push(&mut records, item.raw, observed, &cx);
                     }
-                    (records, Some(resource_version))
+                    (records, Some(Position::watch(resource_version)))
                 }
-                WatcherEvent::Bookmark { resource_version } => (Vec::new(), Some(resource_version)),
+                WatcherEvent::Bookmark { resource_version } => (Vec::new(), Some(Position::watch(resource_version))),
             };
-            if records.is_empty() && rv.is_none() {
+            if records.is_empty() && pos.is_none() {
                 continue;
             }
-            if !self.commit(records, rv.as_deref()).await.map_err(|e| e.to_string())? {
+            if !self.commit(records, pos.as_ref()).await.map_err(|e| e.to_string())? {
                 return Ok(());
             }
             last_commit = Instant::now();
-            if rv.is_some() {
-                committed_rv = rv;
+            if pos.is_some() {
+                committed = pos;
             }
         }
     }
@@ -333,6 +380,24 @@ impl Stream {
                 self.ctx.metrics.errors.inc();
                 tracing::warn!(input = %self.ctx.name, stream = %self.name, error = %e, "skipping an object that is not a usable Event");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_and_garbage_is_none() {
+        let w = Position::watch("12345".into());
+        assert_eq!(w.encode(), r#"{"rv":"12345"}"#);
+        assert_eq!(Position::decode(&w.encode()), Some(w));
+        let l = Position { rv: None, continue_token: Some("eyJ2Ijoi".into()) };
+        assert_eq!(l.encode(), r#"{"continue":"eyJ2Ijoi"}"#);
+        assert_eq!(Position::decode(&l.encode()), Some(l));
+        for bad in ["", "12345", "{}", "[1]", r#"{"rv":5}"#] {
+            assert_eq!(Position::decode(bad), None, "{bad}");
         }
     }
 }
