@@ -1,7 +1,8 @@
 //! `kubetrail demo`: starts the built-in Kubernetes API emulator with a generator of realistic
 //! Event traffic (deployments scaling, images failing to pull, repeated back-offs) and runs a
 //! real pipeline against it (TLS, bearer token, list+watch) into stdout and the state
-//! database. Run it twice: the second run resumes where the first stopped.
+//! database. The emulator starts empty each time, so the demo starts with a fresh state
+//! database too (a saved position would point into the previous emulator's history).
 
 use std::path::PathBuf;
 use anyhow::Context as _;
@@ -35,7 +36,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    // Never pull the state from under a running demo: hold its lock while cleaning up.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join("kubetrail.db.lock"))
+        .context("opening the demo's lock file")?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!("another kubetrail is using {}", data_dir.display());
+    }
+    for f in ["kubetrail.db", "kubetrail.db-wal", "kubetrail.db-shm"] {
+        let p = data_dir.join(f);
+        if p.exists() {
+            std::fs::remove_file(&p).with_context(|| format!("removing the previous demo state {}", p.display()))?;
+        }
+    }
 
+    drop(lock);
     let token = format!("demo-{:016x}", fastrand::u64(..));
     let emu = Emulator::start(EmulatorOptions {
         tokens: vec![(token.clone(), "kubetrail-demo".into())],
