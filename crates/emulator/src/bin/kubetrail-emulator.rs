@@ -100,9 +100,9 @@ async fn run(args: Args) -> Result<(), String> {
         let spec = EventSpec::simple(
             &ns,
             kinds[i % 4],
-            &format!("workload-{i}"),
+            format!("workload-{i}"),
             reasons[i % 4],
-            &format!(
+            format!(
                 "Back-off restarting failed container app in pod workload-{i}_{ns}(5d6b0a4c-1e2f-4a3b-9c8d-7e6f5a4b3c2d)"
             ),
         );
