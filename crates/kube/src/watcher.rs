@@ -184,6 +184,10 @@ pub struct WatcherConfig {
     pub expected_kind: Option<String>,
     /// LIST page size (`kube_request_limit`; 0 in the config means the default, never unpaged).
     pub page_limit: u32,
+    /// How long a batch of frames may wait for more frames once it holds one (frames arrive
+    /// one HTTP chunk at a time; without lingering, a busy watch yields one-frame batches and
+    /// every frame pays a commit).
+    pub batch_linger: Duration,
     /// WATCH `timeoutSeconds` (`kube_watch_timeout`).
     pub watch_timeout: Duration,
     /// A watch that sends nothing for `watch_timeout + idle_grace` is treated as dead.
@@ -222,6 +226,7 @@ impl Default for WatcherConfig {
             idle_grace: Duration::from_secs(30),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_batch_frames: 500,
+            batch_linger: Duration::from_millis(5),
             max_batch_bytes: 8 << 20,
             short_watch: Duration::from_secs(1),
             healthy_after: Duration::from_secs(60),
@@ -439,7 +444,10 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
             config,
             stats: Arc::new(WatcherStats::default()),
             resource_version: None,
-            state: State::Listing { continue_token: Some(continue_token), gap_from: None },
+            state: State::Listing {
+                continue_token: Some(continue_token),
+                gap_from: None,
+            },
         }
     }
 
@@ -653,6 +661,7 @@ async fn read_watch(
     let mut bookmark = false;
     let kind = config.expected_kind.as_deref();
     let idle = config.watch_timeout + config.idle_grace;
+    let mut linger_until: Option<tokio::time::Instant> = None;
     loop {
         let mut full = false;
         while !w.poisoned {
@@ -718,17 +727,12 @@ async fn read_watch(
             return None;
         }
         let polled = if have {
-            // Take only what has already arrived, to batch it; never wait with frames in hand.
-            match poll_fn(|cx| {
-                Poll::Ready(match w.stream.poll_chunk(cx) {
-                    Poll::Ready(x) => Some(x),
-                    Poll::Pending => None,
-                })
-            })
-            .await
-            {
-                Some(x) => x,
-                None => break,
+            // With frames in hand, wait for more only briefly (`batch_linger`), to batch them.
+            let until = *linger_until
+                .get_or_insert_with(|| tokio::time::Instant::now() + config.batch_linger);
+            match tokio::time::timeout_at(until, poll_fn(|cx| w.stream.poll_chunk(cx))).await {
+                Ok(x) => x,
+                Err(_) => break,
             }
         } else {
             match tokio::time::timeout(idle, poll_fn(|cx| w.stream.poll_chunk(cx))).await {

@@ -1062,16 +1062,32 @@ async fn a_list_interrupted_by_a_restart_resumes_from_its_continue_token() {
         watch(vec![Step::Hang]),
     ]);
     let mut w = Watcher::resume_list(api.clone(), config(), RecordingBackoff::new(1), "c1".into());
-    let WatcherEvent::ListPage { items, last, continue_token } = w.next().await.unwrap() else {
+    let WatcherEvent::ListPage {
+        items,
+        last,
+        continue_token,
+    } = w.next().await.unwrap()
+    else {
         panic!()
     };
-    assert_eq!((list_uids(&items), last, continue_token.as_deref()), (vec!["c"], None, Some("c2")));
-    let WatcherEvent::ListPage { last, continue_token, .. } = w.next().await.unwrap() else {
+    assert_eq!(
+        (list_uids(&items), last, continue_token.as_deref()),
+        (vec!["c"], None, Some("c2"))
+    );
+    let WatcherEvent::ListPage {
+        last,
+        continue_token,
+        ..
+    } = w.next().await.unwrap()
+    else {
         panic!()
     };
     assert_eq!((last.as_deref(), continue_token), (Some("10"), None));
     let _ = tokio::time::timeout(Duration::from_millis(10), w.next()).await;
-    assert_eq!(api.calls(), vec![lcall(Some("c1")), lcall(Some("c2")), wcall("10")]);
+    assert_eq!(
+        api.calls(),
+        vec![lcall(Some("c1")), lcall(Some("c2")), wcall("10")]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1080,12 +1096,22 @@ async fn a_resumed_list_whose_token_expired_starts_over_with_a_gap() {
         Answer::List(Err(api_error(410, "Expired", None))),
         list("50", None, &[("a", "1")]),
     ]);
-    let mut w = Watcher::resume_list(api.clone(), config(), RecordingBackoff::new(1), "old".into());
-    let WatcherEvent::ListStarted { after_gap: Some(gap) } = w.next().await.unwrap() else {
+    let mut w = Watcher::resume_list(
+        api.clone(),
+        config(),
+        RecordingBackoff::new(1),
+        "old".into(),
+    );
+    let WatcherEvent::ListStarted {
+        after_gap: Some(gap),
+    } = w.next().await.unwrap()
+    else {
         panic!()
     };
     assert_eq!(gap.reason, GapReason::ListContinueExpired);
-    let WatcherEvent::ListPage { last, .. } = w.next().await.unwrap() else { panic!() };
+    let WatcherEvent::ListPage { last, .. } = w.next().await.unwrap() else {
+        panic!()
+    };
     assert_eq!(last.as_deref(), Some("50"));
     assert_eq!(api.calls(), vec![lcall(Some("old")), lcall(None)]);
 }

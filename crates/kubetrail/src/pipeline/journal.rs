@@ -193,9 +193,18 @@ fn run(
         }
 
         if !(batch.entries.is_empty() && batch.checkpoints.is_empty() && batch.acks.is_empty()) {
+            let started = Instant::now();
             match store.commit(&batch) {
                 Ok(outcome) => {
                     commits.inc();
+                    tracing::debug!(
+                        entries = batch.entries.len(),
+                        checkpoints = batch.checkpoints.len(),
+                        acks = batch.acks.len(),
+                        submissions = submits.len(),
+                        micros = started.elapsed().as_micros() as u64,
+                        "journal commit"
+                    );
                     for (range, reply) in submits {
                         let inserted = &outcome.inserted[range];
                         let accepted = inserted.iter().filter(|i| **i).count();

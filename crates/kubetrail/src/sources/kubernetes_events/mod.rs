@@ -183,12 +183,24 @@ impl Stream {
 
     /// Submits, treating shutdown as the end and other failures as fatal for this attempt.
     async fn commit(&self, records: Vec<Record>, pos: Option<&Position>) -> Result<bool, PipelineError> {
+        self.start_commit(records, pos).await
+    }
+
+    /// A commit as an owned future, so that the next batch can be fetched while it runs.
+    fn start_commit(
+        &self,
+        records: Vec<Record>,
+        pos: Option<&Position>,
+    ) -> impl std::future::Future<Output = Result<bool, PipelineError>> + Send + 'static {
         let checkpoints = pos.map(|p| vec![(self.name.clone(), p.encode())]).unwrap_or_default();
         let sub = Submission { records, checkpoints, dedup_retention: self.config.retention };
-        match self.ctx.submit(sub).await {
-            Ok(_) => Ok(true),
-            Err(PipelineError::ShuttingDown) => Ok(false),
-            Err(e) => Err(e),
+        let ctx = self.ctx.clone();
+        async move {
+            match ctx.submit(sub).await {
+                Ok(_) => Ok(true),
+                Err(PipelineError::ShuttingDown) => Ok(false),
+                Err(e) => Err(e),
+            }
         }
     }
 
@@ -275,16 +287,32 @@ impl Stream {
         let mut errors_seen = 0u64;
         let mut tick = tokio::time::interval(TICK);
         tick.tick().await;
+        // At most one commit in flight while the next batch is fetched. Commits stay in order
+        // (each waits for the previous); if one fails, the stream restarts from the state, so
+        // fetching ahead of a commit can never skip anything.
+        let mut inflight: Option<tokio::task::JoinHandle<Result<bool, PipelineError>>> = None;
+        async fn settle(h: &mut Option<tokio::task::JoinHandle<Result<bool, PipelineError>>>) -> Result<bool, String> {
+            match h.take() {
+                None => Ok(true),
+                Some(h) => h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+            }
+        }
         loop {
             let next = tokio::select! {
                 biased;
-                _ = self.ctx.shutdown.fired() => return Ok(()),
+                _ = self.ctx.shutdown.fired() => {
+                    settle(&mut inflight).await?;
+                    return Ok(());
+                }
                 _ = tick.tick() => {
                     self.since_last_event.set(last_event.elapsed().as_secs() as i64);
                     if stats.last_progress().is_some_and(|p| p.elapsed() < TICK * 2) {
                         self.readiness.progress();
                     }
                     if last_commit.elapsed() >= HEARTBEAT {
+                        if !settle(&mut inflight).await? {
+                            return Ok(());
+                        }
                         if let Some(pos) = committed.clone() {
                             if !self.commit(Vec::new(), Some(&pos)).await.map_err(|e| e.to_string())? {
                                 return Ok(());
@@ -363,9 +391,10 @@ impl Stream {
             if records.is_empty() && pos.is_none() {
                 continue;
             }
-            if !self.commit(records, pos.as_ref()).await.map_err(|e| e.to_string())? {
+            if !settle(&mut inflight).await? {
                 return Ok(());
             }
+            inflight = Some(tokio::spawn(self.start_commit(records, pos.as_ref())));
             last_commit = Instant::now();
             if pos.is_some() {
                 committed = pos;

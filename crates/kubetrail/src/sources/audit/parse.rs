@@ -1,0 +1,487 @@
+//! Parsing of audit events as the apiserver writes them: one JSON object per log line, or a
+//! webhook body (an `EventList`, a single `Event`, or a JSON array of Events).
+//!
+//! Speed matters here (a busy cluster writes gigabytes of audit log a day), so nothing is
+//! parsed into a generic `serde_json::Value`. A body is walked once to split it into per-item
+//! [`RawValue`]s (the exact bytes, which become the record's original), and each item is then
+//! read into a small borrowed struct that names only the fields the record needs; serde skips
+//! everything else (`requestObject`, `responseObject`, ...) without building anything.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use kubetrail_core::Timestamp;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The audit API group; an event's (or list's) `apiVersion`, when present, must be in it.
+const AUDIT_GROUP_PREFIX: &str = "audit.k8s.io/";
+
+/// One audit event, parsed: its exact bytes plus what the record needs from it.
+#[derive(Debug, Clone)]
+pub struct AuditItem {
+    /// The event's bytes exactly as received (for list items: the item inside `items`).
+    pub raw: Box<RawValue>,
+    /// `auditID`.
+    pub audit_id: String,
+    /// `stage`.
+    pub stage: String,
+    /// `stageTimestamp`, else `requestReceivedTimestamp`, else v1beta1's `timestamp`;
+    /// `None` when none of them is a valid RFC 3339 time.
+    pub time: Option<Timestamp>,
+    /// The normalized fields (`audit_id`, `stage`, `level`, `verb`, `user`, ...).
+    pub fields: Map<String, Value>,
+}
+
+/// An item that is valid JSON but not an audit event. It is kept (as an error record), not
+/// dropped, so that nothing disappears silently.
+#[derive(Debug, Clone)]
+pub struct ItemError {
+    /// Why the item is not an audit event.
+    pub reason: String,
+    /// The item's bytes exactly as received.
+    pub raw: Box<RawValue>,
+}
+
+impl fmt::Display for ItemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not an audit event: {}", self.reason)
+    }
+}
+
+impl std::error::Error for ItemError {}
+
+/// Why a line or a body could not be parsed at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditParseError {
+    /// The input is not JSON (or not one JSON value, or nested too deeply).
+    #[error("not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A log line that is JSON but not an audit event.
+    #[error("{0}")]
+    NotAnEvent(#[source] ItemError),
+}
+
+/// Parses one audit log line (one JSON object; surrounding whitespace, including the line end,
+/// is ignored).
+pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
+    let raw: Box<RawValue> = serde_json::from_slice(line).map_err(AuditParseError::Json)?;
+    parse_item(raw, None).map_err(AuditParseError::NotAnEvent)
+}
+
+/// Parses a webhook body: an `EventList` (`{"kind":"EventList","items":[...]}`, or an object
+/// with `items` and no `kind`), a JSON array of Events, or a single Event. Each item is parsed
+/// on its own: an item that is not an audit event becomes an [`ItemError`] while the others
+/// are kept. The error is for a body that is not JSON at all.
+pub fn parse_body(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, AuditParseError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let shape = BodyShape::deserialize(&mut de).map_err(AuditParseError::Json)?;
+    de.end().map_err(AuditParseError::Json)?;
+    match shape {
+        BodyShape::List { api_version, items } => {
+            let api_version = api_version.filter(|v| v.starts_with(AUDIT_GROUP_PREFIX));
+            Ok(items
+                .into_iter()
+                .map(|raw| parse_item(raw, api_version.as_deref()))
+                .collect())
+        }
+        BodyShape::Array(items) => Ok(items.into_iter().map(|raw| parse_item(raw, None)).collect()),
+        BodyShape::Single => {
+            // Walked once already, so this cannot fail on syntax; it still reports rather than
+            // panics if it somehow did.
+            let raw: Box<RawValue> = serde_json::from_slice(body).map_err(AuditParseError::Json)?;
+            Ok(vec![parse_item(raw, None)])
+        }
+    }
+}
+
+/// Reads one item into an [`AuditItem`]. `list_api_version` is the enclosing list's
+/// `apiVersion`, which list items (written without `kind`/`apiVersion`) inherit.
+fn parse_item(raw: Box<RawValue>, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
+    match read_event(raw.get(), list_api_version) {
+        Ok(p) => Ok(AuditItem {
+            raw,
+            audit_id: p.audit_id,
+            stage: p.stage,
+            time: p.time,
+            fields: p.fields,
+        }),
+        Err(reason) => Err(ItemError { reason, raw }),
+    }
+}
+
+/// What [`read_event`] takes out of an item.
+struct Parsed {
+    audit_id: String,
+    stage: String,
+    time: Option<Timestamp>,
+    fields: Map<String, Value>,
+}
+
+/// Reads and checks one item; the error is the reason it is not an audit event.
+fn read_event(json: &str, list_api_version: Option<&str>) -> Result<Parsed, String> {
+    let ev: EventRef<'_> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    if let Some(kind) = ev.kind.as_deref()
+        && kind != "Event"
+    {
+        return Err(format!("kind is '{kind}', not 'Event'"));
+    }
+    if let Some(v) = ev.api_version.as_deref()
+        && !v.starts_with(AUDIT_GROUP_PREFIX)
+    {
+        return Err(format!("apiVersion '{v}' is not in the audit.k8s.io group"));
+    }
+    let audit_id = match ev.audit_id.as_deref() {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => return Err("no auditID".to_string()),
+    };
+    let stage = match ev.stage.as_deref() {
+        Some(s) if !s.is_empty() => s.to_string(),
+        _ => return Err("no stage".to_string()),
+    };
+    let time = [
+        &ev.stage_timestamp,
+        &ev.request_received_timestamp,
+        &ev.timestamp,
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|t| Timestamp::parse_rfc3339(t));
+    let api_version = ev.api_version.as_deref().or(list_api_version);
+    let fields = ev.fields(&audit_id, &stage, api_version);
+    Ok(Parsed {
+        audit_id,
+        stage,
+        time,
+        fields,
+    })
+}
+
+/// The fields of an audit Event that records use. Everything else is skipped unparsed.
+/// Fields are optional (the apiserver omits empty ones, and a 401 has `"user":{}`), but a
+/// field that is present must have the right type, as for the apiserver's own decoder.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventRef<'a> {
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    level: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "auditID")]
+    audit_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "requestURI")]
+    request_uri: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    verb: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user: Option<UserRef<'a>>,
+    #[serde(borrow)]
+    impersonated_user: Option<UserRef<'a>>,
+    #[serde(borrow, rename = "sourceIPs")]
+    source_ips: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    object_ref: Option<ObjectRefRef<'a>>,
+    response_status: Option<StatusRef>,
+    #[serde(borrow)]
+    request_received_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    stage_timestamp: Option<Cow<'a, str>>,
+    /// audit.k8s.io/v1beta1 only.
+    #[serde(borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    annotations: Option<AnnotationsRef<'a>>,
+}
+
+#[derive(Deserialize)]
+struct UserRef<'a> {
+    #[serde(borrow)]
+    username: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    groups: Option<Vec<Cow<'a, str>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRefRef<'a> {
+    #[serde(borrow)]
+    resource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subresource: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    api_group: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    api_version: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct StatusRef {
+    code: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct AnnotationsRef<'a> {
+    #[serde(borrow, rename = "authorization.k8s.io/decision")]
+    decision: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "authorization.k8s.io/reason")]
+    reason: Option<Cow<'a, str>>,
+}
+
+fn put_str(map: &mut Map<String, Value>, key: &str, v: &Option<Cow<'_, str>>) {
+    if let Some(v) = v {
+        map.insert(key.to_string(), Value::String(v.to_string()));
+    }
+}
+
+fn str_list(list: &[Cow<'_, str>]) -> Value {
+    Value::Array(list.iter().map(|s| Value::String(s.to_string())).collect())
+}
+
+impl EventRef<'_> {
+    /// The normalized fields, named as documented for `k8s_audit` records.
+    fn fields(&self, audit_id: &str, stage: &str, api_version: Option<&str>) -> Map<String, Value> {
+        let mut f = Map::new();
+        f.insert("audit_id".into(), Value::String(audit_id.to_string()));
+        f.insert("stage".into(), Value::String(stage.to_string()));
+        put_str(&mut f, "level", &self.level);
+        put_str(&mut f, "verb", &self.verb);
+        if let Some(u) = &self.user {
+            let mut m = Map::new();
+            put_str(&mut m, "username", &u.username);
+            put_str(&mut m, "uid", &u.uid);
+            if let Some(g) = &u.groups {
+                m.insert("groups".into(), str_list(g));
+            }
+            f.insert("user".into(), Value::Object(m));
+        }
+        if let Some(u) = &self.impersonated_user {
+            let mut m = Map::new();
+            put_str(&mut m, "username", &u.username);
+            if let Some(g) = &u.groups {
+                m.insert("groups".into(), str_list(g));
+            }
+            f.insert("impersonated_user".into(), Value::Object(m));
+        }
+        if let Some(ips) = &self.source_ips {
+            f.insert("source_ips".into(), str_list(ips));
+        }
+        put_str(&mut f, "user_agent", &self.user_agent);
+        if let Some(o) = &self.object_ref {
+            let mut m = Map::new();
+            put_str(&mut m, "resource", &o.resource);
+            put_str(&mut m, "subresource", &o.subresource);
+            put_str(&mut m, "namespace", &o.namespace);
+            put_str(&mut m, "name", &o.name);
+            put_str(&mut m, "api_group", &o.api_group);
+            put_str(&mut m, "api_version", &o.api_version);
+            f.insert("object_ref".into(), Value::Object(m));
+        }
+        if let Some(code) = self.response_status.as_ref().and_then(|s| s.code) {
+            f.insert("response_code".into(), Value::from(code));
+        }
+        put_str(&mut f, "request_uri", &self.request_uri);
+        if let Some(a) = &self.annotations {
+            put_str(&mut f, "decision", &a.decision);
+            put_str(&mut f, "reason", &a.reason);
+        }
+        if let Some(v) = api_version {
+            f.insert("api_version".into(), Value::String(v.to_string()));
+        }
+        f
+    }
+}
+
+/// What a webhook body turned out to be, after one pass over it.
+enum BodyShape {
+    /// An `EventList` (or an object with `items`): its `apiVersion` and its items.
+    List {
+        api_version: Option<String>,
+        items: Vec<Box<RawValue>>,
+    },
+    /// A JSON array of items.
+    Array(Vec<Box<RawValue>>),
+    /// Anything else: the whole body is one item.
+    Single,
+}
+
+impl<'de> Deserialize<'de> for BodyShape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = BodyShape;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an audit EventList, an Event or an array of Events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BodyShape, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(item) = seq.next_element::<Box<RawValue>>()? {
+            items.push(item);
+        }
+        Ok(BodyShape::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodyShape, A::Error> {
+        // Duplicate keys: the last one wins, as in the apiserver's (Go) decoder.
+        let mut kind: Option<Box<RawValue>> = None;
+        let mut api_version: Option<Box<RawValue>> = None;
+        let mut items: Option<Items> = None;
+        while let Some(key) = map.next_key::<EnvelopeKey>()? {
+            match key {
+                EnvelopeKey::Kind => kind = Some(map.next_value()?),
+                EnvelopeKey::ApiVersion => api_version = Some(map.next_value()?),
+                EnvelopeKey::Items => items = Some(map.next_value()?),
+                EnvelopeKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let as_str = |r: &Option<Box<RawValue>>| {
+            r.as_ref()
+                .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+        };
+        let kind_str = as_str(&kind);
+        let is_list = match (kind_str.as_deref(), &items) {
+            (Some("EventList"), _) => true,
+            (None, Some(Items::List(_))) => kind.is_none(),
+            _ => false,
+        };
+        if !is_list {
+            return Ok(BodyShape::Single);
+        }
+        let items = match items {
+            Some(Items::List(v)) => v,
+            None | Some(Items::Null) => Vec::new(),
+            // `"kind":"EventList"` with `items` that is not a list: not something we can split.
+            Some(Items::NotAList) => return Ok(BodyShape::Single),
+        };
+        Ok(BodyShape::List {
+            api_version: as_str(&api_version),
+            items,
+        })
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<BodyShape, E> {
+        Ok(BodyShape::Single)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<BodyShape, E> {
+        Ok(BodyShape::Single)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<BodyShape, E> {
+        Ok(BodyShape::Single)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<BodyShape, E> {
+        Ok(BodyShape::Single)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<BodyShape, E> {
+        Ok(BodyShape::Single)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<BodyShape, E> {
+        Ok(BodyShape::Single)
+    }
+}
+
+/// The envelope keys that matter; compared without allocating.
+enum EnvelopeKey {
+    Kind,
+    ApiVersion,
+    Items,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for EnvelopeKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = EnvelopeKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvelopeKey, E> {
+                Ok(match v {
+                    "kind" => EnvelopeKey::Kind,
+                    "apiVersion" => EnvelopeKey::ApiVersion,
+                    "items" => EnvelopeKey::Items,
+                    _ => EnvelopeKey::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// An envelope's `items`: split into per-item raw values when it is a list.
+enum Items {
+    List(Vec<Box<RawValue>>),
+    Null,
+    NotAList,
+}
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemsVisitor)
+    }
+}
+
+struct ItemsVisitor;
+
+impl<'de> Visitor<'de> for ItemsVisitor {
+    type Value = Items;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Items, A::Error> {
+        match BodyVisitor.visit_seq(seq)? {
+            BodyShape::Array(items) => Ok(Items::List(items)),
+            // visit_seq only ever returns Array.
+            _ => Ok(Items::NotAList),
+        }
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Items, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Items::NotAList)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Items, E> {
+        Ok(Items::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Items, E> {
+        Ok(Items::Null)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Items, E> {
+        Ok(Items::NotAList)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Items, E> {
+        Ok(Items::NotAList)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Items, E> {
+        Ok(Items::NotAList)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Items, E> {
+        Ok(Items::NotAList)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Items, E> {
+        Ok(Items::NotAList)
+    }
+}

@@ -1,0 +1,400 @@
+//! A batch in the making and in flight: the lines read (copied into one buffer, so a batch
+//! costs one allocation, not one per line), the records made from them, and the checkpoints
+//! (file offsets) they advance to.
+//!
+//! The lines are kept until the batch is committed: when the pipeline answers `QueueFull`, the
+//! submitted records are gone, and the same batch is rebuilt from its lines and retried.
+
+use std::sync::Arc;
+
+use kubetrail_core::{DedupKey, Original, Record, RecordKind, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::fingerprint::Fingerprint;
+use super::reader::Event;
+use crate::sources::audit;
+
+/// How much of an unparseable line is kept as the original of its error record.
+const SNIPPET_BYTES: usize = 1024;
+/// The dedup scope of error records made by this source (key: fingerprint/offset).
+const ERROR_DEDUP_SCOPE: &str = "audit_file_error";
+
+/// What a checkpoint stream of one file holds (JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCheckpoint {
+    /// Everything before this offset (of the uncompressed stream) has been submitted.
+    pub offset: u64,
+    /// The name the file was last known under.
+    pub path: String,
+    /// The file was seen being rotated (renamed away or removed from its first name).
+    #[serde(default)]
+    pub rotated: bool,
+    /// The file was read to its end after its rotation and left.
+    #[serde(default)]
+    pub done: bool,
+}
+
+impl FileCheckpoint {
+    pub fn encode(&self) -> String {
+        // A struct of numbers, booleans and a string always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn decode(s: &str) -> Option<FileCheckpoint> {
+        serde_json::from_str(s).ok()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FileRef {
+    fp: Fingerprint,
+    path: Arc<str>,
+}
+
+#[derive(Debug, Clone)]
+enum ItemKind {
+    Line,
+    TooLong { len: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Item {
+    file: usize,
+    offset: u64,
+    /// `data[start..end]`: the line, or the first bytes of a too-long one.
+    start: usize,
+    end: usize,
+    kind: ItemKind,
+}
+
+/// The lines of a batch.
+#[derive(Debug, Default)]
+pub struct LineStore {
+    data: Vec<u8>,
+    items: Vec<Item>,
+    files: Vec<FileRef>,
+}
+
+impl LineStore {
+    /// Lines in the store.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes of line data in the store.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    fn file_index(&mut self, fp: Fingerprint, path: &Arc<str>) -> usize {
+        if let Some(i) = self
+            .files
+            .iter()
+            .position(|f| f.fp == fp && f.path == *path)
+        {
+            return i;
+        }
+        self.files.push(FileRef {
+            fp,
+            path: path.clone(),
+        });
+        self.files.len() - 1
+    }
+
+    /// Adds what the splitter found. Blank lines are not records and are left out.
+    pub fn push(&mut self, fp: Fingerprint, path: &Arc<str>, event: Event<'_>) {
+        let (offset, bytes, kind) = match &event {
+            Event::Line { offset, line } => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    return;
+                }
+                (*offset, *line, ItemKind::Line)
+            }
+            Event::TooLong { offset, len, head } => {
+                (*offset, head.as_slice(), ItemKind::TooLong { len: *len })
+            }
+        };
+        let file = self.file_index(fp, path);
+        let start = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.items.push(Item {
+            file,
+            offset,
+            start,
+            end: self.data.len(),
+            kind,
+        });
+    }
+}
+
+/// What the records of this source carry besides their line.
+#[derive(Debug, Clone)]
+pub struct RecordContext {
+    pub source: Arc<str>,
+    pub tag: Arc<str>,
+    pub raw_format: bool,
+    pub max_line: usize,
+}
+
+/// A line that was not an audit event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    pub path: Arc<str>,
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Makes the records of the lines in `store`: `k8s_audit` records, and `error` records for
+/// lines that are not audit events (returned as well, for counting and logging).
+pub fn build_records(store: &LineStore, cx: &RecordContext) -> (Vec<Record>, Vec<LineError>) {
+    let mut records = Vec::with_capacity(store.items.len());
+    let mut errors = Vec::new();
+    for item in &store.items {
+        let file = &store.files[item.file];
+        let bytes = &store.data[item.start..item.end];
+        let record = match item.kind {
+            ItemKind::Line => match audit::parse_line(bytes) {
+                Ok(event) => audit::normalize(event, &cx.source, &cx.tag, cx.raw_format),
+                Err(e) => {
+                    let reason = e.to_string();
+                    let r = error_record(file, item.offset, &reason, original_of(bytes), cx);
+                    errors.push(LineError {
+                        path: file.path.clone(),
+                        offset: item.offset,
+                        reason,
+                    });
+                    r
+                }
+            },
+            ItemKind::TooLong { len } => {
+                let reason = format!(
+                    "line of {len} bytes is longer than buffer_max_size ({} bytes); skipped",
+                    cx.max_line
+                );
+                let r = error_record(file, item.offset, &reason, snippet(bytes), cx);
+                errors.push(LineError {
+                    path: file.path.clone(),
+                    offset: item.offset,
+                    reason,
+                });
+                r
+            }
+        };
+        records.push(record);
+    }
+    (records, errors)
+}
+
+/// The line itself if it is JSON, else a JSON string of (the start of) it.
+fn original_of(line: &[u8]) -> Original {
+    match serde_json::from_slice::<&RawValue>(line) {
+        Ok(raw) => match RawValue::from_string(raw.get().to_string()) {
+            Ok(owned) => Original::Raw(owned),
+            Err(_) => snippet(line),
+        },
+        Err(_) => snippet(line),
+    }
+}
+
+fn snippet(bytes: &[u8]) -> Original {
+    let cut = &bytes[..bytes.len().min(SNIPPET_BYTES)];
+    Original::Value(Value::String(String::from_utf8_lossy(cut).into_owned()))
+}
+
+/// An `error` record: fields `error`, `file`, `offset` and `source_kind: "audit_file"`. Its id
+/// and dedup key name the file (by fingerprint) and the offset, which is what makes it unique.
+/// It is never in raw format: without its envelope the reason would be lost.
+fn error_record(
+    file: &FileRef,
+    offset: u64,
+    reason: &str,
+    original: Original,
+    cx: &RecordContext,
+) -> Record {
+    let key = format!("{}/{offset}", file.fp.hex());
+    let mut r = Record::new(
+        format!("audit_file:{key}"),
+        Timestamp::now(),
+        RecordKind::Error,
+        cx.source.clone(),
+        cx.tag.clone(),
+    );
+    r.fields
+        .insert("error".into(), Value::String(reason.to_string()));
+    r.fields
+        .insert("source_kind".into(), Value::String("audit_file".into()));
+    r.fields
+        .insert("file".into(), Value::String(file.path.to_string()));
+    r.fields.insert("offset".into(), Value::from(offset));
+    r.original = Some(original);
+    r.dedup = Some(DedupKey {
+        scope: Arc::from(ERROR_DEDUP_SCOPE),
+        key,
+        value: String::new(),
+    });
+    r
+}
+
+/// A batch on its way to the pipeline.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Increasing per source run; the committer publishes the last one committed.
+    pub seq: u64,
+    pub lines: LineStore,
+    pub records: Vec<Record>,
+    /// `(stream, value)`, one per file.
+    pub checkpoints: Vec<(String, String)>,
+}
+
+impl Batch {
+    /// Sets (or replaces) the checkpoint of a stream.
+    pub fn set_checkpoint(&mut self, stream: &str, value: String) {
+        match self.checkpoints.iter_mut().find(|(s, _)| s == stream) {
+            Some(slot) => slot.1 = value,
+            None => self.checkpoints.push((stream.to_string(), value)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.checkpoints.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx() -> RecordContext {
+        RecordContext {
+            source: Arc::from("audit_file.0"),
+            tag: Arc::from("audit"),
+            raw_format: false,
+            max_line: 100,
+        }
+    }
+
+    const EVENT: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a-1","stage":"ResponseComplete","requestURI":"/api","verb":"get","user":{"username":"u"},"stageTimestamp":"2024-01-01T00:00:00.000000Z"}"#;
+
+    #[test]
+    fn lines_become_audit_and_error_records() {
+        let fp = Fingerprint(0xab);
+        let path: Arc<str> = Arc::from("/var/log/audit.log");
+        let mut store = LineStore::default();
+        store.push(
+            fp,
+            &path,
+            Event::Line {
+                offset: 0,
+                line: EVENT.as_bytes(),
+            },
+        );
+        store.push(
+            fp,
+            &path,
+            Event::Line {
+                offset: 300,
+                line: b"   ",
+            },
+        );
+        store.push(
+            fp,
+            &path,
+            Event::Line {
+                offset: 304,
+                line: br#"{"kind":"Pod"}"#,
+            },
+        );
+        store.push(
+            fp,
+            &path,
+            Event::Line {
+                offset: 400,
+                line: b"{\"trunc",
+            },
+        );
+        store.push(
+            fp,
+            &path,
+            Event::TooLong {
+                offset: 500,
+                len: 5000,
+                head: b"{\"kind\"".to_vec(),
+            },
+        );
+        assert_eq!(store.len(), 4);
+        let (records, errors) = build_records(&store, &cx());
+        assert_eq!(records.len(), 4);
+        assert_eq!(errors.len(), 3);
+
+        assert_eq!(records[0].kind, RecordKind::K8sAudit);
+        assert_eq!(records[0].id, "a-1/ResponseComplete");
+        assert_eq!(records[0].dedup.as_ref().unwrap().scope.as_ref(), "audit");
+
+        let not_event = &records[1];
+        assert_eq!(not_event.kind, RecordKind::Error);
+        assert_eq!(not_event.fields["file"], "/var/log/audit.log");
+        assert_eq!(not_event.fields["offset"], 304);
+        assert!(
+            matches!(&not_event.original, Some(Original::Raw(r)) if r.get() == r#"{"kind":"Pod"}"#)
+        );
+        assert_eq!(not_event.id, "audit_file:00000000000000ab/304");
+
+        let not_json = &records[2];
+        assert!(
+            matches!(&not_json.original, Some(Original::Value(Value::String(s))) if s == "{\"trunc")
+        );
+
+        let long = &records[3];
+        assert!(
+            long.fields["error"]
+                .as_str()
+                .unwrap()
+                .contains("5000 bytes"),
+            "{:?}",
+            long.fields
+        );
+        assert_eq!(long.fields["offset"], 500);
+        assert_eq!(
+            errors[2],
+            LineError {
+                path: path.clone(),
+                offset: 500,
+                reason: long.fields["error"].as_str().unwrap().to_string()
+            }
+        );
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_replace() {
+        let c = FileCheckpoint {
+            offset: 42,
+            path: "/a/audit.log".into(),
+            rotated: true,
+            done: false,
+        };
+        assert_eq!(FileCheckpoint::decode(&c.encode()), Some(c.clone()));
+        assert_eq!(
+            FileCheckpoint::decode(r#"{"offset":7,"path":"/x"}"#).map(|c| (c.offset, c.done)),
+            Some((7, false))
+        );
+        assert_eq!(FileCheckpoint::decode("7"), None);
+        let mut b = Batch::default();
+        assert!(b.is_empty());
+        b.set_checkpoint("s/fp:1", "a".into());
+        b.set_checkpoint("s/fp:2", "b".into());
+        b.set_checkpoint("s/fp:1", "c".into());
+        assert_eq!(
+            b.checkpoints,
+            vec![
+                ("s/fp:1".to_string(), "c".to_string()),
+                ("s/fp:2".to_string(), "b".to_string())
+            ]
+        );
+    }
+}
