@@ -171,14 +171,14 @@ impl Record {
 
     /// Encodes the record as one line of JSON (without the trailing newline) into `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        if self.raw_format {
-            if let Some(original) = &self.original {
-                match original {
-                    Original::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                    Original::Value(v) => write_json(out, v),
-                }
-                return;
+        if self.raw_format
+            && let Some(original) = &self.original
+        {
+            match original {
+                Original::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Original::Value(v) => write_json(out, v),
             }
+            return;
         }
         out.extend_from_slice(b"{\"id\":");
         write_json(out, &self.id);

@@ -13,7 +13,7 @@ use kubetrail_emulator::{EventSpec, Faults};
 fn spec(ns: &str, i: usize) -> EventSpec {
     let kinds = ["Pod", "Deployment", "ReplicaSet", "Node"];
     let reasons = ["BackOff", "Pulling", "FailedScheduling", "ScalingReplicaSet"];
-    EventSpec::simple(ns, kinds[i % 4], &format!("obj-{i}"), reasons[i % 4], &format!("message {i}"))
+    EventSpec::simple(ns, kinds[i % 4], format!("obj-{i}"), reasons[i % 4], format!("message {i}"))
 }
 
 /// Runs the pipeline in-process until `stop` is notified.

@@ -28,7 +28,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     let v: f64 = num.parse().map_err(|_| bad())?;
     let ms = v * mult_ms;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e15 {
+    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
         return Err(bad());
     }
     Ok(Duration::from_micros((ms * 1000.0).round() as u64))
@@ -59,7 +59,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     }
     let v: f64 = num.parse().map_err(|_| bad())?;
     let bytes = v * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > 9.0e18 {
+    if !bytes.is_finite() || !(0.0..=9.0e18).contains(&bytes) {
         return Err(bad());
     }
     Ok(bytes.round() as u64)

@@ -102,10 +102,10 @@ impl FileOutput {
     }
 
     fn open_file(&self) -> Result<File, FileOutputError> {
-        if self.mkdir {
-            if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
-            }
+        if self.mkdir
+            && let Some(dir) = self.path.parent()
+        {
+            std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
         }
         OpenOptions::new()
             .create(true)

@@ -77,15 +77,15 @@ impl EventsConfig {
         };
         let raw_format = matches!(s.get_choice("format", &["normalized", "raw"])?, Some("raw"));
         let emit_deleted = s.get_bool("emit_deleted")?.unwrap_or(false);
-        if let Some(db) = s.get_str("db")? {
-            if !db.trim().is_empty() {
-                return Err(s.error(
-                    "db",
-                    "kubetrail keeps this input's checkpoints and dedup keys in the state database \
-                     of service.data_dir, so that they commit in the same transaction as the queued \
-                     records; remove 'db' and set service.data_dir instead",
-                ));
-            }
+        if let Some(db) = s.get_str("db")?
+            && !db.trim().is_empty()
+        {
+            return Err(s.error(
+                "db",
+                "kubetrail keeps this input's checkpoints and dedup keys in the state database \
+                 of service.data_dir, so that they commit in the same transaction as the queued \
+                 records; remove 'db' and set service.data_dir instead",
+            ));
         }
         Ok(EventsConfig {
             connection,

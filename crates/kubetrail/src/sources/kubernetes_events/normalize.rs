@@ -201,10 +201,10 @@ pub fn normalize(
 ) -> Result<Record, NormalizeError> {
     let ev: EventObject<'_> =
         serde_json::from_str(raw.get()).map_err(|e| NormalizeError::Shape(e.to_string()))?;
-    if let Some(kind) = non_empty(&ev.kind) {
-        if kind != "Event" {
-            return Err(NormalizeError::Kind(kind.to_string()));
-        }
+    if let Some(kind) = non_empty(&ev.kind)
+        && kind != "Event"
+    {
+        return Err(NormalizeError::Kind(kind.to_string()));
     }
     let (Some(uid), Some(rv)) = (non_empty(&ev.metadata.uid), non_empty(&ev.metadata.resource_version)) else {
         return Err(NormalizeError::MissingIdentity);
