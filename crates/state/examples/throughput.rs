@@ -121,6 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             entries,
             checkpoints: vec![("bench".into(), n.to_string())],
             acks,
+            trims: vec![],
         })?;
         commit_times.push(t.elapsed());
     }

@@ -12,12 +12,15 @@ pub struct CommitBatch {
     pub checkpoints: Vec<(String, String)>,
     /// Queue acknowledgements, applied after the entries.
     pub acks: Vec<Ack>,
+    /// Oldest records dropped to make room (a queue's `drop_oldest` overflow policy),
+    /// applied before the entries.
+    pub trims: Vec<Trim>,
 }
 
 impl CommitBatch {
     /// True when committing it would write nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.checkpoints.is_empty() && self.acks.is_empty()
+        self.entries.is_empty() && self.checkpoints.is_empty() && self.acks.is_empty() && self.trims.is_empty()
     }
 }
 
@@ -61,6 +64,15 @@ pub struct Ack {
     pub state: Option<(String, String)>,
 }
 
+/// Drop a queue's oldest records until at least `free_bytes` are freed (or it is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trim {
+    /// The queue.
+    pub queue: QueueId,
+    /// Bytes to free at least.
+    pub free_bytes: u64,
+}
+
 /// What `Store::commit` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -68,6 +80,8 @@ pub struct CommitOutcome {
     pub inserted: Vec<bool>,
     /// How many entries were duplicates.
     pub duplicates: u64,
+    /// Per trim, in order: `(records, bytes)` dropped.
+    pub trimmed: Vec<(u64, u64)>,
 }
 
 /// A stored checkpoint.

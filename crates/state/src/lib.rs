@@ -41,7 +41,7 @@ mod reader;
 mod schema;
 mod store;
 
-pub use batch::{Ack, Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry};
+pub use batch::{Ack, Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry, Trim};
 pub use error::StateError;
 pub use lock::lock_path;
 pub use queue::{MAX_SEQ, QueueDepth, QueueId, QueueItem};

@@ -92,6 +92,7 @@ const UPSERT_CHECKPOINT: &str = "INSERT INTO checkpoints (stream, value, updated
          SET value = excluded.value, updated_at_ms = excluded.updated_at_ms";
 const ACKED_SIZE: &str = "SELECT count(*), coalesce(sum(length(data)), 0)
      FROM queue_items WHERE k > ?1 AND k <= ?2";
+const OLDEST_ITEMS: &str = "SELECT k, length(data) FROM queue_items WHERE k > ?1 AND k <= ?2 ORDER BY k";
 const DELETE_ACKED: &str = "DELETE FROM queue_items WHERE k > ?1 AND k <= ?2";
 pub(crate) const SELECT_CHECKPOINT: &str =
     "SELECT value, updated_at_ms FROM checkpoints WHERE stream = ?1";
@@ -390,6 +391,7 @@ impl Store {
         let mut outcome = CommitOutcome {
             inserted: Vec::with_capacity(batch.entries.len()),
             duplicates: 0,
+            trimmed: Vec::with_capacity(batch.trims.len()),
         };
         if batch.is_empty() {
             return Ok(outcome);
@@ -516,6 +518,37 @@ fn write_batch(
         });
         Ok(pending.len() - 1)
     };
+
+    for trim in &batch.trims {
+        let i = pending_for(pending, trim.queue)?;
+        let (lo, hi) = (item_key(trim.queue, 0), item_key(trim.queue, MAX_SEQ));
+        let (mut records, mut bytes, mut last) = (0i64, 0i64, None);
+        {
+            let mut oldest = tx
+                .prepare_cached(OLDEST_ITEMS)
+                .map_err(sql("commit: prepare trim scan"))?;
+            let mut rows = oldest.query(params![lo, hi]).map_err(sql("commit: trim scan"))?;
+            while (bytes as u64) < trim.free_bytes {
+                let Some(row) = rows.next().map_err(sql("commit: trim scan"))? else {
+                    break;
+                };
+                let k: i64 = row.get(0).map_err(sql("commit: trim scan"))?;
+                let len: i64 = row.get(1).map_err(sql("commit: trim scan"))?;
+                records += 1;
+                bytes += len;
+                last = Some(k);
+            }
+        }
+        if let Some(last) = last {
+            tx.prepare_cached(DELETE_ACKED)
+                .map_err(sql("commit: prepare trim delete"))?
+                .execute(params![lo, last])
+                .map_err(sql("commit: trim delete"))?;
+            pending[i].records -= records;
+            pending[i].bytes -= bytes;
+        }
+        outcome.trimmed.push((records as u64, bytes as u64));
+    }
 
     if !batch.entries.is_empty() {
         let mut dedup = tx
@@ -866,6 +899,7 @@ mod tests {
                         up_to_seq: 3,
                         state: Some(("file:q".into(), "1234".into())),
                     }],
+                    trims: vec![],
                 },
                 42,
             )
@@ -1084,6 +1118,7 @@ mod tests {
                     up_to_seq: 1,
                     state: Some(("st".into(), "x".into())),
                 }],
+                trims: vec![],
             })
             .expect_err("unknown queue must fail");
         assert!(matches!(err, StateError::UnknownQueue { queue } if queue == unknown));
@@ -1201,5 +1236,37 @@ mod tests {
         assert!(free >= 190, "200 records of 4000 bytes freed {free} pages");
         assert_eq!(store.reclaim_space(50).expect("reclaim"), 50);
         assert_eq!(store.free_pages().expect("free"), free - 50);
+    }
+}
+
+#[cfg(test)]
+mod trim_tests {
+    use super::*;
+    use crate::batch::{Entry, Trim};
+
+    #[test]
+    fn trims_drop_the_oldest_records_until_enough_bytes_are_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("t.db"), &StoreOptions { sync: SyncMode::Normal, ..Default::default() }).unwrap();
+        let q = store.queue_id("out").unwrap();
+        let entries = (0..10)
+            .map(|i| Entry { dedup: None, queues: vec![q], id: i.to_string(), data: vec![b'x'; 100] })
+            .collect();
+        store.commit(&CommitBatch { entries, ..Default::default() }).unwrap();
+        let out = store
+            .commit(&CommitBatch { trims: vec![Trim { queue: q, free_bytes: 250 }], ..Default::default() })
+            .unwrap();
+        assert_eq!(out.trimmed, vec![(3, 300)]);
+        assert_eq!(store.queue_depth(q).records, 7);
+        assert_eq!(store.queue_depth(q).bytes, 700);
+        let mut r = store.reader().unwrap();
+        let items = r.read_queue(q, 0, 100, usize::MAX).unwrap();
+        assert_eq!(items.first().map(|i| i.id.as_str()), Some("3"));
+        // Asking for more than there is empties the queue and says how much it dropped.
+        let out = store
+            .commit(&CommitBatch { trims: vec![Trim { queue: q, free_bytes: 1 << 20 }], ..Default::default() })
+            .unwrap();
+        assert_eq!(out.trimmed, vec![(7, 700)]);
+        assert_eq!(store.queue_depth(q).records, 0);
     }
 }

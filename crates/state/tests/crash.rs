@@ -102,6 +102,7 @@ fn crash_child_writer() {
                     up_to_seq: acked,
                     state: Some((ACK_STATE.into(), acked.to_string())),
                 }],
+                trims: vec![],
             })
             .expect("child commit");
         assert_eq!(outcome.duplicates, u64::from(batch > 1), "batch {batch}");

@@ -278,6 +278,7 @@ proptest! {
                                 }
                             })
                             .collect(),
+                        trims: vec![],
                     };
                     let outcome = store.commit(&batch).expect("commit");
                     let expected = model.commit(&batch, &ids);
@@ -299,6 +300,7 @@ proptest! {
                         entries: batch_entries,
                         checkpoints: vec![("cp0".into(), "doomed".into())],
                         acks: vec![],
+                        trims: vec![],
                     };
                     prop_assert!(store.commit(&batch).is_err());
                 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kubetrail_state::{Ack, Checkpoint, CommitBatch, Entry, QueueId, Store};
+use kubetrail_state::{Ack, Checkpoint, CommitBatch, Entry, QueueId, Store, Trim};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::PipelineError;
@@ -55,6 +55,23 @@ pub(crate) struct QueueSlot {
     pub limit_bytes: u64,
     pub depth_records: Gauge,
     pub depth_bytes: Gauge,
+    /// What to do when a submission would push the queue past `limit_bytes`.
+    pub on_full: OnFull,
+    /// Records dropped by the overflow policy.
+    pub dropped: Counter,
+    /// Gap records written for drops.
+    pub gaps: Counter,
+}
+
+/// A queue's overflow policy (`storage.on_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    /// Refuse the submission: inputs wait (or answer 503). Nothing is lost.
+    Backpressure,
+    /// Make room by dropping the queue's oldest records.
+    DropOldest,
+    /// Drop the new records for this output (other outputs still get them).
+    DropNewest,
 }
 
 /// The handle sources and outputs use to reach the journal thread.
@@ -163,13 +180,22 @@ fn run(
         let mut touched: Vec<QueueId> = Vec::new();
         for cmd in round {
             match cmd {
-                Cmd::Submit { entries, checkpoints, reply } => {
-                    if let Some(full) = over_limit(&store, &queues, &pending, &entries) {
-                        let _ = reply.send(Err((
-                            PipelineError::QueueFull { output: full },
-                            Some((entries, checkpoints)),
-                        )));
-                        continue;
+                Cmd::Submit { mut entries, checkpoints, reply } => {
+                    match make_room(&store, &queues, &pending, &mut entries) {
+                        Room::Refused(full) => {
+                            let _ = reply.send(Err((
+                                PipelineError::QueueFull { output: full },
+                                Some((entries, checkpoints)),
+                            )));
+                            continue;
+                        }
+                        Room::Made { trims, gaps } => {
+                            batch.trims.extend(trims);
+                            for (q, gap) in gaps {
+                                *pending.entry(q).or_default() += gap.data.len() as u64;
+                                batch.entries.push(gap);
+                            }
+                        }
                     }
                     for e in &entries {
                         for q in &e.queues {
@@ -192,7 +218,7 @@ fn run(
             }
         }
 
-        if !(batch.entries.is_empty() && batch.checkpoints.is_empty() && batch.acks.is_empty()) {
+        if !batch.is_empty() {
             let started = Instant::now();
             match store.commit(&batch) {
                 Ok(outcome) => {
@@ -205,6 +231,12 @@ fn run(
                         micros = started.elapsed().as_micros() as u64,
                         "journal commit"
                     );
+                    for (trim, (records, _)) in batch.trims.iter().zip(&outcome.trimmed) {
+                        if let Some(slot) = queues.get(&trim.queue) {
+                            slot.dropped.add(*records);
+                            tracing::warn!(output = %slot.name, dropped = records, "queue full: dropped its oldest records (storage.on_full: drop_oldest)");
+                        }
+                    }
                     for (range, reply) in submits {
                         let inserted = &outcome.inserted[range];
                         let accepted = inserted.iter().filter(|i| **i).count();
@@ -255,26 +287,160 @@ fn run(
     }
 }
 
-/// The name of the first queue this submission would push past its limit, if any.
-fn over_limit(
+/// What `make_room` decided for a submission.
+enum Room {
+    /// Backpressure: the name of the full queue.
+    Refused(String),
+    /// Accepted, after these trims (drop_oldest) and with these gap records to add.
+    Made { trims: Vec<Trim>, gaps: Vec<(QueueId, Entry)> },
+}
+
+/// Applies each queue's overflow policy to a submission that would push it past its limit.
+/// `drop_newest` takes the queue out of the entries' destinations; `drop_oldest` asks the
+/// commit to trim the queue's oldest records; both add a gap record to that queue, so the
+/// destination learns that something is missing.
+fn make_room(
     store: &Store,
     queues: &HashMap<QueueId, QueueSlot>,
     pending: &HashMap<QueueId, u64>,
-    entries: &[Entry],
-) -> Option<String> {
-    let mut adds: HashMap<QueueId, u64> = HashMap::new();
-    for e in entries {
+    entries: &mut [Entry],
+) -> Room {
+    let mut adds: HashMap<QueueId, (u64, u64)> = HashMap::new();
+    for e in entries.iter() {
         for q in &e.queues {
-            *adds.entry(*q).or_default() += e.data.len() as u64;
+            let a = adds.entry(*q).or_default();
+            a.0 += 1;
+            a.1 += e.data.len() as u64;
         }
     }
-    for (q, add) in adds {
-        let slot = queues.get(&q)?;
+    let mut trims = Vec::new();
+    let mut gaps = Vec::new();
+    for (q, (records, add)) in adds {
+        let Some(slot) = queues.get(&q) else { continue };
         let depth = store.queue_depth(q).bytes + pending.get(&q).copied().unwrap_or(0);
         // An empty queue always takes a submission, however large, so nothing can wedge.
-        if depth > 0 && depth + add > slot.limit_bytes {
-            return Some(slot.name.clone());
+        if depth == 0 || depth + add <= slot.limit_bytes {
+            continue;
+        }
+        match slot.on_full {
+            OnFull::Backpressure => return Room::Refused(slot.name.clone()),
+            OnFull::DropNewest => {
+                for e in entries.iter_mut() {
+                    e.queues.retain(|x| *x != q);
+                }
+                slot.dropped.add(records);
+                slot.gaps.inc();
+                tracing::warn!(output = %slot.name, dropped = records, "queue full: dropped new records (storage.on_full: drop_newest)");
+                gaps.push((q, drop_gap(q, &slot.name, "drop_newest", Some(records), add)));
+            }
+            OnFull::DropOldest => {
+                let need = (depth + add).saturating_sub(slot.limit_bytes);
+                trims.push(Trim { queue: q, free_bytes: need });
+                slot.gaps.inc();
+                gaps.push((q, drop_gap(q, &slot.name, "drop_oldest", None, need)));
+            }
         }
     }
-    None
+    Room::Made { trims, gaps }
+}
+
+/// The gap record a drop writes into the queue it dropped from.
+fn drop_gap(queue: QueueId, output: &str, policy: &str, records: Option<u64>, bytes: u64) -> Entry {
+    use kubetrail_core::{Record, RecordKind, Timestamp};
+    let now = Timestamp::now();
+    let id = format!("gap:queue:{output}:{}", now.unix_nanos());
+    let name: std::sync::Arc<str> = std::sync::Arc::from(format!("output/{output}"));
+    let mut r = Record::new(id.clone(), now, RecordKind::Gap, name.clone(), name);
+    r.fields.insert("reason".into(), serde_json::json!("queue_full"));
+    r.fields.insert("policy".into(), serde_json::json!(policy));
+    r.fields.insert("output".into(), serde_json::json!(output));
+    match records {
+        Some(n) => {
+            r.fields.insert("records_dropped".into(), serde_json::json!(n));
+            r.fields.insert("bytes_dropped".into(), serde_json::json!(bytes));
+        }
+        None => {
+            r.fields.insert("bytes_dropped_at_least".into(), serde_json::json!(bytes));
+        }
+    }
+    r.fields.insert(
+        "message".into(),
+        serde_json::json!(format!(
+            "the queue of output '{output}' reached storage.total_limit_size and records were dropped ({policy})"
+        )),
+    );
+    Entry { dedup: None, queues: vec![queue], id, data: r.encode() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubetrail_state::{StoreOptions, SyncMode};
+
+    fn setup(on_full: OnFull) -> (tempfile::TempDir, JournalHandle, QueueId, Counter, kubetrail_state::Reader) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            Store::open(&dir.path().join("j.db"), &StoreOptions { sync: SyncMode::Normal, ..Default::default() }).unwrap();
+        let q = store.queue_id("output/out").unwrap();
+        let reader = store.reader().unwrap();
+        let metrics = Metrics::new();
+        let dropped = metrics.counter("dropped", &[]);
+        let slot = QueueSlot {
+            name: "out".into(),
+            notify: Arc::new(Notify::new()),
+            limit_bytes: 1000,
+            depth_records: Gauge::default(),
+            depth_bytes: Gauge::default(),
+            on_full,
+            dropped: dropped.clone(),
+            gaps: Counter::default(),
+        };
+        let (handle, _thread) = spawn(store, [(q, slot)].into(), &metrics).unwrap();
+        (dir, handle, q, dropped, reader)
+    }
+
+    fn entry(q: QueueId, id: &str) -> Entry {
+        Entry { dedup: None, queues: vec![q], id: id.into(), data: vec![b'x'; 600] }
+    }
+
+    #[tokio::test]
+    async fn backpressure_refuses_and_keeps_nothing_of_the_refused_submission() {
+        let (_d, j, q, dropped, mut r) = setup(OnFull::Backpressure);
+        j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
+        let err = j.submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None).await.unwrap_err();
+        assert!(matches!(err, PipelineError::QueueFull { ref output } if output == "out"), "{err:?}");
+        assert_eq!(j.checkpoint("s".into()).await.unwrap(), None);
+        let ids: Vec<String> = r.read_queue(q, 0, 10, usize::MAX).unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, vec!["a"]);
+        assert_eq!(dropped.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn drop_newest_keeps_the_queue_and_reports_a_gap() {
+        let (_d, j, q, dropped, mut r) = setup(OnFull::DropNewest);
+        j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
+        j.submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None).await.unwrap();
+        assert_eq!(j.checkpoint("s".into()).await.unwrap().map(|c| c.value), Some("1".into()));
+        let items = r.read_queue(q, 0, 10, usize::MAX).unwrap();
+        assert_eq!(items[0].id, "a");
+        assert_eq!(items.len(), 2);
+        let gap: serde_json::Value = serde_json::from_slice(&items[1].data).unwrap();
+        assert_eq!(gap["kind"], "gap");
+        assert_eq!(gap["policy"], "drop_newest");
+        assert_eq!(gap["records_dropped"], 1);
+        assert_eq!(dropped.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_makes_room_and_reports_a_gap() {
+        let (_d, j, q, dropped, mut r) = setup(OnFull::DropOldest);
+        j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
+        j.submit(vec![entry(q, "b")], vec![], None).await.unwrap();
+        let items = r.read_queue(q, 0, 10, usize::MAX).unwrap();
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(ids[0].starts_with("gap:queue:out:"), "{ids:?}");
+        assert_eq!(ids[1], "b");
+        assert_eq!(dropped.get(), 1);
+    }
 }

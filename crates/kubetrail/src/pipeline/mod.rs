@@ -8,7 +8,7 @@
 //! offset advance).
 
 pub(crate) mod context;
-pub(crate) mod journal;
+pub mod journal;
 pub mod matcher;
 
 use std::time::Duration;

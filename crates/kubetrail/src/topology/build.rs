@@ -8,6 +8,7 @@ use std::time::Duration;
 use kubetrail_core::config::{Config, ConfigError, Section, closest};
 
 use super::{DeliveryOptions, FilterPlan, InputPlan, OutputPlan, Plan};
+use crate::pipeline::journal::OnFull;
 use crate::pipeline::matcher::Matcher;
 use crate::pipeline::{Filter, Output, Source};
 use crate::service::ServiceOptions;
@@ -91,6 +92,11 @@ fn instance_name(
 
 fn delivery_options(s: &mut Section) -> Result<DeliveryOptions, ConfigError> {
     let total_limit_size = s.get_size("storage.total_limit_size")?.unwrap_or(1 << 30);
+    let on_full = match s.get_choice("storage.on_full", &["backpressure", "drop_oldest", "drop_newest"])? {
+        Some("drop_oldest") => OnFull::DropOldest,
+        Some("drop_newest") => OnFull::DropNewest,
+        _ => OnFull::Backpressure,
+    };
     let retry_limit = match s.get_str("retry_limit")? {
         None => None,
         Some(v) if ["no_limits", "false", "off", "no_retries"].contains(&v.to_ascii_lowercase().as_str()) => {
@@ -106,6 +112,7 @@ fn delivery_options(s: &mut Section) -> Result<DeliveryOptions, ConfigError> {
     let batch_bytes = s.get_size("batch.bytes")?.unwrap_or(4 << 20).clamp(1024, 1 << 30) as usize;
     Ok(DeliveryOptions {
         total_limit_size,
+        on_full,
         retry_limit,
         retry_max_backoff: retry_max_backoff.max(retry_base_backoff),
         retry_base_backoff,

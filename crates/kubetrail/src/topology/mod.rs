@@ -44,6 +44,9 @@ pub struct DeliveryOptions {
     pub retry_max_backoff: Duration,
     /// `retry_base_backoff` (default 1s): the first retry's delay.
     pub retry_base_backoff: Duration,
+    /// `storage.on_full` (default `backpressure`): `drop_oldest` or `drop_newest` drop records
+    /// (counted, and reported by a gap record) instead of pausing the inputs.
+    pub on_full: crate::pipeline::journal::OnFull,
     /// `batch.records` (default 2000): records per delivery at most.
     pub batch_records: usize,
     /// `batch.bytes` (default 4M): bytes per delivery at most (a bigger single record still

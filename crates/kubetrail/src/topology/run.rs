@@ -86,6 +86,9 @@ impl Plan {
                         limit_bytes: o.delivery.total_limit_size,
                         depth_records: metrics.gauge("kubetrail_queue_records", &labels),
                         depth_bytes,
+                        on_full: o.delivery.on_full,
+                        dropped: metrics.counter("kubetrail_component_dropped_total", &labels),
+                        gaps: metrics.counter("kubetrail_gap_records_total", &labels),
                     },
                 );
                 let reader = Arc::new(Mutex::new(store.reader()?));
