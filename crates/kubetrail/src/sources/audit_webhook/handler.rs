@@ -37,8 +37,10 @@ pub(crate) const MAX_INFLIGHT_REQUESTS: usize = 8;
 /// What a 503 tells the client (the apiserver uses its own backoff; other clients may not).
 const RETRY_AFTER_SECONDS: &str = "5";
 
-/// Where accepted records go: the pipeline in production (through [`SourceContext::submit`]),
-/// a fake in tests. `commit` returns only once the records are durable, or says why not.
+/// Where accepted records go: the pipeline in production (through
+/// [`SourceContext::try_submit`]: a full queue is answered 503 at once, so the apiserver
+/// retries, rather than holding the request open), a fake in tests. `commit` returns only once
+/// the records are durable, or says why not.
 #[async_trait::async_trait]
 pub trait Commit: Send + Sync {
     async fn commit(&self, submission: Submission) -> Result<SubmitOutcome, PipelineError>;
@@ -47,7 +49,7 @@ pub trait Commit: Send + Sync {
 #[async_trait::async_trait]
 impl Commit for SourceContext {
     async fn commit(&self, submission: Submission) -> Result<SubmitOutcome, PipelineError> {
-        self.submit(submission).await
+        self.try_submit(submission).await
     }
 }
 
