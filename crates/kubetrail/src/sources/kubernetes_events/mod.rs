@@ -127,8 +127,9 @@ impl Stream {
         let suffix = format!("{api}/{}", namespace.as_deref().unwrap_or("*"));
         let name = ctx.stream_name(&suffix);
         let labels = [("component", &*ctx.name)];
-        // A watch reconnects at least every kube_watch_timeout; silence well beyond that is a stall.
-        let stall_after = watcher.watch_timeout + watcher.idle_grace + Duration::from_secs(60);
+        // A healthy watch makes progress at least once per kube_watch_timeout (a change, or a
+        // watch that ran its course and was renewed); two timeouts without any is a stall.
+        let stall_after = watcher.watch_timeout * 2 + Duration::from_secs(10);
         Stream {
             readiness: ctx.health.register(&name, stall_after),
             relists: ctx.registry.counter("kubetrail_events_relists_total", &labels),
