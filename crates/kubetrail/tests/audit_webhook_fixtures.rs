@@ -57,9 +57,10 @@ fn check(item: &AuditItem, line: &[u8]) -> Record {
     assert_eq!(r.id, format!("{}/{}", item.audit_id, item.stage));
     assert_eq!(r.kind, RecordKind::K8sAudit);
     let d = r.dedup.clone().unwrap();
+    let key = format!("{:020}/{}", expected_time.unwrap().unix_nanos(), r.id);
     assert_eq!(
         (&*d.scope, d.key.as_str(), d.value.as_str()),
-        ("audit", r.id.as_str(), "")
+        ("audit", key.as_str(), "")
     );
     let f = &r.fields;
     assert_eq!(f.get("verb"), v.get("verb"));

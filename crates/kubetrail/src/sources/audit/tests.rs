@@ -35,7 +35,8 @@ fn a_v1_line_becomes_a_normalized_record_with_exact_bytes() {
     let d = r.dedup.as_ref().unwrap();
     assert_eq!(
         (&*d.scope, d.key.as_str(), d.value.as_str()),
-        ("audit", "a-1/ResponseComplete", "")
+        ("audit", "01795739575741000000/a-1/ResponseComplete", ""),
+        "the dedup key leads with the event's time (nanoseconds, zero-padded) so keys arrive in order"
     );
     match &r.original {
         Some(Original::Raw(raw)) => assert_eq!(raw.get(), V1),
