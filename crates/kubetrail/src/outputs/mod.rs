@@ -1,4 +1,11 @@
 //! The outputs: one folder per component. `build` turns an output section into an output.
 
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+pub mod http_common;
+pub mod loki;
+pub mod opentelemetry;
 pub mod stdout;
+pub mod postgresql;
+pub mod nats;

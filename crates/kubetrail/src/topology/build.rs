@@ -42,7 +42,7 @@ fn build_source(s: &mut Section) -> Result<Box<dyn Source>, ConfigError> {
     Ok(match s.name() {
         "kubernetes_events" => Box::new(sources::kubernetes_events::KubernetesEvents::from_section(s)?),
         "audit_webhook" => Box::new(sources::audit_webhook::AuditWebhook::from_section(s)?),
-        // WIRE: "audit_file" => Box::new(sources::audit_file::AuditFile::from_section(s)?),
+        "audit_file" => Box::new(sources::audit_file::AuditFile::from_section(s)?),
         _ => return Err(unknown_component(s, INPUTS)),
     })
 }

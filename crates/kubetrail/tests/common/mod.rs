@@ -40,7 +40,14 @@ impl Env {
         std::fs::write(&token_file, TOKEN).expect("write token");
         let data_dir = dir.path().join("data");
         let out_dir = dir.path().join("out");
-        Env { dir, emu, ca_file, token_file, data_dir, out_dir }
+        Env {
+            dir,
+            emu,
+            ca_file,
+            token_file,
+            data_dir,
+            out_dir,
+        }
     }
 
     /// A configuration: one kubernetes_events input (with `input_extra` lines, each already
@@ -99,10 +106,13 @@ pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
     files.push(path.to_path_buf());
     let mut out = Vec::new();
     for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
         for (i, line) in text.lines().enumerate() {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|e| panic!("{}:{}: not JSON ({e}): {line:.200}", f.display(), i + 1));
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("{}:{}: not JSON ({e}): {line:.200}", f.display(), i + 1)
+            });
             out.push(v);
         }
     }
@@ -114,7 +124,10 @@ pub fn occurrences(records: &[serde_json::Value]) -> HashMap<(String, String), u
     let mut m = HashMap::new();
     for r in records.iter().filter(|r| r["kind"] == "k8s_event") {
         let uid = r["uid"].as_str().unwrap_or_default().to_string();
-        let rv = r["resource_version"].as_str().unwrap_or_default().to_string();
+        let rv = r["resource_version"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         *m.entry((uid, rv)).or_default() += 1;
     }
     m
@@ -137,8 +150,14 @@ pub fn spawn_kubetrail(config: &Path, dir: &Path, run: u32) -> Child {
 
 /// Sends a signal to a child.
 pub fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
-    assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{sig} failed");
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+    assert!(
+        status.map(|s| s.success()).unwrap_or(false),
+        "kill -{sig} failed"
+    );
 }
 
 /// Polls `cond` every 50 ms until it holds or `timeout` passes.

@@ -255,6 +255,9 @@ impl<C: Committer> Tailer<C> {
                 .await
                 .map_err(|e| Stop::Failed(format!("scanning the audit log files failed: {e}")))?;
         self.cache = cache;
+        if found.is_empty() && !self.scanned {
+            tracing::info!(path = %self.cfg.path, "no file matches the path yet; waiting for one");
+        }
         let now = Instant::now();
 
         // Rotations and renames of the files being read.
@@ -318,6 +321,8 @@ impl<C: Committer> Tailer<C> {
         let stream = self.committer.stream_name(&format!("fp:{}", fp.hex()));
         let stored = self.committer.checkpoint(&stream).await?;
         let path_str: Arc<str> = Arc::from(f.path.to_string_lossy().as_ref());
+        // Seen before, even if what was stored cannot be read: never start such a file at its end.
+        let seen_before = stored.is_some();
         let noted = stored.and_then(|c| match FileCheckpoint::decode(&c.value) {
             Some(c) => Some(c),
             None => {
@@ -327,7 +332,7 @@ impl<C: Committer> Tailer<C> {
         });
         let (offset, rotated, done) = match &noted {
             Some(c) => (c.offset, c.rotated || c.path != *path_str, c.done),
-            None if !self.scanned && !self.cfg.read_from_head => {
+            None if !seen_before && !self.scanned && !self.cfg.read_from_head => {
                 // Found at start and never seen: start at its end.
                 if f.compressed {
                     (0, true, true)

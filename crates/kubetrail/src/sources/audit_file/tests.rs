@@ -632,48 +632,22 @@ async fn older_backups_are_read_before_the_active_file() {
     run.stop().await;
 }
 
-/// How fast the source turns a large audit log into records (reading, line splitting,
-/// parsing, normalizing, encoding as the pipeline would), without the pipeline's database.
-/// Run with `cargo test --release -p kubetrail --lib audit_file::tests::throughput -- --ignored
-/// --nocapture` (`AUDIT_FILE_MIB` sets the size, default 256).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement; run it in release mode"]
-async fn throughput() {
-    let mib: usize = std::env::var("AUDIT_FILE_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_checkpoint_means_reading_the_file_from_its_start() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.log");
-    let (mut n, mut bytes) = (0usize, 0usize);
-    {
-        let mut w = std::io::BufWriter::new(File::create(&log).unwrap());
-        while bytes < mib << 20 {
-            // Sizes like a RequestResponse audit log: mostly small, some large bodies.
-            let pad = [200, 400, 800, 1500, 3000, 12000][n % 6];
-            let line = event(n, pad);
-            w.write_all(line.as_bytes()).unwrap();
-            w.write_all(b"\n").unwrap();
-            bytes += line.len() + 1;
-            n += 1;
-        }
-        w.flush().unwrap();
-    }
+    let content = lines(0..5);
+    append(&log, &content);
+    let fp = super::fingerprint::Fingerprint::of_start(content.as_bytes()).unwrap();
     let fake = Arc::new(Fake::default());
-    fake.lock().count_only = true;
-    let started = std::time::Instant::now();
-    let run = start(config(dir.path()), &fake);
-    while fake.lock().counted < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let encoded = fake.lock().counted_bytes;
+    fake.lock()
+        .checkpoints
+        .insert(format!("audit_file.0/fp:{}", fp.hex()), "garbage".into());
+    let mut cfg = config(dir.path());
+    cfg.read_from_head = false;
+    let run = start(cfg, &fake);
+    wait_ids(&fake, &ids(0..5)).await;
+    assert_eq!(fake.checkpoints()[0].offset, content.len() as u64);
     run.stop().await;
-    println!(
-        "audit_file: {n} lines, {:.0} MiB in {secs:.2}s: {:.0} MB/s, {:.0} lines/s ({:.0} MiB encoded)",
-        bytes as f64 / (1 << 20) as f64,
-        bytes as f64 / 1e6 / secs,
-        n as f64 / secs,
-        encoded as f64 / (1 << 20) as f64
-    );
 }
+

@@ -1,0 +1,175 @@
+//! Load generator for the audit benchmarks under `bench/` (not part of kubetrail itself):
+//!
+//! ```text
+//! audit_load gen-certs DIR                      CA, server certificate and key, token file
+//! audit_load gen-log FILE BYTES TEMPLATE        a realistic audit log of BYTES from real lines
+//! audit_load post URL CA TOKEN CONNS BATCH TOTAL TEMPLATE
+//!                                               POST EventLists of BATCH events on CONNS
+//!                                               keep-alive connections until TOTAL events
+//!                                               are answered 200; prints events/s
+//! ```
+//! TEMPLATE is a JSON-lines audit log (real apiserver lines); every generated event is one of
+//! its lines with the `auditID` replaced by a unique one of the same length, so bodies are the
+//! real shapes and sizes and no two events share a dedup key.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use kubetrail_net::{HttpClient, TlsClientSettings};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Template lines split around their auditID value, so an event is made by two copies and a
+/// 36-byte id.
+struct Template {
+    lines: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Template {
+    fn load(path: &str) -> Result<Template, Error> {
+        let text = std::fs::read(path)?;
+        let mut lines = Vec::new();
+        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let needle = b"\"auditID\":\"";
+            let Some(pos) = line.windows(needle.len()).position(|w| w == needle) else { continue };
+            let start = pos + needle.len();
+            let Some(len) = line[start..].iter().position(|b| *b == b'"') else { continue };
+            lines.push((line[..start].to_vec(), line[start + len..].to_vec()));
+        }
+        if lines.is_empty() {
+            return Err("the template has no audit lines".into());
+        }
+        Ok(Template { lines })
+    }
+
+    /// Appends event number `n` (a unique auditID) to `out`.
+    fn write(&self, n: u64, out: &mut Vec<u8>) {
+        let (head, tail) = &self.lines[(n % self.lines.len() as u64) as usize];
+        out.extend_from_slice(head);
+        // A UUID-shaped id: 8-4-4-4-12 hex digits.
+        let _ = write!(out, "{:08x}-0000-4000-8000-{:012x}", (n >> 48) as u32, n & 0xffff_ffff_ffff);
+        out.extend_from_slice(tail);
+    }
+}
+
+fn gen_certs(dir: &str) -> Result<(), Error> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    std::fs::create_dir_all(dir)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?.signed_by(&key, &ca, &ca_key)?;
+    std::fs::write(format!("{dir}/ca.crt"), ca.pem())?;
+    std::fs::write(format!("{dir}/tls.crt"), cert.pem())?;
+    std::fs::write(format!("{dir}/tls.key"), key.serialize_pem())?;
+    std::fs::write(format!("{dir}/tokens"), "bench-token\n")?;
+    Ok(())
+}
+
+fn gen_log(file: &str, bytes: u64, template: &str) -> Result<(), Error> {
+    let t = Template::load(template)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(file)?);
+    let (mut written, mut n, mut buf) = (0u64, 0u64, Vec::with_capacity(1 << 16));
+    while written < bytes {
+        buf.clear();
+        t.write(n, &mut buf);
+        buf.push(b'\n');
+        out.write_all(&buf)?;
+        written += buf.len() as u64;
+        n += 1;
+    }
+    out.flush()?;
+    println!("{n} lines, {written} bytes");
+    Ok(())
+}
+
+async fn post(args: &[String]) -> Result<(), Error> {
+    let [url, ca, token, conns, batch, total, template] = args else {
+        return Err("post URL CA TOKEN CONNS BATCH TOTAL TEMPLATE".into());
+    };
+    let conns: u64 = conns.parse()?;
+    let batch: u64 = batch.parse()?;
+    let total: u64 = total.parse()?;
+    let template = Arc::new(Template::load(template)?);
+    let tls = TlsClientSettings { ca_file: Some(ca.into()), ..Default::default() };
+    let client = HttpClient::new(url, &tls)?;
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let token = Arc::new(format!("Bearer {token}"));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (client, template, next, done, refused, token) =
+            (client.clone(), template.clone(), next.clone(), done.clone(), refused.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let first = next.fetch_add(batch, Ordering::Relaxed);
+                if first >= total {
+                    return Ok::<_, Error>(latencies);
+                }
+                let mut body = Vec::with_capacity((batch * 1700) as usize);
+                body.extend_from_slice(br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#);
+                for i in 0..batch {
+                    if i > 0 {
+                        body.push(b',');
+                    }
+                    template.write(first + i, &mut body);
+                }
+                body.extend_from_slice(b"]}");
+                let body = Bytes::from(body);
+                loop {
+                    let req = http::Request::post("/audit?timeout=30s")
+                        .header("content-type", "application/json")
+                        .header("authorization", token.as_str())
+                        .body(Full::new(body.clone()))?;
+                    let t = Instant::now();
+                    let resp = client.send(req).await?;
+                    let status = resp.status().as_u16();
+                    let _ = resp.into_body().read_to_end(1 << 16).await;
+                    latencies.push(t.elapsed());
+                    if status == 200 {
+                        done.fetch_add(batch, Ordering::Relaxed);
+                        break;
+                    }
+                    // 503: the queue is full; retry like the apiserver (sooner, it's a bench).
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let p = |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or_default();
+    let events = done.load(Ordering::Relaxed);
+    println!(
+        "{events} events in {secs:.2} s = {:.0} events/s ({conns} connections, {batch} per EventList, each answered only when durable); 503s {}; request latency p50 {:?} p99 {:?}",
+        events as f64 / secs,
+        refused.load(Ordering::Relaxed),
+        p(0.5),
+        p(0.99)
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("gen-certs") if args.len() == 2 => gen_certs(&args[1]),
+        Some("gen-log") if args.len() == 4 => gen_log(&args[1], args[2].parse()?, &args[3]),
+        Some("post") => tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?.block_on(post(&args[1..])),
+        _ => Err("usage: audit_load gen-certs DIR | gen-log FILE BYTES TEMPLATE | post URL CA TOKEN CONNS BATCH TOTAL TEMPLATE".into()),
+    }
+}
