@@ -48,6 +48,10 @@ impl Setup {
     }
 
     fn config(&self, output_extra: &str) -> PathBuf {
+        self.config_with(output_extra, "")
+    }
+
+    fn config_with(&self, output_extra: &str, more_inputs: &str) -> PathBuf {
         let d = self.dir.path().display();
         let yaml = format!(
             r#"service:
@@ -61,6 +65,7 @@ pipeline:
       tls.crt_file: {d}/tls.crt
       tls.key_file: {d}/tls.key
       token_file: {d}/tokens
+{more_inputs}
   outputs:
     - name: file
       match: '*'
@@ -223,4 +228,30 @@ async fn a_full_queue_answers_503_until_it_drains_then_200() {
     let counts = audit_counts(&s.records());
     assert!(done, "{} of {}", counts.len(), accepted.len());
     assert_eq!(counts.len(), accepted.len(), "only what was answered 200 is stored, all of it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_events_by_file_and_by_webhook_are_stored_once() {
+    let s = Setup::new();
+    let logs = s.dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let more = format!("    - name: audit_file\n      tag: k8s.audit.file\n      path: {}/audit*.log\n      refresh_interval: 200ms", logs.display());
+    let config = s.config_with("", &more);
+    let client = s.client();
+    let mut child = spawn_kubetrail(&config, s.dir.path(), 0);
+    let (body, ids) = batch("both", 60);
+    // The apiserver writes the log and posts the webhook: the same 60 events, twice over.
+    let lines: String = ids.iter().map(|id| event(id, "ResponseComplete") + "\n").collect();
+    std::fs::write(logs.join("audit.log"), lines).unwrap();
+    assert_eq!(post_when_up(&client, &body).await, 200);
+    let done = wait_until(Duration::from_secs(20), || audit_counts(&s.records()).len() >= ids.len()).await;
+    // Give the slower path time to deliver its copy too (it must be recognized as a duplicate).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let counts = audit_counts(&s.records());
+    assert!(done);
+    assert_eq!(counts.len(), ids.len());
+    assert!(counts.values().all(|n| *n == 1), "an event arriving by file and by webhook was stored twice");
+    assert_eq!(s.records().len(), ids.len(), "nothing else was written");
 }

@@ -738,7 +738,6 @@ async fn end_to_end_events_into_elasticsearch_loki_and_http() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs elasticsearch, loki and http wired in topology/build.rs"]
 async fn end_to_end_configured_by_name() {
     end_to_end(true).await;
 }

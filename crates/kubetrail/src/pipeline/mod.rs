@@ -60,6 +60,17 @@ pub trait Output: Send + Sync {
     /// Delivers a batch (each item's `data` is one encoded record, a JSON line without
     /// newline). Returns the state to commit with the acknowledgement.
     async fn deliver(&mut self, batch: &[QueueItem]) -> Result<Option<String>, DeliveryError>;
+    /// Receives the output's dead-letter file before `open`, for outputs that refuse records
+    /// one by one (e.g. Elasticsearch's per-document errors) rather than whole batches.
+    fn attach_dead_letters(&mut self, _writer: crate::outputs::http_common::DeadLetterWriter) {}
+
+    /// A state to commit right after `open`, before the first delivery, when there was none
+    /// (e.g. the `file` output's starting length, so that a crash before its first
+    /// acknowledgement still lets it cut back to where it began).
+    fn initial_state(&self) -> Option<String> {
+        None
+    }
+
     /// Flushes and closes (at shutdown).
     async fn close(&mut self) -> Result<(), DeliveryError> {
         Ok(())

@@ -23,7 +23,7 @@ pub enum BuildError {
 
 const INPUTS: &[&str] = &["kubernetes_events", "audit_webhook", "audit_file"];
 const FILTERS: &[&str] = &["grep", "redact", "modify"];
-const OUTPUTS: &[&str] = &["stdout", "file"];
+const OUTPUTS: &[&str] = &["stdout", "file", "http", "loki", "elasticsearch", "opentelemetry", "postgresql", "nats"];
 
 /// The component names this build knows, by kind: (inputs, filters, outputs).
 pub fn component_names() -> (&'static [&'static str], &'static [&'static str], &'static [&'static str]) {
@@ -60,6 +60,12 @@ fn build_output(s: &mut Section) -> Result<Box<dyn Output>, ConfigError> {
     Ok(match s.name() {
         "stdout" => Box::new(outputs::stdout::Stdout::from_section(s)?),
         "file" => Box::new(outputs::file::FileOutput::from_section(s)?),
+        "http" => Box::new(outputs::http::HttpOutput::from_section(s)?),
+        "loki" => Box::new(outputs::loki::LokiOutput::from_section(s)?),
+        "elasticsearch" => Box::new(outputs::elasticsearch::ElasticsearchOutput::from_section(s)?),
+        "opentelemetry" => Box::new(outputs::opentelemetry::OpenTelemetryOutput::from_section(s)?),
+        // WIRE: "postgresql" => Box::new(outputs::postgresql::PostgresqlOutput::from_section(s)?),
+        // WIRE: "nats" => Box::new(outputs::nats::NatsOutput::from_section(s)?),
         _ => return Err(unknown_component(s, OUTPUTS)),
     })
 }

@@ -3,8 +3,6 @@
 //! commits the output's state with it). Failed deliveries are retried with capped exponential
 //! backoff and jitter; refused batches and batches past `retry_limit` go to a dead-letter file.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +10,7 @@ use kubetrail_state::{Ack, QueueId, QueueItem, Reader};
 use tokio::sync::Notify;
 
 use super::DeliveryOptions;
+use crate::outputs::http_common::DeadLetterWriter;
 use crate::pipeline::journal::JournalHandle;
 use crate::pipeline::{DeliveryError, Output};
 use crate::shutdown::Shutdown;
@@ -27,7 +26,7 @@ pub(crate) struct OutputRunner {
     pub notify: Arc<Notify>,
     pub delivery: DeliveryOptions,
     pub metrics: ComponentMetrics,
-    pub dead_letter_dir: PathBuf,
+    pub dead_letters: DeadLetterWriter,
     /// Fires when the sources have stopped: deliver what is queued, then return.
     pub drain: Shutdown,
     /// Fires when the grace period is over: return now (the queue keeps the rest).
@@ -56,6 +55,7 @@ impl OutputRunner {
                 return;
             }
         };
+        self.output.attach_dead_letters(self.dead_letters.clone());
         let mut attempt = 0;
         loop {
             match self.output.open(committed.clone()).await {
@@ -69,6 +69,15 @@ impl OutputRunner {
                         return;
                     }
                 }
+            }
+        }
+        if committed.is_none()
+            && let Some(state) = self.output.initial_state()
+        {
+            let ack = Ack { queue: self.queue, up_to_seq: 0, state: Some((state_stream(&self.name), state)) };
+            if let Err(e) = self.journal.ack(ack).await {
+                tracing::error!(output = %self.name, error = %e, "cannot commit the output's initial state");
+                return;
             }
         }
         let mut after = 0u64;
@@ -173,38 +182,10 @@ impl OutputRunner {
     }
 
     fn dead_letter(&self, batch: &[QueueItem], reason: &str) {
-        self.metrics.failed.add(batch.len() as u64);
-        let path = self.dead_letter_dir.join(format!("{}.jsonl", self.name));
-        let result = (|| -> std::io::Result<()> {
-            std::fs::create_dir_all(&self.dead_letter_dir)?;
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-            let now = kubetrail_core::Timestamp::now().to_rfc3339();
-            let mut buf = Vec::new();
-            for item in batch {
-                buf.extend_from_slice(b"{\"time\":\"");
-                buf.extend_from_slice(now.as_bytes());
-                buf.extend_from_slice(b"\",\"output\":");
-                serde_json::to_writer(&mut buf, &self.name)?;
-                buf.extend_from_slice(b",\"reason\":");
-                serde_json::to_writer(&mut buf, reason)?;
-                buf.extend_from_slice(b",\"id\":");
-                serde_json::to_writer(&mut buf, &item.id)?;
-                buf.extend_from_slice(b",\"record\":");
-                if serde_json::from_slice::<serde::de::IgnoredAny>(&item.data).is_ok() {
-                    buf.extend_from_slice(&item.data);
-                } else {
-                    serde_json::to_writer(&mut buf, &String::from_utf8_lossy(&item.data))?;
-                }
-                buf.extend_from_slice(b"}\n");
-            }
-            f.write_all(&buf)?;
-            f.sync_data()
-        })();
-        match result {
-            Ok(()) => tracing::error!(output = %self.name, records = batch.len(), reason, file = %path.display(),
-                "batch refused; written to the dead-letter file"),
-            Err(e) => tracing::error!(output = %self.name, records = batch.len(), reason, error = %e,
-                "batch refused and the dead-letter file could not be written; the batch is dropped"),
+        if let Err(e) = self.dead_letters.write_batch(batch, reason) {
+            self.metrics.failed.add(batch.len() as u64);
+            tracing::error!(output = %self.name, records = batch.len(), reason, error = %e,
+                "batch refused and the dead-letter file could not be written; the batch is dropped");
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 
 use super::Plan;
 use super::output_runner::OutputRunner;
+use crate::outputs::http_common::DeadLetterWriter;
 use crate::pipeline::journal::{self, QueueSlot};
 use crate::pipeline::{Pipeline, SourceContext};
 use crate::pipeline::context::Route;
@@ -97,8 +98,12 @@ impl Plan {
             }
             (journal_handle, journal_thread) = journal::spawn(store, slots, &metrics).map_err(RunError::Thread)?;
             for (o, queue, notify, reader) in pending {
+                let component_metrics = ComponentMetrics::register(&metrics, &o.name);
+                let dead_letters = DeadLetterWriter::new(service.data_dir.join("dead-letter"), o.name.clone())
+                    .with_counter(component_metrics.failed.clone());
                 let runner = OutputRunner {
-                    metrics: ComponentMetrics::register(&metrics, &o.name),
+                    metrics: component_metrics,
+                    dead_letters,
                     name: o.name,
                     queue,
                     output: o.output,
@@ -106,7 +111,6 @@ impl Plan {
                     journal: journal_handle.clone(),
                     notify,
                     delivery: o.delivery,
-                    dead_letter_dir: service.data_dir.join("dead-letter"),
                     drain: drain.clone(),
                     stop: stop_outputs.clone(),
                 };

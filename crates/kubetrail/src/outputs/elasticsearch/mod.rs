@@ -200,6 +200,10 @@ impl ElasticsearchOutput {
 
 #[async_trait::async_trait]
 impl Output for ElasticsearchOutput {
+    fn attach_dead_letters(&mut self, writer: DeadLetterWriter) {
+        self.set_dead_letters(writer);
+    }
+
     async fn open(&mut self, _committed: Option<String>) -> Result<(), DeliveryError> {
         Ok(())
     }

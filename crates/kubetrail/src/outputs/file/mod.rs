@@ -199,6 +199,10 @@ impl Output for FileOutput {
         tokio::task::block_in_place(|| self.recover(committed)).map_err(Into::into)
     }
 
+    fn initial_state(&self) -> Option<String> {
+        Some(self.len.to_string())
+    }
+
     async fn deliver(&mut self, batch: &[QueueItem]) -> Result<Option<String>, DeliveryError> {
         let len = tokio::task::block_in_place(|| self.write_batch(batch))?;
         Ok(Some(len.to_string()))
