@@ -3,7 +3,8 @@
 //! acknowledges what was read, as the agent does.
 //!
 //! `cargo run --release -p kubetrail-state --example throughput -- records=200000 batch=1000
-//! size=1536 sync=full dedup=on prefill=0 dir=/var/tmp` (every argument optional).
+//! size=1536 sync=full dedup=on keys=random|ordered prefill=0 dir=/var/tmp` (every argument
+//! optional).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => SyncMode::Full,
     };
     let dedup = get("dedup", "on") == "on";
+    // `keys=ordered`: time-ordered keys, as audit records' dedup keys are; `random`: like uids.
+    let ordered = get("keys", "random") == "ordered";
     // Dedup keys stored before the timed run, as a long retention window leaves them.
     let prefill: u64 = get("prefill", "0").parse()?;
     let base = PathBuf::from(get("dir", &std::env::temp_dir().to_string_lossy()));
@@ -93,7 +96,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for _ in 0..batch.min(records - n) {
             n += 1;
             // Spread keys like uids do: a multiplicative hash of the counter.
-            let key = format!("{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let key = if ordered {
+                format!("{n:020}")
+            } else {
+                format!("{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            };
             entries.push(Entry {
                 dedup: dedup.then(|| Dedup {
                     scope: "bench".into(),
