@@ -35,9 +35,13 @@ impl Template {
         let mut lines = Vec::new();
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let needle = b"\"auditID\":\"";
-            let Some(pos) = line.windows(needle.len()).position(|w| w == needle) else { continue };
+            let Some(pos) = line.windows(needle.len()).position(|w| w == needle) else {
+                continue;
+            };
             let start = pos + needle.len();
-            let Some(len) = line[start..].iter().position(|b| *b == b'"') else { continue };
+            let Some(len) = line[start..].iter().position(|b| *b == b'"') else {
+                continue;
+            };
             lines.push((line[..start].to_vec(), line[start + len..].to_vec()));
         }
         if lines.is_empty() {
@@ -51,7 +55,12 @@ impl Template {
         let (head, tail) = &self.lines[(n % self.lines.len() as u64) as usize];
         out.extend_from_slice(head);
         // A UUID-shaped id: 8-4-4-4-12 hex digits.
-        let _ = write!(out, "{:08x}-0000-4000-8000-{:012x}", (n >> 48) as u32, n & 0xffff_ffff_ffff);
+        let _ = write!(
+            out,
+            "{:08x}-0000-4000-8000-{:012x}",
+            (n >> 48) as u32,
+            n & 0xffff_ffff_ffff
+        );
         out.extend_from_slice(tail);
     }
 }
@@ -64,7 +73,8 @@ fn gen_certs(dir: &str) -> Result<(), Error> {
     let ca_key = KeyPair::generate()?;
     let ca = ca_params.self_signed(&ca_key)?;
     let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?.signed_by(&key, &ca, &ca_key)?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?
+        .signed_by(&key, &ca, &ca_key)?;
     std::fs::write(format!("{dir}/ca.crt"), ca.pem())?;
     std::fs::write(format!("{dir}/tls.crt"), cert.pem())?;
     std::fs::write(format!("{dir}/tls.key"), key.serialize_pem())?;
@@ -97,7 +107,10 @@ async fn post(args: &[String]) -> Result<(), Error> {
     let batch: u64 = batch.parse()?;
     let total: u64 = total.parse()?;
     let template = Arc::new(Template::load(template)?);
-    let tls = TlsClientSettings { ca_file: Some(ca.into()), ..Default::default() };
+    let tls = TlsClientSettings {
+        ca_file: Some(ca.into()),
+        ..Default::default()
+    };
     let client = HttpClient::new(url, &tls)?;
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -106,8 +119,14 @@ async fn post(args: &[String]) -> Result<(), Error> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (client, template, next, done, refused, token) =
-            (client.clone(), template.clone(), next.clone(), done.clone(), refused.clone(), token.clone());
+        let (client, template, next, done, refused, token) = (
+            client.clone(),
+            template.clone(),
+            next.clone(),
+            done.clone(),
+            refused.clone(),
+            token.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -152,7 +171,12 @@ async fn post(args: &[String]) -> Result<(), Error> {
     }
     let secs = started.elapsed().as_secs_f64();
     latencies.sort();
-    let p = |q: f64| latencies.get(((latencies.len().max(1) - 1) as f64 * q) as usize).copied().unwrap_or_default();
+    let p = |q: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     let events = done.load(Ordering::Relaxed);
     println!(
         "{events} events in {secs:.2} s = {:.0} events/s ({conns} connections, {batch} per EventList, each answered only when durable); 503s {}; request latency p50 {:?} p99 {:?}",

@@ -39,11 +39,17 @@ impl ServiceOptions {
             None => None,
             Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
             Some(v) => Some(v.parse().map_err(|_| {
-                s.error("http_listen", format!("'{v}' is not an address like 127.0.0.1:2020"))
+                s.error(
+                    "http_listen",
+                    format!("'{v}' is not an address like 127.0.0.1:2020"),
+                )
             })?),
         };
         let log_level = s
-            .get_choice("log_level", &["off", "error", "warn", "info", "debug", "trace"])?
+            .get_choice(
+                "log_level",
+                &["off", "error", "warn", "info", "debug", "trace"],
+            )?
             .unwrap_or("info")
             .to_string();
         let log_format = match s.get_choice("log_format", &["text", "json"])? {
@@ -55,6 +61,13 @@ impl ServiceOptions {
             Some("normal") => SyncMode::Normal,
             _ => SyncMode::Full,
         };
-        Ok(ServiceOptions { data_dir, http_listen, log_level, log_format, grace, db_sync })
+        Ok(ServiceOptions {
+            data_dir,
+            http_listen,
+            log_level,
+            log_format,
+            grace,
+            db_sync,
+        })
     }
 }

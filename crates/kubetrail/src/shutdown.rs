@@ -27,7 +27,9 @@ impl ShutdownTrigger {
 
     /// A receiver for a new task.
     pub fn subscribe(&self) -> Shutdown {
-        Shutdown { rx: self.tx.subscribe() }
+        Shutdown {
+            rx: self.tx.subscribe(),
+        }
     }
 }
 

@@ -413,4 +413,3 @@ async fn a_small_output_queue_slows_reading_and_loses_nothing() {
     setup.expect_exactly(&keys(&lines)).await;
     run.stop().await;
 }
-

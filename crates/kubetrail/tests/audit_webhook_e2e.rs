@@ -25,7 +25,11 @@ struct Setup {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Setup {
@@ -44,7 +48,12 @@ impl Setup {
         std::fs::write(dir.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("tokens"), format!("{TOKEN}\n")).unwrap();
         let out = dir.path().join("out");
-        Setup { ca_pem: ca.pem(), port: free_port(), out, dir }
+        Setup {
+            ca_pem: ca.pem(),
+            port: free_port(),
+            out,
+            dir,
+        }
     }
 
     fn config(&self, output_extra: &str) -> PathBuf {
@@ -82,7 +91,10 @@ pipeline:
     }
 
     fn client(&self) -> HttpClient {
-        let tls = TlsClientSettings { ca_pem: Some(self.ca_pem.as_bytes().to_vec()), ..Default::default() };
+        let tls = TlsClientSettings {
+            ca_pem: Some(self.ca_pem.as_bytes().to_vec()),
+            ..Default::default()
+        };
         HttpClient::new(&format!("https://127.0.0.1:{}", self.port), &tls).unwrap()
     }
 
@@ -98,9 +110,17 @@ fn event(id: &str, stage: &str) -> String {
 }
 
 fn batch(tag: &str, n: usize) -> (String, Vec<String>) {
-    let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i:05}-7d1c9a3e-0b6f-4f0e-9a51")).collect();
+    let ids: Vec<String> = (0..n)
+        .map(|i| format!("{tag}-{i:05}-7d1c9a3e-0b6f-4f0e-9a51"))
+        .collect();
     let items: Vec<String> = ids.iter().map(|id| event(id, "ResponseComplete")).collect();
-    (format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#, items.join(",")), ids)
+    (
+        format!(
+            r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
+            items.join(",")
+        ),
+        ids,
+    )
 }
 
 async fn post(client: &HttpClient, body: &str) -> Result<u16, String> {
@@ -129,7 +149,8 @@ async fn post_when_up(client: &HttpClient, body: &str) -> u16 {
 fn audit_counts(records: &[serde_json::Value]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in records.iter().filter(|r| r["kind"] == "k8s_audit") {
-        *m.entry(r["id"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+        *m.entry(r["id"].as_str().unwrap_or_default().to_string())
+            .or_default() += 1;
     }
     m
 }
@@ -151,12 +172,23 @@ async fn kill_9_right_after_200_loses_nothing_of_the_batch() {
     }
     // A clean run delivers whatever was durable in the queue but not yet written.
     let mut child = spawn_kubetrail(&config, s.dir.path(), 99);
-    let done = wait_until(Duration::from_secs(60), || audit_counts(&s.records()).len() >= expected.len()).await;
+    let done = wait_until(Duration::from_secs(60), || {
+        audit_counts(&s.records()).len() >= expected.len()
+    })
+    .await;
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     let counts = audit_counts(&s.records());
-    let missing: Vec<_> = expected.iter().filter(|id| !counts.contains_key(&format!("{id}/ResponseComplete"))).collect();
-    assert!(missing.is_empty(), "{} acknowledged events missing, e.g. {:?}", missing.len(), missing.first());
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|id| !counts.contains_key(&format!("{id}/ResponseComplete")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
     assert!(counts.values().all(|n| *n == 1), "duplicates in the output");
     assert!(done);
 }
@@ -169,11 +201,22 @@ async fn an_apiserver_retry_of_the_same_batch_is_stored_once() {
     let mut child = spawn_kubetrail(&config, s.dir.path(), 0);
     let (body, ids) = batch("retry", 50);
     assert_eq!(post_when_up(&client, &body).await, 200);
-    assert_eq!(post(&client, &body).await.unwrap(), 200, "a retry is answered 200 too");
+    assert_eq!(
+        post(&client, &body).await.unwrap(),
+        200,
+        "a retry is answered 200 too"
+    );
     // The recorded apiserver batch, twice.
-    let fixtures = std::env::var("KUBETRAIL_FIXTURES").expect("KUBETRAIL_FIXTURES must point at ../shared/fixtures");
-    let raw = std::fs::read_to_string(Path::new(&fixtures).join("kube-api/audit-webhook-post-1.txt")).unwrap();
-    let recorded = raw.split("\r\n\r\n").nth(1).expect("a body after the headers").to_string();
+    let fixtures = std::env::var("KUBETRAIL_FIXTURES")
+        .expect("KUBETRAIL_FIXTURES must point at ../shared/fixtures");
+    let raw =
+        std::fs::read_to_string(Path::new(&fixtures).join("kube-api/audit-webhook-post-1.txt"))
+            .unwrap();
+    let recorded = raw
+        .split("\r\n\r\n")
+        .nth(1)
+        .expect("a body after the headers")
+        .to_string();
     assert_eq!(post(&client, &recorded).await.unwrap(), 200);
     assert_eq!(post(&client, &recorded).await.unwrap(), 200);
     let want = ids.len() + 22;
@@ -184,7 +227,10 @@ async fn an_apiserver_retry_of_the_same_batch_is_stored_once() {
     let counts = audit_counts(&s.records());
     assert!(done, "{} records", s.records().len());
     assert_eq!(counts.len(), want);
-    assert!(counts.values().all(|n| *n == 1), "a retried batch was stored twice");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "a retried batch was stored twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +254,10 @@ async fn a_full_queue_answers_503_until_it_drains_then_200() {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert!(saw_503, "the webhook answered 503 once the queue was at its limit");
+    assert!(
+        saw_503,
+        "the webhook answered 503 once the queue was at its limit"
+    );
     // The destination comes back: the queue drains and the webhook takes batches again.
     std::fs::remove_file(&s.out).unwrap();
     let (body, ids) = batch("after", 10);
@@ -222,12 +271,19 @@ async fn a_full_queue_answers_503_until_it_drains_then_200() {
     }
     assert_eq!(code, 200, "200 again once the queue drained");
     accepted.extend(ids);
-    let done = wait_until(Duration::from_secs(30), || audit_counts(&s.records()).len() >= accepted.len()).await;
+    let done = wait_until(Duration::from_secs(30), || {
+        audit_counts(&s.records()).len() >= accepted.len()
+    })
+    .await;
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     let counts = audit_counts(&s.records());
     assert!(done, "{} of {}", counts.len(), accepted.len());
-    assert_eq!(counts.len(), accepted.len(), "only what was answered 200 is stored, all of it");
+    assert_eq!(
+        counts.len(),
+        accepted.len(),
+        "only what was answered 200 is stored, all of it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,16 +291,25 @@ async fn the_same_events_by_file_and_by_webhook_are_stored_once() {
     let s = Setup::new();
     let logs = s.dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let more = format!("    - name: audit_file\n      tag: k8s.audit.file\n      path: {}/audit*.log\n      refresh_interval: 200ms", logs.display());
+    let more = format!(
+        "    - name: audit_file\n      tag: k8s.audit.file\n      path: {}/audit*.log\n      refresh_interval: 200ms",
+        logs.display()
+    );
     let config = s.config_with("", &more);
     let client = s.client();
     let mut child = spawn_kubetrail(&config, s.dir.path(), 0);
     let (body, ids) = batch("both", 60);
     // The apiserver writes the log and posts the webhook: the same 60 events, twice over.
-    let lines: String = ids.iter().map(|id| event(id, "ResponseComplete") + "\n").collect();
+    let lines: String = ids
+        .iter()
+        .map(|id| event(id, "ResponseComplete") + "\n")
+        .collect();
     std::fs::write(logs.join("audit.log"), lines).unwrap();
     assert_eq!(post_when_up(&client, &body).await, 200);
-    let done = wait_until(Duration::from_secs(20), || audit_counts(&s.records()).len() >= ids.len()).await;
+    let done = wait_until(Duration::from_secs(20), || {
+        audit_counts(&s.records()).len() >= ids.len()
+    })
+    .await;
     // Give the slower path time to deliver its copy too (it must be recognized as a duplicate).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     signal(&child, "TERM");
@@ -252,6 +317,9 @@ async fn the_same_events_by_file_and_by_webhook_are_stored_once() {
     let counts = audit_counts(&s.records());
     assert!(done);
     assert_eq!(counts.len(), ids.len());
-    assert!(counts.values().all(|n| *n == 1), "an event arriving by file and by webhook was stored twice");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "an event arriving by file and by webhook was stored twice"
+    );
     assert_eq!(s.records().len(), ids.len(), "nothing else was written");
 }

@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn kubetrail(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubetrail")).args(args).output().expect("runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .args(args)
+        .output()
+        .expect("runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -25,8 +28,14 @@ fn check_prints_the_resolved_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let (code, out, err) = kubetrail(&["check", "-c", &write(&dir, GOOD)]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("kubernetes_events.0 (kubernetes_events) tag=k8s.events"), "{out}");
-    assert!(out.contains("kubernetes_events.0 -> [builtin.redact_secrets] -> [stdout.0]"), "{out}");
+    assert!(
+        out.contains("kubernetes_events.0 (kubernetes_events) tag=k8s.events"),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubernetes_events.0 -> [builtin.redact_secrets] -> [stdout.0]"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -45,17 +54,26 @@ fn unknown_key_exits_2_with_file_component_key_line_and_suggestion() {
 #[test]
 fn bad_duration_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let text = GOOD.replace("tag: k8s.events", "tag: k8s.events\n      kube_watch_timeout: ten minutes");
+    let text = GOOD.replace(
+        "tag: k8s.events",
+        "tag: k8s.events\n      kube_watch_timeout: ten minutes",
+    );
     let (code, _, err) = kubetrail(&["check", "-c", &write(&dir, &text)]);
     assert_eq!(code, 2);
-    assert!(err.contains("kube_watch_timeout") && err.contains("'ten minutes' is not a duration"), "{err}");
+    assert!(
+        err.contains("kube_watch_timeout") && err.contains("'ten minutes' is not a duration"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unreadable_file_exits_2() {
     let (code, _, err) = kubetrail(&["check", "-c", "/nonexistent/kubetrail.yaml"]);
     assert_eq!(code, 2);
-    assert!(err.contains("cannot read configuration file /nonexistent/kubetrail.yaml"), "{err}");
+    assert!(
+        err.contains("cannot read configuration file /nonexistent/kubetrail.yaml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -64,7 +82,10 @@ fn unknown_component_suggests() {
     let text = GOOD.replace("name: stdout", "name: stdot");
     let (code, _, err) = kubetrail(&["check", "-c", &write(&dir, &text)]);
     assert_eq!(code, 2);
-    assert!(err.contains("unknown component 'stdot'") && err.contains("did you mean 'stdout'"), "{err}");
+    assert!(
+        err.contains("unknown component 'stdot'") && err.contains("did you mean 'stdout'"),
+        "{err}"
+    );
 }
 
 #[test]

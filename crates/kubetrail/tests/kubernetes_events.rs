@@ -12,15 +12,30 @@ use kubetrail_emulator::{EventSpec, Faults};
 
 fn spec(ns: &str, i: usize) -> EventSpec {
     let kinds = ["Pod", "Deployment", "ReplicaSet", "Node"];
-    let reasons = ["BackOff", "Pulling", "FailedScheduling", "ScalingReplicaSet"];
-    EventSpec::simple(ns, kinds[i % 4], format!("obj-{i}"), reasons[i % 4], format!("message {i}"))
+    let reasons = [
+        "BackOff",
+        "Pulling",
+        "FailedScheduling",
+        "ScalingReplicaSet",
+    ];
+    EventSpec::simple(
+        ns,
+        kinds[i % 4],
+        format!("obj-{i}"),
+        reasons[i % 4],
+        format!("message {i}"),
+    )
 }
 
 /// Runs the pipeline in-process until `stop` is notified.
 fn run_in_process(
     yaml: String,
     path: std::path::PathBuf,
-) -> (tokio::task::JoinHandle<Result<(), kubetrail::topology::RunError>>, tokio::sync::oneshot::Sender<()>, std::sync::Arc<kubetrail::telemetry::Metrics>) {
+) -> (
+    tokio::task::JoinHandle<Result<(), kubetrail::topology::RunError>>,
+    tokio::sync::oneshot::Sender<()>,
+    std::sync::Arc<kubetrail::telemetry::Metrics>,
+) {
     let config = kubetrail_core::config::Config::parse(&yaml, &path).expect("config parses");
     let plan = kubetrail::topology::Plan::from_config(config).expect("plan builds");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -48,7 +63,10 @@ async fn lists_in_pages_then_watches_every_occurrence_once() {
     }
     let yaml = env.config("      kube_request_limit: 100");
     let (h, stop, metrics) = run_in_process(yaml, env.dir.path().join("c.yaml"));
-    assert!(wait_until(Duration::from_secs(30), || env.records().len() >= 1234).await, "list delivered");
+    assert!(
+        wait_until(Duration::from_secs(30), || env.records().len() >= 1234).await,
+        "list delivered"
+    );
     // Watch: new events and repeats (MODIFIED with new resourceVersions).
     for i in 0..300 {
         let e = env.emu.create_event(spec("a", 10_000 + i));
@@ -58,7 +76,9 @@ async fn lists_in_pages_then_watches_every_occurrence_once() {
         }
     }
     assert!(
-        wait_until(Duration::from_secs(30), || env.records().len() >= expected.len()).await,
+        wait_until(Duration::from_secs(30), || env.records().len()
+            >= expected.len())
+        .await,
         "watch delivered: {} of {}",
         env.records().len(),
         expected.len()
@@ -70,8 +90,18 @@ async fn lists_in_pages_then_watches_every_occurrence_once() {
     assert_eq!(seen, expected);
     assert!(occ.values().all(|n| *n == 1), "a record was written twice");
     // Paging happened: 1234 events at 100 per page is at least 13 list requests.
-    assert!(env.emu.stats().lists >= 13, "lists: {}", env.emu.stats().lists);
-    assert_eq!(metrics.value("kubetrail_component_records_out_total", &[("component", "file.0")]), Some(expected.len() as i64));
+    assert!(
+        env.emu.stats().lists >= 13,
+        "lists: {}",
+        env.emu.stats().lists
+    );
+    assert_eq!(
+        metrics.value(
+            "kubetrail_component_records_out_total",
+            &[("component", "file.0")]
+        ),
+        Some(expected.len() as i64)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +133,11 @@ async fn compaction_during_downtime_gives_one_gap_and_no_duplicates() {
 
     let (h, stop, metrics) = run_in_process(yaml, path);
     let want = 50 + 20 + 20 + 1; // first run, repeats, new ones, one gap
-    assert!(wait_until(Duration::from_secs(30), || env.records().len() >= want).await, "{}", env.records().len());
+    assert!(
+        wait_until(Duration::from_secs(30), || env.records().len() >= want).await,
+        "{}",
+        env.records().len()
+    );
     // Let it settle: no duplicates arrive later either.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop.send(());
@@ -114,10 +148,21 @@ async fn compaction_during_downtime_gives_one_gap_and_no_duplicates() {
     let occ = occurrences(&records);
     assert!(occ.values().all(|n| *n == 1), "duplicates after relist");
     for e in current.values() {
-        assert!(occ.contains_key(&(e.uid.clone(), e.resource_version.clone())), "missing {e:?}");
+        assert!(
+            occ.contains_key(&(e.uid.clone(), e.resource_version.clone())),
+            "missing {e:?}"
+        );
     }
     assert_eq!(records.len(), want);
-    assert!(metrics.value("kubetrail_events_relists_total", &[("component", "kubernetes_events.0")]).unwrap_or(0) >= 1);
+    assert!(
+        metrics
+            .value(
+                "kubetrail_events_relists_total",
+                &[("component", "kubernetes_events.0")]
+            )
+            .unwrap_or(0)
+            >= 1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +202,11 @@ async fn malformed_frames_and_cut_streams_are_counted_and_collection_continues()
     let yaml = env.config("");
     let (h, stop, metrics) = run_in_process(yaml, env.dir.path().join("c.yaml"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    env.emu.set_faults(Faults { garbage_frames: true, cut_watch_after_frames: Some(7), ..Default::default() });
+    env.emu.set_faults(Faults {
+        garbage_frames: true,
+        cut_watch_after_frames: Some(7),
+        ..Default::default()
+    });
     // Faults apply to new streams: cut the current watch so the next one has them.
     env.emu.cut_watches();
     let mut expected = HashSet::new();
@@ -179,7 +228,12 @@ async fn malformed_frames_and_cut_streams_are_counted_and_collection_continues()
     let occ = occurrences(&env.records());
     assert_eq!(occ.keys().cloned().collect::<HashSet<_>>(), expected);
     assert!(occ.values().all(|n| *n == 1));
-    let errors = metrics.value("kubetrail_component_errors_total", &[("component", "kubernetes_events.0")]).unwrap_or(0);
+    let errors = metrics
+        .value(
+            "kubetrail_component_errors_total",
+            &[("component", "kubernetes_events.0")],
+        )
+        .unwrap_or(0);
     assert!(errors > 0, "malformed frames were counted");
 }
 
@@ -236,15 +290,28 @@ async fn kill_9_at_random_moments_keeps_every_occurrence_exactly_once() {
     assert!(expected.len() >= 10_000);
     // A last, clean run collects the rest.
     let mut child = spawn_kubetrail(&config, env.dir.path(), run);
-    let complete = wait_until(Duration::from_secs(120), || env.records().len() >= expected.len()).await;
+    let complete = wait_until(Duration::from_secs(120), || {
+        env.records().len() >= expected.len()
+    })
+    .await;
     signal(&child, "TERM");
     let status = child.wait().unwrap();
     let occ = occurrences(&env.records());
     let dups: Vec<_> = occ.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(dups.is_empty(), "{} duplicated, e.g. {:?}", dups.len(), dups.first());
+    assert!(
+        dups.is_empty(),
+        "{} duplicated, e.g. {:?}",
+        dups.len(),
+        dups.first()
+    );
     let seen: HashSet<_> = occ.keys().cloned().collect();
     let missing: Vec<_> = expected.difference(&seen).collect();
-    assert!(missing.is_empty(), "{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     assert_eq!(seen.len(), expected.len());
     assert!(complete);
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
@@ -254,8 +321,15 @@ async fn kill_9_at_random_moments_keeps_every_occurrence_exactly_once() {
 async fn wrong_ca_is_a_clear_error_naming_url_and_ca_file() {
     let env = Env::new().await;
     let wrong = env.dir.path().join("wrong-ca.crt");
-    std::fs::write(&wrong, kubetrail_emulator::Emulator::generate_unrelated_ca_pem()).unwrap();
-    let yaml = env.config("").replace(&env.ca_file.display().to_string(), &wrong.display().to_string());
+    std::fs::write(
+        &wrong,
+        kubetrail_emulator::Emulator::generate_unrelated_ca_pem(),
+    )
+    .unwrap();
+    let yaml = env.config("").replace(
+        &env.ca_file.display().to_string(),
+        &wrong.display().to_string(),
+    );
     let config = env.write_config(&yaml);
     let mut child = spawn_kubetrail(&config, env.dir.path(), 0);
     let stderr_path = env.dir.path().join("stderr.0");
@@ -269,7 +343,10 @@ async fn wrong_ca_is_a_clear_error_naming_url_and_ca_file() {
     let status = child.wait().unwrap();
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(found, "stderr names the URL and the CA file:\n{stderr}");
-    assert!(stderr.to_lowercase().contains("certificate") || stderr.contains("UnknownIssuer"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("certificate") || stderr.contains("UnknownIssuer"),
+        "{stderr}"
+    );
     assert!(status.success());
     assert!(env.records().is_empty());
 }

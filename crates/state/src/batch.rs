@@ -20,7 +20,10 @@ pub struct CommitBatch {
 impl CommitBatch {
     /// True when committing it would write nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.checkpoints.is_empty() && self.acks.is_empty() && self.trims.is_empty()
+        self.entries.is_empty()
+            && self.checkpoints.is_empty()
+            && self.acks.is_empty()
+            && self.trims.is_empty()
     }
 }
 

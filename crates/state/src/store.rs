@@ -92,7 +92,8 @@ const UPSERT_CHECKPOINT: &str = "INSERT INTO checkpoints (stream, value, updated
          SET value = excluded.value, updated_at_ms = excluded.updated_at_ms";
 const ACKED_SIZE: &str = "SELECT count(*), coalesce(sum(length(data)), 0)
      FROM queue_items WHERE k > ?1 AND k <= ?2";
-const OLDEST_ITEMS: &str = "SELECT k, length(data) FROM queue_items WHERE k > ?1 AND k <= ?2 ORDER BY k";
+const OLDEST_ITEMS: &str =
+    "SELECT k, length(data) FROM queue_items WHERE k > ?1 AND k <= ?2 ORDER BY k";
 const DELETE_ACKED: &str = "DELETE FROM queue_items WHERE k > ?1 AND k <= ?2";
 pub(crate) const SELECT_CHECKPOINT: &str =
     "SELECT value, updated_at_ms FROM checkpoints WHERE stream = ?1";
@@ -527,7 +528,9 @@ fn write_batch(
             let mut oldest = tx
                 .prepare_cached(OLDEST_ITEMS)
                 .map_err(sql("commit: prepare trim scan"))?;
-            let mut rows = oldest.query(params![lo, hi]).map_err(sql("commit: trim scan"))?;
+            let mut rows = oldest
+                .query(params![lo, hi])
+                .map_err(sql("commit: trim scan"))?;
             while (bytes as u64) < trim.free_bytes {
                 let Some(row) = rows.next().map_err(sql("commit: trim scan"))? else {
                     break;
@@ -1247,14 +1250,37 @@ mod trim_tests {
     #[test]
     fn trims_drop_the_oldest_records_until_enough_bytes_are_free() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("t.db"), &StoreOptions { sync: SyncMode::Normal, ..Default::default() }).unwrap();
+        let mut store = Store::open(
+            &dir.path().join("t.db"),
+            &StoreOptions {
+                sync: SyncMode::Normal,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let q = store.queue_id("out").unwrap();
         let entries = (0..10)
-            .map(|i| Entry { dedup: None, queues: vec![q], id: i.to_string(), data: vec![b'x'; 100] })
+            .map(|i| Entry {
+                dedup: None,
+                queues: vec![q],
+                id: i.to_string(),
+                data: vec![b'x'; 100],
+            })
             .collect();
-        store.commit(&CommitBatch { entries, ..Default::default() }).unwrap();
+        store
+            .commit(&CommitBatch {
+                entries,
+                ..Default::default()
+            })
+            .unwrap();
         let out = store
-            .commit(&CommitBatch { trims: vec![Trim { queue: q, free_bytes: 250 }], ..Default::default() })
+            .commit(&CommitBatch {
+                trims: vec![Trim {
+                    queue: q,
+                    free_bytes: 250,
+                }],
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(out.trimmed, vec![(3, 300)]);
         assert_eq!(store.queue_depth(q).records, 7);
@@ -1264,7 +1290,13 @@ mod trim_tests {
         assert_eq!(items.first().map(|i| i.id.as_str()), Some("3"));
         // Asking for more than there is empties the queue and says how much it dropped.
         let out = store
-            .commit(&CommitBatch { trims: vec![Trim { queue: q, free_bytes: 1 << 20 }], ..Default::default() })
+            .commit(&CommitBatch {
+                trims: vec![Trim {
+                    queue: q,
+                    free_bytes: 1 << 20,
+                }],
+                ..Default::default()
+            })
             .unwrap();
         assert_eq!(out.trimmed, vec![(7, 700)]);
         assert_eq!(store.queue_depth(q).records, 0);

@@ -642,7 +642,9 @@ fn section_from(
     for (key, line, value) in entries {
         let lower = key.to_ascii_lowercase();
         if let NodeValue::Seq(items) = &value.value
-            && items.iter().any(|i| !matches!(i.value, NodeValue::Scalar(_)))
+            && items
+                .iter()
+                .any(|i| !matches!(i.value, NodeValue::Scalar(_)))
         {
             return Err(section.error(&key, "a list here may only hold plain values"));
         }

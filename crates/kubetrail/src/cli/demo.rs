@@ -4,13 +4,13 @@
 //! database. The emulator starts empty each time, so the demo starts with a fresh state
 //! database too (a saved position would point into the previous emulator's history).
 
-use std::path::PathBuf;
 use anyhow::Context as _;
 use kubetrail::telemetry::Metrics;
 use kubetrail::topology::{Plan, stop_signal};
 use kubetrail_core::config::{Config, parse_duration};
 use kubetrail_emulator::generator::{self, GeneratorOptions};
 use kubetrail_emulator::{Emulator, EmulatorOptions};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -49,7 +49,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for f in ["kubetrail.db", "kubetrail.db-wal", "kubetrail.db-shm"] {
         let p = data_dir.join(f);
         if p.exists() {
-            std::fs::remove_file(&p).with_context(|| format!("removing the previous demo state {}", p.display()))?;
+            std::fs::remove_file(&p)
+                .with_context(|| format!("removing the previous demo state {}", p.display()))?;
         }
     }
 
@@ -100,7 +101,10 @@ pipeline:
         token = token_file.display(),
         format = if args.pretty { "pretty" } else { "json_lines" },
     );
-    eprintln!("kubetrail demo: emulator at {}, configuration:\n{yaml}", emu.url());
+    eprintln!(
+        "kubetrail demo: emulator at {}, configuration:\n{yaml}",
+        emu.url()
+    );
     let config = Config::parse(&yaml, &data_dir.join("demo.yaml")).context("demo configuration")?;
     let plan = Plan::from_config(config).context("demo configuration")?;
     let metrics = Metrics::new();
@@ -119,8 +123,15 @@ pipeline:
     emu.shutdown().await;
     result?;
     let label = [("component", "kubernetes_events.0")];
-    let recorded = metrics.value("kubetrail_component_records_in_total", &label).unwrap_or(0);
-    let written = metrics.value("kubetrail_component_records_out_total", &[("component", "stdout.0")]).unwrap_or(0);
+    let recorded = metrics
+        .value("kubetrail_component_records_in_total", &label)
+        .unwrap_or(0);
+    let written = metrics
+        .value(
+            "kubetrail_component_records_out_total",
+            &[("component", "stdout.0")],
+        )
+        .unwrap_or(0);
     eprintln!(
         "kubetrail demo: {recorded} Event records committed, {written} records written to stdout; \
          state in {}",

@@ -74,7 +74,8 @@ impl Pipeline {
         let mut filtered = 0;
         let mut bytes = 0u64;
         let now_ms = kubetrail_core::Timestamp::now().unix_nanos() / 1_000_000;
-        let expires = now_ms.saturating_add(i64::try_from(sub.dedup_retention.as_millis()).unwrap_or(i64::MAX));
+        let expires = now_ms
+            .saturating_add(i64::try_from(sub.dedup_retention.as_millis()).unwrap_or(i64::MAX));
         let mut entries = Vec::with_capacity(sub.records.len());
         'records: for mut record in sub.records {
             for (_, matcher, filter) in &self.filters {
@@ -83,8 +84,12 @@ impl Pipeline {
                     continue 'records;
                 }
             }
-            let queues: Vec<QueueId> =
-                self.routes.iter().filter(|r| r.matcher.matches(&record.tag)).map(|r| r.queue).collect();
+            let queues: Vec<QueueId> = self
+                .routes
+                .iter()
+                .filter(|r| r.matcher.matches(&record.tag))
+                .map(|r| r.queue)
+                .collect();
             let dedup = record.dedup.take().map(|d| Dedup {
                 scope: d.scope.to_string(),
                 key: d.key,
@@ -98,12 +103,22 @@ impl Pipeline {
             }
             let data = record.encode();
             bytes += data.len() as u64;
-            entries.push(Some(Entry { dedup, queues, id: record.id, data }));
+            entries.push(Some(Entry {
+                dedup,
+                queues,
+                id: record.id,
+                data,
+            }));
         }
         let unrouted = entries.iter().filter(|e| e.is_none()).count();
         let entries: Vec<Entry> = entries.into_iter().flatten().collect();
         if entries.is_empty() && sub.checkpoints.is_empty() {
-            return Ok(SubmitOutcome { accepted: unrouted, duplicates: 0, filtered, bytes: 0 });
+            return Ok(SubmitOutcome {
+                accepted: unrouted,
+                duplicates: 0,
+                filtered,
+                bytes: 0,
+            });
         }
         let outcome = self.journal.submit(entries, sub.checkpoints, wait).await?;
         Ok(SubmitOutcome {

@@ -30,7 +30,8 @@ pub(crate) struct JournalOutcome {
 }
 
 /// A refused submission: the error, and the entries back when they may be tried again.
-type SubmitReply = Result<JournalOutcome, (PipelineError, Option<(Vec<Entry>, Vec<(String, String)>)>)>;
+type SubmitReply =
+    Result<JournalOutcome, (PipelineError, Option<(Vec<Entry>, Vec<(String, String)>)>)>;
 
 enum Cmd {
     Submit {
@@ -94,7 +95,11 @@ impl JournalHandle {
         loop {
             let (reply, rx) = oneshot::channel();
             self.tx
-                .send(Cmd::Submit { entries, checkpoints, reply })
+                .send(Cmd::Submit {
+                    entries,
+                    checkpoints,
+                    reply,
+                })
                 .await
                 .map_err(|_| PipelineError::ShuttingDown)?;
             match rx.await.map_err(|_| PipelineError::ShuttingDown)? {
@@ -124,7 +129,10 @@ impl JournalHandle {
 
     pub async fn ack(&self, ack: Ack) -> Result<(), PipelineError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Cmd::Ack { ack, reply }).await.map_err(|_| PipelineError::ShuttingDown)?;
+        self.tx
+            .send(Cmd::Ack { ack, reply })
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)?;
         rx.await.map_err(|_| PipelineError::ShuttingDown)?
     }
 
@@ -180,7 +188,11 @@ fn run(
         let mut touched: Vec<QueueId> = Vec::new();
         for cmd in round {
             match cmd {
-                Cmd::Submit { mut entries, checkpoints, reply } => {
+                Cmd::Submit {
+                    mut entries,
+                    checkpoints,
+                    reply,
+                } => {
                     match make_room(&store, &queues, &pending, &mut entries) {
                         Room::Refused(full) => {
                             let _ = reply.send(Err((
@@ -255,8 +267,10 @@ fn run(
                     }
                     for (q, slot) in &queues {
                         let d = store.queue_depth(*q);
-                        slot.depth_records.set(i64::try_from(d.records).unwrap_or(i64::MAX));
-                        slot.depth_bytes.set(i64::try_from(d.bytes).unwrap_or(i64::MAX));
+                        slot.depth_records
+                            .set(i64::try_from(d.records).unwrap_or(i64::MAX));
+                        slot.depth_bytes
+                            .set(i64::try_from(d.bytes).unwrap_or(i64::MAX));
                     }
                 }
                 Err(e) => {
@@ -273,7 +287,11 @@ fn run(
             }
         }
         for (stream, reply) in reads {
-            let _ = reply.send(store.checkpoint(&stream).map_err(|e| PipelineError::Storage(e.to_string())));
+            let _ = reply.send(
+                store
+                    .checkpoint(&stream)
+                    .map_err(|e| PipelineError::Storage(e.to_string())),
+            );
         }
         if last_purge.elapsed() >= PURGE_EVERY {
             last_purge = Instant::now();
@@ -292,7 +310,10 @@ enum Room {
     /// Backpressure: the name of the full queue.
     Refused(String),
     /// Accepted, after these trims (drop_oldest) and with these gap records to add.
-    Made { trims: Vec<Trim>, gaps: Vec<(QueueId, Entry)> },
+    Made {
+        trims: Vec<Trim>,
+        gaps: Vec<(QueueId, Entry)>,
+    },
 }
 
 /// Applies each queue's overflow policy to a submission that would push it past its limit.
@@ -331,11 +352,17 @@ fn make_room(
                 slot.dropped.add(records);
                 slot.gaps.inc();
                 tracing::warn!(output = %slot.name, dropped = records, "queue full: dropped new records (storage.on_full: drop_newest)");
-                gaps.push((q, drop_gap(q, &slot.name, "drop_newest", Some(records), add)));
+                gaps.push((
+                    q,
+                    drop_gap(q, &slot.name, "drop_newest", Some(records), add),
+                ));
             }
             OnFull::DropOldest => {
                 let need = (depth + add).saturating_sub(slot.limit_bytes);
-                trims.push(Trim { queue: q, free_bytes: need });
+                trims.push(Trim {
+                    queue: q,
+                    free_bytes: need,
+                });
                 slot.gaps.inc();
                 gaps.push((q, drop_gap(q, &slot.name, "drop_oldest", None, need)));
             }
@@ -351,16 +378,20 @@ fn drop_gap(queue: QueueId, output: &str, policy: &str, records: Option<u64>, by
     let id = format!("gap:queue:{output}:{}", now.unix_nanos());
     let name: std::sync::Arc<str> = std::sync::Arc::from(format!("output/{output}"));
     let mut r = Record::new(id.clone(), now, RecordKind::Gap, name.clone(), name);
-    r.fields.insert("reason".into(), serde_json::json!("queue_full"));
+    r.fields
+        .insert("reason".into(), serde_json::json!("queue_full"));
     r.fields.insert("policy".into(), serde_json::json!(policy));
     r.fields.insert("output".into(), serde_json::json!(output));
     match records {
         Some(n) => {
-            r.fields.insert("records_dropped".into(), serde_json::json!(n));
-            r.fields.insert("bytes_dropped".into(), serde_json::json!(bytes));
+            r.fields
+                .insert("records_dropped".into(), serde_json::json!(n));
+            r.fields
+                .insert("bytes_dropped".into(), serde_json::json!(bytes));
         }
         None => {
-            r.fields.insert("bytes_dropped_at_least".into(), serde_json::json!(bytes));
+            r.fields
+                .insert("bytes_dropped_at_least".into(), serde_json::json!(bytes));
         }
     }
     r.fields.insert(
@@ -369,7 +400,12 @@ fn drop_gap(queue: QueueId, output: &str, policy: &str, records: Option<u64>, by
             "the queue of output '{output}' reached storage.total_limit_size and records were dropped ({policy})"
         )),
     );
-    Entry { dedup: None, queues: vec![queue], id, data: r.encode() }
+    Entry {
+        dedup: None,
+        queues: vec![queue],
+        id,
+        data: r.encode(),
+    }
 }
 
 #[cfg(test)]
@@ -377,10 +413,24 @@ mod tests {
     use super::*;
     use kubetrail_state::{StoreOptions, SyncMode};
 
-    fn setup(on_full: OnFull) -> (tempfile::TempDir, JournalHandle, QueueId, Counter, kubetrail_state::Reader) {
+    fn setup(
+        on_full: OnFull,
+    ) -> (
+        tempfile::TempDir,
+        JournalHandle,
+        QueueId,
+        Counter,
+        kubetrail_state::Reader,
+    ) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store =
-            Store::open(&dir.path().join("j.db"), &StoreOptions { sync: SyncMode::Normal, ..Default::default() }).unwrap();
+        let mut store = Store::open(
+            &dir.path().join("j.db"),
+            &StoreOptions {
+                sync: SyncMode::Normal,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let q = store.queue_id("output/out").unwrap();
         let reader = store.reader().unwrap();
         let metrics = Metrics::new();
@@ -400,17 +450,33 @@ mod tests {
     }
 
     fn entry(q: QueueId, id: &str) -> Entry {
-        Entry { dedup: None, queues: vec![q], id: id.into(), data: vec![b'x'; 600] }
+        Entry {
+            dedup: None,
+            queues: vec![q],
+            id: id.into(),
+            data: vec![b'x'; 600],
+        }
     }
 
     #[tokio::test]
     async fn backpressure_refuses_and_keeps_nothing_of_the_refused_submission() {
         let (_d, j, q, dropped, mut r) = setup(OnFull::Backpressure);
         j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
-        let err = j.submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None).await.unwrap_err();
-        assert!(matches!(err, PipelineError::QueueFull { ref output } if output == "out"), "{err:?}");
+        let err = j
+            .submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PipelineError::QueueFull { ref output } if output == "out"),
+            "{err:?}"
+        );
         assert_eq!(j.checkpoint("s".into()).await.unwrap(), None);
-        let ids: Vec<String> = r.read_queue(q, 0, 10, usize::MAX).unwrap().into_iter().map(|i| i.id).collect();
+        let ids: Vec<String> = r
+            .read_queue(q, 0, 10, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
         assert_eq!(ids, vec!["a"]);
         assert_eq!(dropped.get(), 0);
     }
@@ -419,8 +485,13 @@ mod tests {
     async fn drop_newest_keeps_the_queue_and_reports_a_gap() {
         let (_d, j, q, dropped, mut r) = setup(OnFull::DropNewest);
         j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
-        j.submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None).await.unwrap();
-        assert_eq!(j.checkpoint("s".into()).await.unwrap().map(|c| c.value), Some("1".into()));
+        j.submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None)
+            .await
+            .unwrap();
+        assert_eq!(
+            j.checkpoint("s".into()).await.unwrap().map(|c| c.value),
+            Some("1".into())
+        );
         let items = r.read_queue(q, 0, 10, usize::MAX).unwrap();
         assert_eq!(items[0].id, "a");
         assert_eq!(items.len(), 2);

@@ -19,13 +19,17 @@ impl Matcher {
         let m = section.get_str("match")?;
         let r = section.get_str("match_regex")?;
         match (m, r) {
-            (Some(_), Some(_)) => Err(section.error("match_regex", "use either match or match_regex, not both")),
+            (Some(_), Some(_)) => {
+                Err(section.error("match_regex", "use either match or match_regex, not both"))
+            }
             (Some(m), None) => Ok(Matcher::Wildcard(m)),
-            (None, Some(r)) => regex::Regex::new(&r)
-                .map(Matcher::Regex)
-                .map_err(|e| section.error("match_regex", format!("invalid regular expression: {e}"))),
+            (None, Some(r)) => regex::Regex::new(&r).map(Matcher::Regex).map_err(|e| {
+                section.error("match_regex", format!("invalid regular expression: {e}"))
+            }),
             (None, None) if default_all => Ok(Matcher::Wildcard("*".into())),
-            (None, None) => Err(section.section_error("needs 'match' (e.g. match: '*') or 'match_regex'")),
+            (None, None) => {
+                Err(section.section_error("needs 'match' (e.g. match: '*') or 'match_regex'"))
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use kubetrail_core::Record;
 use kubetrail_state::QueueItem;
 
 pub(crate) use context::Pipeline;
-pub use context::{PipelineError, SourceContext, SubmitOutcome, Submission};
+pub use context::{PipelineError, SourceContext, Submission, SubmitOutcome};
 
 /// A filter works on one record at a time, in configuration order.
 pub trait Filter: Send + Sync {
@@ -43,7 +43,10 @@ pub struct SourceError(pub String);
 pub enum DeliveryError {
     /// Try again later (after `retry_after` if the destination said so, else backoff).
     #[error("retryable: {message}")]
-    Retryable { message: String, retry_after: Option<Duration> },
+    Retryable {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The destination refused these records for good (e.g. HTTP 400): dead-letter them.
     #[error("rejected: {message}")]
     Rejected { message: String },

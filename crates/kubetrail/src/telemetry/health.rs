@@ -35,9 +35,11 @@ impl Readiness {
         if !self.ready.load(Ordering::Relaxed) {
             return Some(format!("{}: not connected", self.name));
         }
-        let since = now.duration_since(self.start).as_millis() as i64 - self.progress_ms.load(Ordering::Relaxed);
+        let since = now.duration_since(self.start).as_millis() as i64
+            - self.progress_ms.load(Ordering::Relaxed);
         let since = Duration::from_millis(since.max(0) as u64);
-        (since > self.stall_after).then(|| format!("{}: no progress for {}s", self.name, since.as_secs()))
+        (since > self.stall_after)
+            .then(|| format!("{}: no progress for {}s", self.name, since.as_secs()))
     }
 }
 
@@ -56,7 +58,11 @@ pub struct Health {
 
 impl Health {
     pub fn new() -> Arc<Health> {
-        Arc::new(Health { start: Instant::now(), components: Mutex::new(Vec::new()), queues: Mutex::new(Vec::new()) })
+        Arc::new(Health {
+            start: Instant::now(),
+            components: Mutex::new(Vec::new()),
+            queues: Mutex::new(Vec::new()),
+        })
     }
 
     /// Registers a component that must be connected and progressing within `stall_after`.
@@ -68,20 +74,35 @@ impl Health {
             stall_after,
             start: self.start,
         });
-        self.components.lock().unwrap_or_else(|p| p.into_inner()).push(r.clone());
+        self.components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(r.clone());
         r
     }
 
     /// Registers an output queue: not ready while its bytes reach the limit.
     pub fn register_queue(&self, name: &str, bytes: Gauge, limit: u64) {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).push(QueueLimit { name: name.to_string(), bytes, limit });
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(QueueLimit {
+                name: name.to_string(),
+                bytes,
+                limit,
+            });
     }
 
     /// The reasons the agent is not ready; empty when it is.
     pub fn problems(&self) -> Vec<String> {
         let now = Instant::now();
-        let mut out: Vec<String> =
-            self.components.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(|c| c.problem(now)).collect();
+        let mut out: Vec<String> = self
+            .components
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|c| c.problem(now))
+            .collect();
         for q in self.queues.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             if u64::try_from(q.bytes.get()).unwrap_or(0) >= q.limit {
                 out.push(format!("{}: queue full ({} bytes)", q.name, q.bytes.get()));
@@ -104,7 +125,11 @@ mod tests {
         r.progress();
         assert!(h.problems().is_empty());
         std::thread::sleep(Duration::from_millis(120));
-        assert!(h.problems()[0].contains("no progress"), "{:?}", h.problems());
+        assert!(
+            h.problems()[0].contains("no progress"),
+            "{:?}",
+            h.problems()
+        );
         r.progress();
         assert!(h.problems().is_empty());
         let g = Gauge::default();

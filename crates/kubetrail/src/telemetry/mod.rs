@@ -60,12 +60,21 @@ impl Metrics {
     }
 
     fn key(name: &str, labels: &[(&str, &str)]) -> (String, Labels) {
-        (name.to_string(), labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        (
+            name.to_string(),
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> Counter {
         let mut s = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        match s.entry(Self::key(name, labels)).or_insert_with(|| Metric::Counter(Counter::default())) {
+        match s
+            .entry(Self::key(name, labels))
+            .or_insert_with(|| Metric::Counter(Counter::default()))
+        {
             Metric::Counter(c) => c.clone(),
             // A name registered as a gauge elsewhere: hand out a detached counter rather than panic.
             Metric::Gauge(_) => Counter::default(),
@@ -74,7 +83,10 @@ impl Metrics {
 
     pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Gauge {
         let mut s = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        match s.entry(Self::key(name, labels)).or_insert_with(|| Metric::Gauge(Gauge::default())) {
+        match s
+            .entry(Self::key(name, labels))
+            .or_insert_with(|| Metric::Gauge(Gauge::default()))
+        {
             Metric::Gauge(g) => g.clone(),
             Metric::Counter(_) => Gauge::default(),
         }
@@ -110,7 +122,10 @@ impl Metrics {
                     if i > 0 {
                         out.push(',');
                     }
-                    let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                    let v = v
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('\n', "\\n");
                     let _ = write!(out, "{k}=\"{v}\"");
                 }
                 out.push('}');
@@ -170,7 +185,10 @@ mod tests {
         m.gauge("depth", &[]).set(-2);
         assert_eq!(m.counter("x_total", &[("component", "a\"b")]).get(), 3);
         let text = m.render();
-        assert!(text.contains("# TYPE x_total counter\nx_total{component=\"a\\\"b\"} 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE x_total counter\nx_total{component=\"a\\\"b\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE depth gauge\ndepth -2\n"), "{text}");
     }
 }

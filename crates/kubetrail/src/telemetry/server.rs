@@ -34,22 +34,42 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     r
 }
 
-fn route(req: &Request<hyper::body::Incoming>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+fn route(
+    req: &Request<hyper::body::Incoming>,
+    metrics: &Metrics,
+    health: &Health,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
     }
     match req.uri().path() {
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let problems = health.problems();
             if problems.is_empty() {
                 respond(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
-                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", problems.join("\n") + "\n")
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    problems.join("\n") + "\n",
+                )
             }
         }
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /healthz, /readyz\n".into()),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics, /healthz, /readyz\n".into(),
+        ),
     }
 }
 
@@ -60,8 +80,12 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: Shutdown,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), ServerError> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| ServerError { addr, source })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError { addr, source })?;
     tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
     let task = tokio::spawn(async move {
         loop {

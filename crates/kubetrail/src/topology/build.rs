@@ -23,15 +23,35 @@ pub enum BuildError {
 
 const INPUTS: &[&str] = &["kubernetes_events", "audit_webhook", "audit_file"];
 const FILTERS: &[&str] = &["grep", "redact", "modify"];
-const OUTPUTS: &[&str] = &["stdout", "file", "http", "loki", "elasticsearch", "opentelemetry", "postgresql", "nats"];
+const OUTPUTS: &[&str] = &[
+    "stdout",
+    "file",
+    "http",
+    "loki",
+    "elasticsearch",
+    "opentelemetry",
+    "postgresql",
+    "nats",
+];
 
 /// The component names this build knows, by kind: (inputs, filters, outputs).
-pub fn component_names() -> (&'static [&'static str], &'static [&'static str], &'static [&'static str]) {
+pub fn component_names() -> (
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+) {
     (INPUTS, FILTERS, OUTPUTS)
 }
 
 fn unknown_component(s: &Section, known: &[&'static str]) -> ConfigError {
-    let mut e = s.error("name", format!("unknown component '{}' (known: {})", s.name(), known.join(", ")));
+    let mut e = s.error(
+        "name",
+        format!(
+            "unknown component '{}' (known: {})",
+            s.name(),
+            known.join(", ")
+        ),
+    );
     if let ConfigError::Setting(b) = &mut e {
         b.suggestion = closest(s.name(), known.iter().copied()).map(str::to_string);
     }
@@ -40,7 +60,9 @@ fn unknown_component(s: &Section, known: &[&'static str]) -> ConfigError {
 
 fn build_source(s: &mut Section) -> Result<Box<dyn Source>, ConfigError> {
     Ok(match s.name() {
-        "kubernetes_events" => Box::new(sources::kubernetes_events::KubernetesEvents::from_section(s)?),
+        "kubernetes_events" => Box::new(
+            sources::kubernetes_events::KubernetesEvents::from_section(s)?,
+        ),
         "audit_webhook" => Box::new(sources::audit_webhook::AuditWebhook::from_section(s)?),
         "audit_file" => Box::new(sources::audit_file::AuditFile::from_section(s)?),
         _ => return Err(unknown_component(s, INPUTS)),
@@ -62,8 +84,12 @@ fn build_output(s: &mut Section) -> Result<Box<dyn Output>, ConfigError> {
         "file" => Box::new(outputs::file::FileOutput::from_section(s)?),
         "http" => Box::new(outputs::http::HttpOutput::from_section(s)?),
         "loki" => Box::new(outputs::loki::LokiOutput::from_section(s)?),
-        "elasticsearch" => Box::new(outputs::elasticsearch::ElasticsearchOutput::from_section(s)?),
-        "opentelemetry" => Box::new(outputs::opentelemetry::OpenTelemetryOutput::from_section(s)?),
+        "elasticsearch" => Box::new(outputs::elasticsearch::ElasticsearchOutput::from_section(
+            s,
+        )?),
+        "opentelemetry" => Box::new(outputs::opentelemetry::OpenTelemetryOutput::from_section(
+            s,
+        )?),
         // WIRE: "postgresql" => Box::new(outputs::postgresql::PostgresqlOutput::from_section(s)?),
         // WIRE: "nats" => Box::new(outputs::nats::NatsOutput::from_section(s)?),
         _ => return Err(unknown_component(s, OUTPUTS)),
@@ -83,7 +109,10 @@ fn instance_name(
     let name = match s.get_str("alias")? {
         Some(a) if !a.trim().is_empty() => {
             let a = a.trim().to_string();
-            if !a.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            if !a
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
                 return Err(s.error("alias", "may only hold letters, digits, '.', '_' and '-'"));
             }
             a
@@ -91,31 +120,57 @@ fn instance_name(
         _ => default,
     };
     if !seen.insert(name.clone()) {
-        return Err(s.error("alias", format!("the name '{name}' is used by two components")));
+        return Err(s.error(
+            "alias",
+            format!("the name '{name}' is used by two components"),
+        ));
     }
     Ok(name)
 }
 
 fn delivery_options(s: &mut Section) -> Result<DeliveryOptions, ConfigError> {
     let total_limit_size = s.get_size("storage.total_limit_size")?.unwrap_or(1 << 30);
-    let on_full = match s.get_choice("storage.on_full", &["backpressure", "drop_oldest", "drop_newest"])? {
+    let on_full = match s.get_choice(
+        "storage.on_full",
+        &["backpressure", "drop_oldest", "drop_newest"],
+    )? {
         Some("drop_oldest") => OnFull::DropOldest,
         Some("drop_newest") => OnFull::DropNewest,
         _ => OnFull::Backpressure,
     };
     let retry_limit = match s.get_str("retry_limit")? {
         None => None,
-        Some(v) if ["no_limits", "false", "off", "no_retries"].contains(&v.to_ascii_lowercase().as_str()) => {
-            if v.eq_ignore_ascii_case("no_retries") { Some(0) } else { None }
+        Some(v)
+            if ["no_limits", "false", "off", "no_retries"]
+                .contains(&v.to_ascii_lowercase().as_str()) =>
+        {
+            if v.eq_ignore_ascii_case("no_retries") {
+                Some(0)
+            } else {
+                None
+            }
         }
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            s.error("retry_limit", format!("'{v}' is not a number, 'no_limits' or 'no_retries'"))
+            s.error(
+                "retry_limit",
+                format!("'{v}' is not a number, 'no_limits' or 'no_retries'"),
+            )
         })?),
     };
-    let retry_max_backoff = s.get_duration("retry_max_backoff")?.unwrap_or(Duration::from_secs(60));
-    let retry_base_backoff = s.get_duration("retry_base_backoff")?.unwrap_or(Duration::from_secs(1));
-    let batch_records = s.get_u64("batch.records")?.unwrap_or(2000).clamp(1, 1_000_000) as usize;
-    let batch_bytes = s.get_size("batch.bytes")?.unwrap_or(4 << 20).clamp(1024, 1 << 30) as usize;
+    let retry_max_backoff = s
+        .get_duration("retry_max_backoff")?
+        .unwrap_or(Duration::from_secs(60));
+    let retry_base_backoff = s
+        .get_duration("retry_base_backoff")?
+        .unwrap_or(Duration::from_secs(1));
+    let batch_records = s
+        .get_u64("batch.records")?
+        .unwrap_or(2000)
+        .clamp(1, 1_000_000) as usize;
+    let batch_bytes = s
+        .get_size("batch.bytes")?
+        .unwrap_or(4 << 20)
+        .clamp(1024, 1 << 30) as usize;
     Ok(DeliveryOptions {
         total_limit_size,
         on_full,
@@ -138,10 +193,18 @@ impl Plan {
         let mut inputs = Vec::new();
         for s in &mut config.inputs {
             let name = instance_name(s, &mut counts, &mut seen)?;
-            let tag = s.get_str("tag")?.filter(|t| !t.is_empty()).unwrap_or_else(|| name.clone());
+            let tag = s
+                .get_str("tag")?
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(|| name.clone());
             let source = build_source(s)?;
             s.finish()?;
-            inputs.push(InputPlan { name: Arc::from(name), plugin: s.name().to_string(), tag: Arc::from(tag), source });
+            inputs.push(InputPlan {
+                name: Arc::from(name),
+                plugin: s.name().to_string(),
+                tag: Arc::from(tag),
+                source,
+            });
         }
         let mut filters = Vec::new();
         let mut secrets_opt_out = false;
@@ -154,7 +217,12 @@ impl Plan {
             }
             let filter = build_filter(s)?;
             s.finish()?;
-            filters.push(FilterPlan { name, plugin: s.name().to_string(), matcher, filter });
+            filters.push(FilterPlan {
+                name,
+                plugin: s.name().to_string(),
+                matcher,
+                filter,
+            });
         }
         if !secrets_opt_out {
             // Secure by default: audit events about Secrets lose their request and response
@@ -177,7 +245,13 @@ impl Plan {
             let delivery = delivery_options(s)?;
             let output = build_output(s)?;
             s.finish()?;
-            outputs.push(OutputPlan { name, plugin: s.name().to_string(), matcher, output, delivery });
+            outputs.push(OutputPlan {
+                name,
+                plugin: s.name().to_string(),
+                matcher,
+                output,
+                delivery,
+            });
         }
         if inputs.is_empty() {
             return Err(BuildError::Config(config.service.section_error(
@@ -189,6 +263,11 @@ impl Plan {
                 "the configuration has no outputs (pipeline.outputs)",
             )));
         }
-        Ok(Plan { service, inputs, filters, outputs })
+        Ok(Plan {
+            service,
+            inputs,
+            filters,
+            outputs,
+        })
     }
 }

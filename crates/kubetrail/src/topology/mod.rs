@@ -94,7 +94,13 @@ impl Plan {
         }
         let _ = writeln!(s, "filters:");
         for f in &self.filters {
-            let _ = writeln!(s, "  - {} ({}) match={}", f.name, f.plugin, describe_matcher(&f.matcher));
+            let _ = writeln!(
+                s,
+                "  - {} ({}) match={}",
+                f.name,
+                f.plugin,
+                describe_matcher(&f.matcher)
+            );
         }
         let _ = writeln!(s, "outputs:");
         for o in &self.outputs {
@@ -109,17 +115,29 @@ impl Plan {
         }
         let _ = writeln!(s, "routes:");
         for i in &self.inputs {
-            let filters: Vec<&str> =
-                self.filters.iter().filter(|f| f.matcher.matches(&i.tag)).map(|f| f.name.as_str()).collect();
-            let outputs: Vec<&str> =
-                self.outputs.iter().filter(|o| o.matcher.matches(&i.tag)).map(|o| o.name.as_str()).collect();
+            let filters: Vec<&str> = self
+                .filters
+                .iter()
+                .filter(|f| f.matcher.matches(&i.tag))
+                .map(|f| f.name.as_str())
+                .collect();
+            let outputs: Vec<&str> = self
+                .outputs
+                .iter()
+                .filter(|o| o.matcher.matches(&i.tag))
+                .map(|o| o.name.as_str())
+                .collect();
             let _ = writeln!(
                 s,
                 "  {} -> [{}] -> [{}]{}",
                 i.name,
                 filters.join(", "),
                 outputs.join(", "),
-                if outputs.is_empty() { "  (warning: no output matches this tag)" } else { "" }
+                if outputs.is_empty() {
+                    "  (warning: no output matches this tag)"
+                } else {
+                    ""
+                }
             );
         }
         s

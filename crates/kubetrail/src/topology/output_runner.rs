@@ -42,7 +42,9 @@ pub(crate) fn state_stream(output: &str) -> String {
 pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
     let exp = base.saturating_mul(2u32.saturating_pow(attempt.min(20)));
     let ceiling = exp.min(cap);
-    let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX).max(1);
+    let ms = u64::try_from(ceiling.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
     Duration::from_millis(ms / 2 + fastrand::u64(0..=ms / 2))
 }
 
@@ -62,7 +64,11 @@ impl OutputRunner {
                 Ok(()) => break,
                 Err(e) => {
                     self.metrics.errors.inc();
-                    let d = backoff(self.delivery.retry_base_backoff, self.delivery.retry_max_backoff, attempt);
+                    let d = backoff(
+                        self.delivery.retry_base_backoff,
+                        self.delivery.retry_max_backoff,
+                        attempt,
+                    );
                     attempt += 1;
                     tracing::warn!(output = %self.name, error = %e, retry_in = ?d, "output cannot open; retrying");
                     if self.sleep_or_stop(d).await {
@@ -74,7 +80,11 @@ impl OutputRunner {
         if committed.is_none()
             && let Some(state) = self.output.initial_state()
         {
-            let ack = Ack { queue: self.queue, up_to_seq: 0, state: Some((state_stream(&self.name), state)) };
+            let ack = Ack {
+                queue: self.queue,
+                up_to_seq: 0,
+                state: Some((state_stream(&self.name), state)),
+            };
             if let Err(e) = self.journal.ack(ack).await {
                 tracing::error!(output = %self.name, error = %e, "cannot commit the output's initial state");
                 return;
@@ -110,7 +120,11 @@ impl OutputRunner {
             };
             match self.deliver_with_retries(&batch).await {
                 Some(state) => {
-                    let ack = Ack { queue: self.queue, up_to_seq: last, state: state.map(|s| (state_stream(&self.name), s)) };
+                    let ack = Ack {
+                        queue: self.queue,
+                        up_to_seq: last,
+                        state: state.map(|s| (state_stream(&self.name), s)),
+                    };
                     if let Err(e) = self.journal.ack(ack).await {
                         // Not acknowledged: the batch stays queued and is delivered again
                         // after a restart; outputs with committed state cut back to it.
@@ -132,9 +146,15 @@ impl OutputRunner {
 
     async fn read(&self, after: u64) -> Result<Vec<QueueItem>, String> {
         let reader = self.reader.clone();
-        let (q, n, b) = (self.queue, self.delivery.batch_records, self.delivery.batch_bytes);
+        let (q, n, b) = (
+            self.queue,
+            self.delivery.batch_records,
+            self.delivery.batch_bytes,
+        );
         tokio::task::spawn_blocking(move || {
-            let mut r = reader.lock().map_err(|_| "queue reader poisoned".to_string())?;
+            let mut r = reader
+                .lock()
+                .map_err(|_| "queue reader poisoned".to_string())?;
             r.read_queue(q, after, n, b).map_err(|e| e.to_string())
         })
         .await
@@ -155,13 +175,27 @@ impl OutputRunner {
                     self.dead_letter(batch, message);
                     return Some(None);
                 }
-                DeliveryError::Retryable { message, retry_after } => {
-                    if self.delivery.retry_limit.is_some_and(|l| u64::from(attempt) >= l) {
+                DeliveryError::Retryable {
+                    message,
+                    retry_after,
+                } => {
+                    if self
+                        .delivery
+                        .retry_limit
+                        .is_some_and(|l| u64::from(attempt) >= l)
+                    {
                         self.dead_letter(batch, &format!("retry limit reached: {message}"));
                         return Some(None);
                     }
-                    let d = backoff(self.delivery.retry_base_backoff, self.delivery.retry_max_backoff, attempt);
-                    (message.clone(), retry_after.map(|r| r.max(d.min(r))).unwrap_or(d))
+                    let d = backoff(
+                        self.delivery.retry_base_backoff,
+                        self.delivery.retry_max_backoff,
+                        attempt,
+                    );
+                    (
+                        message.clone(),
+                        retry_after.map(|r| r.max(d.min(r))).unwrap_or(d),
+                    )
                 }
             };
             attempt = attempt.saturating_add(1);
@@ -200,8 +234,13 @@ mod tests {
         let cap = Duration::from_secs(5);
         for attempt in 0..40 {
             let d = backoff(base, cap, attempt);
-            let ceiling = base.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(cap);
-            assert!(d <= ceiling && d >= ceiling / 2 - Duration::from_millis(1), "{attempt}: {d:?}");
+            let ceiling = base
+                .saturating_mul(2u32.saturating_pow(attempt.min(20)))
+                .min(cap);
+            assert!(
+                d <= ceiling && d >= ceiling / 2 - Duration::from_millis(1),
+                "{attempt}: {d:?}"
+            );
         }
     }
 }

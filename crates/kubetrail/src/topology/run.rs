@@ -13,9 +13,9 @@ use tokio::sync::Notify;
 use super::Plan;
 use super::output_runner::OutputRunner;
 use crate::outputs::http_common::DeadLetterWriter;
+use crate::pipeline::context::Route;
 use crate::pipeline::journal::{self, QueueSlot};
 use crate::pipeline::{Pipeline, SourceContext};
-use crate::pipeline::context::Route;
 use crate::shutdown;
 use crate::telemetry::health::Health;
 use crate::telemetry::server::{ServerError, serve};
@@ -52,17 +52,34 @@ impl Plan {
         stop: impl Future<Output = ()> + Send,
         metrics: Arc<Metrics>,
     ) -> Result<(), RunError> {
-        let Plan { service, inputs, filters, outputs } = self;
-        std::fs::create_dir_all(&service.data_dir)
-            .map_err(|source| RunError::DataDir { path: service.data_dir.clone(), source })?;
+        let Plan {
+            service,
+            inputs,
+            filters,
+            outputs,
+        } = self;
+        std::fs::create_dir_all(&service.data_dir).map_err(|source| RunError::DataDir {
+            path: service.data_dir.clone(),
+            source,
+        })?;
         let db_path = service.data_dir.join("kubetrail.db");
-        let mut store = Store::open(&db_path, &StoreOptions { sync: service.db_sync, ..Default::default() })?;
+        let mut store = Store::open(
+            &db_path,
+            &StoreOptions {
+                sync: service.db_sync,
+                ..Default::default()
+            },
+        )?;
         tracing::info!(path = %db_path.display(), "state database open");
 
         let health = Health::new();
         let (server_trigger, server_stop) = shutdown::channel();
         let server = match service.http_listen {
-            Some(addr) => Some(serve(addr, metrics.clone(), health.clone(), server_stop).await?.1),
+            Some(addr) => Some(
+                serve(addr, metrics.clone(), health.clone(), server_stop)
+                    .await?
+                    .1,
+            ),
             None => None,
         };
         let mut slots = HashMap::new();
@@ -93,14 +110,19 @@ impl Plan {
                     },
                 );
                 let reader = Arc::new(Mutex::new(store.reader()?));
-                routes.push(Route { matcher: o.matcher.clone(), queue });
+                routes.push(Route {
+                    matcher: o.matcher.clone(),
+                    queue,
+                });
                 pending.push((o, queue, notify, reader));
             }
-            (journal_handle, journal_thread) = journal::spawn(store, slots, &metrics).map_err(RunError::Thread)?;
+            (journal_handle, journal_thread) =
+                journal::spawn(store, slots, &metrics).map_err(RunError::Thread)?;
             for (o, queue, notify, reader) in pending {
                 let component_metrics = ComponentMetrics::register(&metrics, &o.name);
-                let dead_letters = DeadLetterWriter::new(service.data_dir.join("dead-letter"), o.name.clone())
-                    .with_counter(component_metrics.failed.clone());
+                let dead_letters =
+                    DeadLetterWriter::new(service.data_dir.join("dead-letter"), o.name.clone())
+                        .with_counter(component_metrics.failed.clone());
                 let runner = OutputRunner {
                     metrics: component_metrics,
                     dead_letters,
@@ -118,13 +140,17 @@ impl Plan {
             }
         }
         let pipeline = Arc::new(Pipeline {
-            filters: filters.into_iter().map(|f| (f.name, f.matcher, f.filter)).collect(),
+            filters: filters
+                .into_iter()
+                .map(|f| (f.name, f.matcher, f.filter))
+                .collect(),
             routes,
             journal: journal_handle,
         });
 
         let (sources_trigger, sources_stop) = shutdown::channel();
-        let (fail_tx, mut fail_rx) = tokio::sync::mpsc::channel::<(String, String)>(inputs.len().max(1));
+        let (fail_tx, mut fail_rx) =
+            tokio::sync::mpsc::channel::<(String, String)>(inputs.len().max(1));
         let mut source_tasks = Vec::new();
         for input in inputs {
             let ctx = SourceContext {
@@ -166,7 +192,8 @@ impl Plan {
         drop(pipeline);
         // 2. Outputs deliver what is queued until the grace period ends.
         drain_trigger.fire();
-        let outputs_deadline = deadline.max(tokio::time::Instant::now() + Duration::from_millis(500));
+        let outputs_deadline =
+            deadline.max(tokio::time::Instant::now() + Duration::from_millis(500));
         let stopper = tokio::spawn(async move {
             tokio::time::sleep_until(outputs_deadline).await;
             stop_trigger.fire();

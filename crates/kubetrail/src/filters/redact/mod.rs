@@ -103,7 +103,12 @@ impl Redact {
     /// The built-in protection the topology puts first in every pipeline: only the Secrets
     /// rule, so audit events about Secrets lose their bodies even without a `redact` filter.
     pub fn secrets_only() -> Redact {
-        Redact { remove: Vec::new(), mask: Vec::new(), mask_with: Value::String(DEFAULT_MASK.into()), strip_secrets: true }
+        Redact {
+            remove: Vec::new(),
+            mask: Vec::new(),
+            mask_with: Value::String(DEFAULT_MASK.into()),
+            strip_secrets: true,
+        }
     }
 
     /// Whether this filter was configured with `secrets: keep` (the explicit opt-out).

@@ -34,12 +34,19 @@ pub enum FileOutputError {
 
 impl From<FileOutputError> for DeliveryError {
     fn from(e: FileOutputError) -> Self {
-        DeliveryError::Retryable { message: e.to_string(), retry_after: None }
+        DeliveryError::Retryable {
+            message: e.to_string(),
+            retry_after: None,
+        }
     }
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> FileOutputError + 'a {
-    move |source| FileOutputError::Io { op, path: path.to_path_buf(), source }
+    move |source| FileOutputError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The `file` output.
@@ -118,7 +125,10 @@ impl FileOutput {
 
     fn recover(&mut self, committed: Option<u64>) -> Result<(), FileOutputError> {
         let file = self.open_file()?;
-        let actual = file.metadata().map_err(io("reading metadata of", &self.path))?.len();
+        let actual = file
+            .metadata()
+            .map_err(io("reading metadata of", &self.path))?
+            .len();
         let keep = match committed {
             // Never committed anything here: whatever is in the file predates this output's
             // state (another run, or the user's), so it is kept and appended to.
@@ -185,7 +195,11 @@ impl FileOutput {
         if let Err(e) = result {
             // Reopen next time and cut back to the last good length.
             self.file = None;
-            return Err(FileOutputError::Io { op: "writing", path: self.path.clone(), source: e });
+            return Err(FileOutputError::Io {
+                op: "writing",
+                path: self.path.clone(),
+                source: e,
+            });
         }
         self.len += self.buf.len() as u64;
         Ok(self.len)
@@ -231,7 +245,11 @@ mod tests {
 
     fn items(from: u64, n: u64) -> Vec<QueueItem> {
         (from..from + n)
-            .map(|i| QueueItem { seq: i, id: i.to_string(), data: format!("{{\"n\":{i}}}").into_bytes() })
+            .map(|i| QueueItem {
+                seq: i,
+                id: i.to_string(),
+                data: format!("{{\"n\":{i}}}").into_bytes(),
+            })
             .collect()
     }
 
@@ -247,7 +265,16 @@ mod tests {
         o2.deliver(&items(4, 2)).await.unwrap();
         let text = std::fs::read_to_string(o2.path()).unwrap();
         let ns: Vec<&str> = text.lines().collect();
-        assert_eq!(ns, vec![r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#, r#"{"n":4}"#, r#"{"n":5}"#]);
+        assert_eq!(
+            ns,
+            vec![
+                r#"{"n":1}"#,
+                r#"{"n":2}"#,
+                r#"{"n":3}"#,
+                r#"{"n":4}"#,
+                r#"{"n":5}"#
+            ]
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -265,7 +292,10 @@ mod tests {
             .map(|p| std::fs::read_to_string(p).unwrap())
             .collect();
         // The newest 3 files hold the newest batches in order, each file whole batches.
-        assert!(all.ends_with("{\"n\":13}\n{\"n\":14}\n{\"n\":15}\n"), "{all}");
+        assert!(
+            all.ends_with("{\"n\":13}\n{\"n\":14}\n{\"n\":15}\n"),
+            "{all}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -278,12 +308,21 @@ mod tests {
         let mut o2 = output(dir.path(), &[("max_size", "10")]);
         o2.open(acked).await.unwrap();
         assert_eq!(std::fs::read_to_string(o2.path()).unwrap(), "");
-        assert_eq!(std::fs::read_to_string(o2.rotated(1)).unwrap(), "{\"n\":1}\n{\"n\":2}\n");
+        assert_eq!(
+            std::fs::read_to_string(o2.rotated(1)).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n"
+        );
     }
 
     #[test]
     fn path_is_required() {
         let mut s = Section::from_pairs(SectionKind::Output, "file", &[]);
-        assert!(FileOutput::from_section(&mut s).err().unwrap().to_string().contains("path"));
+        assert!(
+            FileOutput::from_section(&mut s)
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("path")
+        );
     }
 }

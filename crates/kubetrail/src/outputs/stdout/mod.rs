@@ -28,7 +28,10 @@ impl Stdout {
             Some("pretty") => StdoutFormat::Pretty,
             _ => StdoutFormat::JsonLines,
         };
-        Ok(Stdout { format, buf: Vec::new() })
+        Ok(Stdout {
+            format,
+            buf: Vec::new(),
+        })
     }
 }
 
@@ -64,8 +67,14 @@ impl Output for Stdout {
             out.write_all(&buf).and_then(|_| out.flush()).map(|_| buf)
         })
         .await
-        .map_err(|e| DeliveryError::Retryable { message: e.to_string(), retry_after: None })?
-        .map_err(|e| DeliveryError::Retryable { message: format!("writing to stdout: {e}"), retry_after: None })?;
+        .map_err(|e| DeliveryError::Retryable {
+            message: e.to_string(),
+            retry_after: None,
+        })?
+        .map_err(|e| DeliveryError::Retryable {
+            message: format!("writing to stdout: {e}"),
+            retry_after: None,
+        })?;
         self.buf = buf;
         Ok(None)
     }
@@ -76,7 +85,11 @@ mod tests {
     use super::*;
 
     fn item(seq: u64, data: &str) -> QueueItem {
-        QueueItem { seq, id: format!("id{seq}"), data: data.as_bytes().to_vec() }
+        QueueItem {
+            seq,
+            id: format!("id{seq}"),
+            data: data.as_bytes().to_vec(),
+        }
     }
 
     #[test]
@@ -88,14 +101,28 @@ mod tests {
         out.clear();
         render(StdoutFormat::Pretty, &batch, &mut out);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("{\n  \"a\": 1\n}\n{\n  \"b\": ["), "{text}");
+        assert!(
+            text.starts_with("{\n  \"a\": 1\n}\n{\n  \"b\": ["),
+            "{text}"
+        );
     }
 
     #[test]
     fn format_option() {
-        let mut s = Section::from_pairs(kubetrail_core::config::SectionKind::Output, "stdout", &[("format", "Pretty")]);
-        assert_eq!(Stdout::from_section(&mut s).unwrap().format, StdoutFormat::Pretty);
-        let mut s = Section::from_pairs(kubetrail_core::config::SectionKind::Output, "stdout", &[("format", "xml")]);
+        let mut s = Section::from_pairs(
+            kubetrail_core::config::SectionKind::Output,
+            "stdout",
+            &[("format", "Pretty")],
+        );
+        assert_eq!(
+            Stdout::from_section(&mut s).unwrap().format,
+            StdoutFormat::Pretty
+        );
+        let mut s = Section::from_pairs(
+            kubetrail_core::config::SectionKind::Output,
+            "stdout",
+            &[("format", "xml")],
+        );
         assert!(Stdout::from_section(&mut s).is_err());
     }
 }

@@ -650,4 +650,3 @@ async fn an_unreadable_checkpoint_means_reading_the_file_from_its_start() {
     assert_eq!(fake.checkpoints()[0].offset, content.len() as u64);
     run.stop().await;
 }
-

@@ -41,15 +41,21 @@ impl EventsConfig {
             Some("core/v1") | Some("v1") => EventsApi::CoreV1,
             _ => EventsApi::EventsV1,
         };
-        let one = s.get_str("kube_namespace")?.filter(|n| !n.trim().is_empty());
+        let one = s
+            .get_str("kube_namespace")?
+            .filter(|n| !n.trim().is_empty());
         let many = s.get_list("namespaces")?;
         let namespaces = match (one, many) {
             (Some(_), Some(_)) => {
-                return Err(s.error("namespaces", "use either kube_namespace or namespaces, not both"));
+                return Err(s.error(
+                    "namespaces",
+                    "use either kube_namespace or namespaces, not both",
+                ));
             }
             (Some(n), None) => vec![n.trim().to_string()],
             (None, Some(list)) => {
-                let mut list: Vec<String> = list.into_iter().map(|n| n.trim().to_string()).collect();
+                let mut list: Vec<String> =
+                    list.into_iter().map(|n| n.trim().to_string()).collect();
                 list.sort();
                 list.dedup();
                 if list.iter().any(|n| n == "*") {
@@ -63,14 +69,21 @@ impl EventsConfig {
         for n in &namespaces {
             let valid = !n.is_empty()
                 && n.len() <= 63
-                && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !valid {
                 return Err(s.error("namespaces", format!("'{n}' is not a valid namespace name")));
             }
         }
-        let field_selector = s.get_str("field_selector")?.filter(|v| !v.trim().is_empty());
-        let label_selector = s.get_str("label_selector")?.filter(|v| !v.trim().is_empty());
-        let retention = s.get_duration("kube_retention_time")?.unwrap_or(Duration::from_secs(3600));
+        let field_selector = s
+            .get_str("field_selector")?
+            .filter(|v| !v.trim().is_empty());
+        let label_selector = s
+            .get_str("label_selector")?
+            .filter(|v| !v.trim().is_empty());
+        let retention = s
+            .get_duration("kube_retention_time")?
+            .unwrap_or(Duration::from_secs(3600));
         let updates = match s.get_choice("updates", &["all", "first"])? {
             Some("first") => Updates::First,
             _ => Updates::All,

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_core::{DedupKey, Record, RecordKind, Timestamp};
 use kubetrail_kube::{
-    Environment, GapInfo, HttpApi, KubeClient, ResourcePath, Selectors, WatchEventType, Watcher, WatcherConfig,
-    WatcherEvent,
+    Environment, GapInfo, HttpApi, KubeClient, ResourcePath, Selectors, WatchEventType, Watcher,
+    WatcherConfig, WatcherEvent,
 };
 use serde_json::json;
 
@@ -44,7 +44,10 @@ struct Position {
 
 impl Position {
     fn watch(rv: String) -> Position {
-        Position { rv: Some(rv), continue_token: None }
+        Position {
+            rv: Some(rv),
+            continue_token: None,
+        }
     }
 
     fn encode(&self) -> String {
@@ -53,7 +56,9 @@ impl Position {
     }
 
     fn decode(s: &str) -> Option<Position> {
-        serde_json::from_str::<Position>(s).ok().filter(|p| p.rv.is_some() || p.continue_token.is_some())
+        serde_json::from_str::<Position>(s)
+            .ok()
+            .filter(|p| p.rv.is_some() || p.continue_token.is_some())
     }
 }
 
@@ -119,7 +124,12 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(ctx: &SourceContext, config: Arc<EventsConfig>, watcher: WatcherConfig, namespace: Option<String>) -> Stream {
+    fn new(
+        ctx: &SourceContext,
+        config: Arc<EventsConfig>,
+        watcher: WatcherConfig,
+        namespace: Option<String>,
+    ) -> Stream {
         let api = match config.api {
             EventsApi::CoreV1 => "core-v1",
             EventsApi::EventsV1 => "events-v1",
@@ -132,10 +142,18 @@ impl Stream {
         let stall_after = watcher.watch_timeout * 2 + Duration::from_secs(10);
         Stream {
             readiness: ctx.health.register(&name, stall_after),
-            relists: ctx.registry.counter("kubetrail_events_relists_total", &labels),
+            relists: ctx
+                .registry
+                .counter("kubetrail_events_relists_total", &labels),
             gaps: ctx.registry.counter("kubetrail_gap_records_total", &labels),
-            since_last_event: ctx.registry.gauge("kubetrail_events_seconds_since_last_event", &labels),
-            dedup_scope: Arc::from(format!("{}/{}", ctx.name, namespace.as_deref().unwrap_or("*"))),
+            since_last_event: ctx
+                .registry
+                .gauge("kubetrail_events_seconds_since_last_event", &labels),
+            dedup_scope: Arc::from(format!(
+                "{}/{}",
+                ctx.name,
+                namespace.as_deref().unwrap_or("*")
+            )),
             ctx: ctx.clone(),
             config,
             watcher,
@@ -153,7 +171,13 @@ impl Stream {
         .map_err(|e| e.to_string())
     }
 
-    fn gap_record(&self, from_rv: Option<&str>, reason: &str, message: &str, since: Option<Timestamp>) -> Record {
+    fn gap_record(
+        &self,
+        from_rv: Option<&str>,
+        reason: &str,
+        message: &str,
+        since: Option<Timestamp>,
+    ) -> Record {
         let now = Timestamp::now();
         let from = from_rv.unwrap_or("");
         // A gap is identified by the position it lost (so a retried relist after a crash
@@ -163,7 +187,13 @@ impl Stream {
         } else {
             format!("gap:{}:{from}", self.name)
         };
-        let mut r = Record::new(id.clone(), now, RecordKind::Gap, self.ctx.name.clone(), self.ctx.tag.clone());
+        let mut r = Record::new(
+            id.clone(),
+            now,
+            RecordKind::Gap,
+            self.ctx.name.clone(),
+            self.ctx.tag.clone(),
+        );
         r.fields.insert("stream".into(), json!(self.name));
         r.fields.insert("reason".into(), json!(reason));
         r.fields.insert("message".into(), json!(message));
@@ -178,12 +208,20 @@ impl Stream {
             r.fields.insert("namespace".into(), json!(ns));
         }
         // One gap per lost position, even if the same relist is retried after a crash.
-        r.dedup = Some(DedupKey { scope: Arc::from("gap"), key: id, value: String::new() });
+        r.dedup = Some(DedupKey {
+            scope: Arc::from("gap"),
+            key: id,
+            value: String::new(),
+        });
         r
     }
 
     /// Submits, treating shutdown as the end and other failures as fatal for this attempt.
-    async fn commit(&self, records: Vec<Record>, pos: Option<&Position>) -> Result<bool, PipelineError> {
+    async fn commit(
+        &self,
+        records: Vec<Record>,
+        pos: Option<&Position>,
+    ) -> Result<bool, PipelineError> {
         self.start_commit(records, pos).await
     }
 
@@ -193,8 +231,14 @@ impl Stream {
         records: Vec<Record>,
         pos: Option<&Position>,
     ) -> impl std::future::Future<Output = Result<bool, PipelineError>> + Send + 'static {
-        let checkpoints = pos.map(|p| vec![(self.name.clone(), p.encode())]).unwrap_or_default();
-        let sub = Submission { records, checkpoints, dedup_retention: self.config.retention };
+        let checkpoints = pos
+            .map(|p| vec![(self.name.clone(), p.encode())])
+            .unwrap_or_default();
+        let sub = Submission {
+            records,
+            checkpoints,
+            dedup_retention: self.config.retention,
+        };
         let ctx = self.ctx.clone();
         async move {
             match ctx.submit(sub).await {
@@ -215,7 +259,11 @@ impl Stream {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     self.ctx.metrics.errors.inc();
-                    let delay = crate::topology::backoff(self.watcher.backoff_base, Duration::from_secs(30), attempt);
+                    let delay = crate::topology::backoff(
+                        self.watcher.backoff_base,
+                        Duration::from_secs(30),
+                        attempt,
+                    );
                     attempt = attempt.saturating_add(1);
                     tracing::error!(input = %self.ctx.name, stream = %self.name, error = %e, retry_in = ?delay,
                         "events stream failed; restarting from the last committed resourceVersion");
@@ -230,7 +278,11 @@ impl Stream {
 
     /// Runs until shutdown (Ok) or an error after which the stream starts over from the state.
     async fn run_once(&self) -> Result<(), String> {
-        let checkpoint = self.ctx.checkpoint(&self.name).await.map_err(|e| e.to_string())?;
+        let checkpoint = self
+            .ctx
+            .checkpoint(&self.name)
+            .await
+            .map_err(|e| e.to_string())?;
         let position = checkpoint.as_ref().and_then(|c| {
             let p = Position::decode(&c.value);
             if p.is_none() {
@@ -243,7 +295,8 @@ impl Stream {
             let age_ms = Timestamp::now().unix_nanos() / 1_000_000 - c.updated_at_unix_ms;
             let retention_ms = i64::try_from(self.config.retention.as_millis()).unwrap_or(i64::MAX);
             if age_ms > retention_ms {
-                let since = Timestamp::from_unix_nanos(c.updated_at_unix_ms.saturating_mul(1_000_000));
+                let since =
+                    Timestamp::from_unix_nanos(c.updated_at_unix_ms.saturating_mul(1_000_000));
                 let msg = format!(
                     "kubetrail was not collecting for {}s, longer than kube_retention_time ({}s): Events that expired meanwhile are lost",
                     age_ms / 1000,
@@ -252,13 +305,21 @@ impl Stream {
                 tracing::warn!(input = %self.ctx.name, stream = %self.name, "{msg}");
                 self.gaps.inc();
                 let gap = self.gap_record(resume.as_deref(), "downtime", &msg, Some(since));
-                if !self.commit(vec![gap], None).await.map_err(|e| e.to_string())? {
+                if !self
+                    .commit(vec![gap], None)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     return Ok(());
                 }
             }
         }
 
-        let resolved = self.config.connection.resolve(&Environment::from_process()).map_err(|e| e.to_string())?;
+        let resolved = self
+            .config
+            .connection
+            .resolve(&Environment::from_process())
+            .map_err(|e| e.to_string())?;
         let client = KubeClient::new(&resolved).map_err(|e| e.to_string())?;
         let selectors = Selectors {
             field_selector: self.config.field_selector.clone(),
@@ -266,8 +327,15 @@ impl Stream {
         };
         let api = HttpApi::new(client, self.path()?, selectors);
         let mut watcher = match position.as_ref().and_then(|p| p.continue_token.clone()) {
-            Some(token) => Watcher::resume_list(api, self.watcher.clone(), self.watcher.backoff(), token),
-            None => Watcher::new(api, self.watcher.clone(), self.watcher.backoff(), resume.clone()),
+            Some(token) => {
+                Watcher::resume_list(api, self.watcher.clone(), self.watcher.backoff(), token)
+            }
+            None => Watcher::new(
+                api,
+                self.watcher.clone(),
+                self.watcher.backoff(),
+                resume.clone(),
+            ),
         };
         let stats = watcher.stats();
         tracing::info!(input = %self.ctx.name, stream = %self.name, url = %resolved.url,
@@ -292,10 +360,15 @@ impl Stream {
         // (each waits for the previous); if one fails, the stream restarts from the state, so
         // fetching ahead of a commit can never skip anything.
         let mut inflight: Option<tokio::task::JoinHandle<Result<bool, PipelineError>>> = None;
-        async fn settle(h: &mut Option<tokio::task::JoinHandle<Result<bool, PipelineError>>>) -> Result<bool, String> {
+        async fn settle(
+            h: &mut Option<tokio::task::JoinHandle<Result<bool, PipelineError>>>,
+        ) -> Result<bool, String> {
             match h.take() {
                 None => Ok(true),
-                Some(h) => h.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+                Some(h) => h
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string()),
             }
         }
         loop {
@@ -327,7 +400,11 @@ impl Stream {
             };
             // Malformed frames and unexpected kinds are counted by the watcher; surface them.
             let c = stats.counters();
-            let errs = c.malformed_frames + c.unexpected_kind + c.oversized_frames + c.truncated_frames + c.skipped_list_items;
+            let errs = c.malformed_frames
+                + c.unexpected_kind
+                + c.oversized_frames
+                + c.truncated_frames
+                + c.skipped_list_items;
             if errs > errors_seen {
                 self.ctx.metrics.errors.add(errs - errors_seen);
                 errors_seen = errs;
@@ -351,43 +428,66 @@ impl Stream {
                         self.relists.inc();
                     }
                     match after_gap {
-                        Some(GapInfo { from_resource_version, reason, message }) => {
+                        Some(GapInfo {
+                            from_resource_version,
+                            reason,
+                            message,
+                        }) => {
                             tracing::warn!(input = %self.ctx.name, stream = %self.name, %reason, %message,
                                 "continuity lost; relisting");
                             self.gaps.inc();
-                            let gap = self.gap_record(from_resource_version.as_deref(), &reason.to_string(), &message, None);
+                            let gap = self.gap_record(
+                                from_resource_version.as_deref(),
+                                &reason.to_string(),
+                                &message,
+                                None,
+                            );
                             (vec![gap], None)
                         }
                         None => continue,
                     }
                 }
-                WatcherEvent::ListPage { items, last, continue_token } => {
+                WatcherEvent::ListPage {
+                    items,
+                    last,
+                    continue_token,
+                } => {
                     let mut records = Vec::with_capacity(items.len());
                     for item in items {
                         self.push(&mut records, item.raw, Observed::Listed, &cx);
                     }
                     let pos = match (last, continue_token) {
                         (Some(rv), _) => Some(Position::watch(rv)),
-                        (None, Some(token)) => Some(Position { rv: None, continue_token: Some(token) }),
+                        (None, Some(token)) => Some(Position {
+                            rv: None,
+                            continue_token: Some(token),
+                        }),
                         (None, None) => None,
                     };
                     (records, pos)
                 }
-                WatcherEvent::Frames { items, resource_version } => {
+                WatcherEvent::Frames {
+                    items,
+                    resource_version,
+                } => {
                     last_event = Instant::now();
                     let mut records = Vec::with_capacity(items.len());
                     for (ty, item) in items {
                         let observed = match ty {
                             WatchEventType::Added => Observed::Added,
                             WatchEventType::Modified => Observed::Modified,
-                            WatchEventType::Deleted if self.config.emit_deleted => Observed::Deleted,
+                            WatchEventType::Deleted if self.config.emit_deleted => {
+                                Observed::Deleted
+                            }
                             WatchEventType::Deleted => continue,
                         };
                         self.push(&mut records, item.raw, observed, &cx);
                     }
                     (records, Some(Position::watch(resource_version)))
                 }
-                WatcherEvent::Bookmark { resource_version } => (Vec::new(), Some(Position::watch(resource_version))),
+                WatcherEvent::Bookmark { resource_version } => {
+                    (Vec::new(), Some(Position::watch(resource_version)))
+                }
             };
             if records.is_empty() && pos.is_none() {
                 continue;
@@ -403,7 +503,13 @@ impl Stream {
         }
     }
 
-    fn push(&self, out: &mut Vec<Record>, raw: Box<serde_json::value::RawValue>, observed: Observed, cx: &NormalizeContext<'_>) {
+    fn push(
+        &self,
+        out: &mut Vec<Record>,
+        raw: Box<serde_json::value::RawValue>,
+        observed: Observed,
+        cx: &NormalizeContext<'_>,
+    ) {
         match normalize(raw, observed, cx) {
             Ok(r) => out.push(r),
             Err(e) => {
@@ -423,7 +529,10 @@ mod tests {
         let w = Position::watch("12345".into());
         assert_eq!(w.encode(), r#"{"rv":"12345"}"#);
         assert_eq!(Position::decode(&w.encode()), Some(w));
-        let l = Position { rv: None, continue_token: Some("eyJ2Ijoi".into()) };
+        let l = Position {
+            rv: None,
+            continue_token: Some("eyJ2Ijoi".into()),
+        };
         assert_eq!(l.encode(), r#"{"continue":"eyJ2Ijoi"}"#);
         assert_eq!(Position::decode(&l.encode()), Some(l));
         for bad in ["", "12345", "{}", "[1]", r#"{"rv":5}"#] {

@@ -206,15 +206,25 @@ pub fn normalize(
     {
         return Err(NormalizeError::Kind(kind.to_string()));
     }
-    let (Some(uid), Some(rv)) = (non_empty(&ev.metadata.uid), non_empty(&ev.metadata.resource_version)) else {
+    let (Some(uid), Some(rv)) = (
+        non_empty(&ev.metadata.uid),
+        non_empty(&ev.metadata.resource_version),
+    ) else {
         return Err(NormalizeError::MissingIdentity);
     };
     let empty = ObjRef::default();
-    let obj = ev.involved_object.as_ref().or(ev.regarding.as_ref()).unwrap_or(&empty);
+    let obj = ev
+        .involved_object
+        .as_ref()
+        .or(ev.regarding.as_ref())
+        .unwrap_or(&empty);
     let src = ev.source.as_ref().or(ev.deprecated_source.as_ref());
     let no_src = EventSource::default();
     let src = src.unwrap_or(&no_src);
-    let series_last = ev.series.as_ref().and_then(|s| non_empty(&s.last_observed_time));
+    let series_last = ev
+        .series
+        .as_ref()
+        .and_then(|s| non_empty(&s.last_observed_time));
     let first_time = first_of(&[
         &ev.first_timestamp,
         &ev.deprecated_first_timestamp,
@@ -261,9 +271,17 @@ pub fn normalize(
     put(
         &mut fields,
         "reporting_controller",
-        first_of(&[&ev.reporting_controller, &ev.reporting_component, &src.component]),
+        first_of(&[
+            &ev.reporting_controller,
+            &ev.reporting_component,
+            &src.component,
+        ]),
     );
-    put(&mut fields, "reporting_instance", first_of(&[&ev.reporting_instance, &src.host]));
+    put(
+        &mut fields,
+        "reporting_instance",
+        first_of(&[&ev.reporting_instance, &src.host]),
+    );
     fields.insert("count".into(), json!(count));
     put(&mut fields, "first_time", first_time);
     put(&mut fields, "last_time", last_time);
@@ -271,16 +289,28 @@ pub fn normalize(
         put(&mut fields, "object_api_version", Some(v));
     }
 
-    let time = last_time.and_then(Timestamp::parse_rfc3339).unwrap_or_else(Timestamp::now);
+    let time = last_time
+        .and_then(Timestamp::parse_rfc3339)
+        .unwrap_or_else(Timestamp::now);
     let (key, value) = match cx.updates {
         Updates::All => (uid.to_string(), rv.to_string()),
         Updates::First => (uid.to_string(), String::new()),
     };
     let id = format!("{uid}:{rv}");
-    let mut record = Record::new(id, time, RecordKind::K8sEvent, cx.source.clone(), cx.tag.clone());
+    let mut record = Record::new(
+        id,
+        time,
+        RecordKind::K8sEvent,
+        cx.source.clone(),
+        cx.tag.clone(),
+    );
     record.fields = fields;
     record.raw_format = cx.raw_format;
-    record.dedup = Some(DedupKey { scope: cx.dedup_scope.clone(), key, value });
+    record.dedup = Some(DedupKey {
+        scope: cx.dedup_scope.clone(),
+        key,
+        value,
+    });
     drop(ev);
     record.original = Some(Original::Raw(raw));
     Ok(record)
@@ -292,7 +322,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn cx<'a>(api: EventsApi, s: &'a Arc<str>) -> NormalizeContext<'a> {
-        NormalizeContext { api, source: s, tag: s, dedup_scope: s, raw_format: false, updates: Updates::All }
+        NormalizeContext {
+            api,
+            source: s,
+            tag: s,
+            dedup_scope: s,
+            raw_format: false,
+            updates: Updates::All,
+        }
     }
 
     const CORE: &str = r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"fx-pod-0.18ebbf","namespace":"fx","uid":"u-1","resourceVersion":"305","creationTimestamp":"2026-11-27T00:29:51Z"},"involvedObject":{"kind":"Pod","namespace":"fx","name":"fx-pod-0","uid":"p-1","apiVersion":"v1"},"reason":"BackOff","message":"Back-off pulling image \"nginx:nope\"","source":{"component":"kubelet","host":"node-1"},"firstTimestamp":"2026-11-27T00:29:51Z","lastTimestamp":"2026-11-27T00:30:51Z","count":3,"type":"Warning","eventTime":null,"reportingComponent":"","reportingInstance":""}"#;
@@ -351,11 +388,23 @@ mod tests {
         let s: Arc<str> = Arc::from("k");
         let c = cx(EventsApi::CoreV1, &s);
         let cm = r#"{"kind":"ConfigMap","metadata":{"uid":"a","resourceVersion":"1"}}"#;
-        assert_eq!(normalize(raw(cm), Observed::Added, &c).unwrap_err(), NormalizeError::Kind("ConfigMap".into()));
+        assert_eq!(
+            normalize(raw(cm), Observed::Added, &c).unwrap_err(),
+            NormalizeError::Kind("ConfigMap".into())
+        );
         let no_uid = r#"{"kind":"Event","metadata":{"resourceVersion":"1"}}"#;
-        assert_eq!(normalize(raw(no_uid), Observed::Added, &c).unwrap_err(), NormalizeError::MissingIdentity);
-        assert!(matches!(normalize(raw("[1,2]"), Observed::Added, &c), Err(NormalizeError::Shape(_))));
-        assert!(matches!(normalize(raw(r#"{"metadata":5}"#), Observed::Added, &c), Err(NormalizeError::Shape(_))));
+        assert_eq!(
+            normalize(raw(no_uid), Observed::Added, &c).unwrap_err(),
+            NormalizeError::MissingIdentity
+        );
+        assert!(matches!(
+            normalize(raw("[1,2]"), Observed::Added, &c),
+            Err(NormalizeError::Shape(_))
+        ));
+        assert!(matches!(
+            normalize(raw(r#"{"metadata":5}"#), Observed::Added, &c),
+            Err(NormalizeError::Shape(_))
+        ));
     }
 
     proptest! {
