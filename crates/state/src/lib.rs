@@ -26,7 +26,7 @@
 //!         data: br#"{"kind":"k8s_event"}"#.to_vec(),
 //!     }],
 //!     checkpoints: vec![("events".into(), "rv-7".into())],
-//!     acks: vec![],
+//!     ..CommitBatch::default()
 //! })?;
 //! assert_eq!(outcome.inserted, [true]);
 //! let items = store.reader()?.read_queue(stdout, 0, 1000, 1 << 20)?;
