@@ -48,13 +48,24 @@ fn record(i: u64) -> QueueItem {
     data.push('"');
     data.push_str(&"a".repeat(pad));
     data.push_str("\"}}");
-    QueueItem { seq: i + 1, id, data: data.into_bytes() }
+    QueueItem {
+        seq: i + 1,
+        id,
+        data: data.into_bytes(),
+    }
 }
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0.0, |k| k / 1024.0)
 }
 
@@ -71,7 +82,11 @@ async fn main() -> Result<(), Error> {
     let mut output: Box<dyn Output> = match kind {
         "postgresql" => {
             let table = format!("bench_{tag}");
-            let mut s = Section::from_pairs(SectionKind::Output, "postgresql", &[("url", url), ("table", &table)]);
+            let mut s = Section::from_pairs(
+                SectionKind::Output,
+                "postgresql",
+                &[("url", url), ("table", &table)],
+            );
             Box::new(PostgresqlOutput::from_section(&mut s)?)
         }
         "nats" => {
@@ -91,17 +106,30 @@ async fn main() -> Result<(), Error> {
     let warm: Vec<QueueItem> = (n..n + 10).map(record).collect();
     output.deliver(&warm).await.map_err(|e| e.to_string())?;
 
-    let records: Vec<QueueItem> = (0..n).map(record).collect();
-    let bytes: usize = records.iter().map(|r| r.data.len()).sum();
-    let start = Instant::now();
-    for chunk in records.chunks(batch as usize) {
-        output.deliver(chunk).await.map_err(|e| e.to_string())?;
+    // Records are made batch by batch (outside the timing), as a queue read would hand them.
+    let mut bytes = 0usize;
+    let mut busy = std::time::Duration::ZERO;
+    let mut from = 0u64;
+    while from < n {
+        let chunk: Vec<QueueItem> = (from..n.min(from + batch)).map(record).collect();
+        bytes += chunk.iter().map(|r| r.data.len()).sum::<usize>();
+        from += chunk.len() as u64;
+        let start = Instant::now();
+        output.deliver(&chunk).await.map_err(|e| e.to_string())?;
+        busy += start.elapsed();
     }
-    let secs = start.elapsed().as_secs_f64();
+    let secs = busy.as_secs_f64();
     output.close().await.map_err(|e| e.to_string())?;
-    println!("{kind} output: {n} records of {} bytes on average, batches of {batch}", bytes / n.max(1) as usize);
-    println!("  wall time:   {secs:.2} s");
-    println!("  throughput:  {:.0} records/s ({:.1} MiB/s)", n as f64 / secs, bytes as f64 / secs / 1048576.0);
-    println!("  peak RSS:    {:.1} MiB (this process, records held in memory included)", peak_rss_mib());
+    println!(
+        "{kind} output: {n} records of {} bytes on average, batches of {batch}",
+        bytes / n.max(1) as usize
+    );
+    println!("  time in deliver: {secs:.2} s");
+    println!(
+        "  throughput:  {:.0} records/s ({:.1} MiB/s)",
+        n as f64 / secs,
+        bytes as f64 / secs / 1048576.0
+    );
+    println!("  peak RSS:    {:.1} MiB (this process)", peak_rss_mib());
     Ok(())
 }

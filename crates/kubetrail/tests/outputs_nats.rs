@@ -55,7 +55,11 @@ fn unique() -> (String, String) {
 fn output(stream: &str, prefix: &str, extra: &[(&str, &str)]) -> NatsOutput {
     let url = nats_url();
     let subject = format!("{prefix}.{{kind}}.{{namespace|object_ref.namespace}}");
-    let mut pairs = vec![("url", url.as_str()), ("stream", stream), ("subject", subject.as_str())];
+    let mut pairs = vec![
+        ("url", url.as_str()),
+        ("stream", stream),
+        ("subject", subject.as_str()),
+    ];
     pairs.extend_from_slice(extra);
     let mut s = Section::from_pairs(SectionKind::Output, "nats", &pairs);
     let o = NatsOutput::from_section(&mut s).expect("valid options");
@@ -65,22 +69,35 @@ fn output(stream: &str, prefix: &str, extra: &[(&str, &str)]) -> NatsOutput {
 
 async fn connection() -> Connection {
     let ep = Endpoint::parse_list(&nats_url()).unwrap().remove(0);
-    Connection::connect(&ep, &Auth::default(), None, Duration::from_secs(10)).await.expect("connect to the test server")
+    Connection::connect(&ep, &Auth::default(), None, Duration::from_secs(10))
+        .await
+        .expect("connect to the test server")
 }
 
 async fn api(conn: &mut Connection, subject: &str, body: &str) -> serde_json::Value {
-    let r = conn.request(subject, body.as_bytes(), Duration::from_secs(10)).await.expect("API request");
+    let r = conn
+        .request(subject, body.as_bytes(), Duration::from_secs(10))
+        .await
+        .expect("API request");
     serde_json::from_slice(&r.payload).unwrap_or(serde_json::Value::Null)
 }
 
 /// The stream's configuration and message count (None if it does not exist).
 async fn stream_info(stream: &str) -> Option<serde_json::Value> {
-    let v = api(&mut connection().await, &format!("$JS.API.STREAM.INFO.{stream}"), "").await;
+    let v = api(
+        &mut connection().await,
+        &format!("$JS.API.STREAM.INFO.{stream}"),
+        "",
+    )
+    .await;
     v.get("config").is_some().then_some(v)
 }
 
 async fn message_count(stream: &str) -> u64 {
-    stream_info(stream).await.and_then(|v| v["state"]["messages"].as_u64()).unwrap_or(0)
+    stream_info(stream)
+        .await
+        .and_then(|v| v["state"]["messages"].as_u64())
+        .unwrap_or(0)
 }
 
 /// One stored message: subject, `Nats-Msg-Id`, body.
@@ -94,22 +111,36 @@ struct Stored {
 async fn read_all(stream: &str) -> Vec<Stored> {
     let mut conn = connection().await;
     let info = api(&mut conn, &format!("$JS.API.STREAM.INFO.{stream}"), "").await;
-    let (first, last) = (info["state"]["first_seq"].as_u64().unwrap_or(1), info["state"]["last_seq"].as_u64().unwrap_or(0));
+    let (first, last) = (
+        info["state"]["first_seq"].as_u64().unwrap_or(1),
+        info["state"]["last_seq"].as_u64().unwrap_or(0),
+    );
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::new();
     for seq in first..=last {
-        let v = api(&mut conn, &format!("$JS.API.STREAM.MSG.GET.{stream}"), &format!(r#"{{"seq":{seq}}}"#)).await;
+        let v = api(
+            &mut conn,
+            &format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            &format!(r#"{{"seq":{seq}}}"#),
+        )
+        .await;
         let m = &v["message"];
         if m.is_null() {
             continue; // deleted (never, with these streams)
         }
-        let hdrs = String::from_utf8(b64.decode(m["hdrs"].as_str().unwrap_or("")).unwrap_or_default()).unwrap_or_default();
+        let hdrs = String::from_utf8(
+            b64.decode(m["hdrs"].as_str().unwrap_or(""))
+                .unwrap_or_default(),
+        )
+        .unwrap_or_default();
         let msg_id = hdrs
             .lines()
             .find_map(|l| l.strip_prefix("Nats-Msg-Id:"))
             .map(|v| v.trim().to_string())
             .unwrap_or_default();
-        let body = b64.decode(m["data"].as_str().unwrap_or("")).unwrap_or_default();
+        let body = b64
+            .decode(m["data"].as_str().unwrap_or(""))
+            .unwrap_or_default();
         out.push(Stored {
             subject: m["subject"].as_str().unwrap_or("").to_string(),
             msg_id,
@@ -126,7 +157,11 @@ fn event(i: usize) -> QueueItem {
         ns = i % 3,
         pad = "x".repeat(i % 500),
     );
-    QueueItem { seq: i as u64 + 1, id, data: data.into_bytes() }
+    QueueItem {
+        seq: i as u64 + 1,
+        id,
+        data: data.into_bytes(),
+    }
 }
 
 fn audit(i: usize) -> QueueItem {
@@ -134,7 +169,11 @@ fn audit(i: usize) -> QueueItem {
     let data = format!(
         r#"{{"id":"{id}","time":"2026-11-27T00:31:00Z","kind":"k8s_audit","source":"audit_webhook.0","tag":"k8s.audit","verb":"get","object_ref":{{"resource":"pods","namespace":"kube system"}},"object":{{}}}}"#
     );
-    QueueItem { seq: i as u64 + 1, id, data: data.into_bytes() }
+    QueueItem {
+        seq: i as u64 + 1,
+        id,
+        data: data.into_bytes(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,22 +188,43 @@ async fn every_message_is_acknowledged_and_stored_once() {
     o.deliver(&batch[..700]).await.unwrap();
     o.deliver(&batch[500..]).await.unwrap();
 
-    let info = stream_info(&stream).await.expect("the output made the stream");
-    assert_eq!(info["config"]["subjects"], serde_json::json!([format!("{prefix}.*.*")]));
-    assert_eq!(info["config"]["duplicate_window"].as_u64(), Some(120_000_000_000));
+    let info = stream_info(&stream)
+        .await
+        .expect("the output made the stream");
+    assert_eq!(
+        info["config"]["subjects"],
+        serde_json::json!([format!("{prefix}.*.*")])
+    );
+    assert_eq!(
+        info["config"]["duplicate_window"].as_u64(),
+        Some(120_000_000_000)
+    );
     assert_eq!(info["state"]["messages"].as_u64(), Some(1000));
     let stored = read_all(&stream).await;
     assert_eq!(stored.len(), 1000);
     let mut ids = HashMap::new();
     for m in &stored {
         *ids.entry(m.msg_id.clone()).or_insert(0) += 1;
-        assert_eq!(m.body["id"].as_str(), Some(m.msg_id.as_str()), "Nats-Msg-Id is the record id");
+        assert_eq!(
+            m.body["id"].as_str(),
+            Some(m.msg_id.as_str()),
+            "Nats-Msg-Id is the record id"
+        );
     }
     assert_eq!(ids.len(), 1000, "no duplicate message");
     let by_id: HashMap<&str, &Stored> = stored.iter().map(|m| (m.msg_id.as_str(), m)).collect();
-    assert_eq!(by_id["uid-4:1004"].subject, format!("{prefix}.k8s_event.ns-1"));
-    assert_eq!(by_id["audit-3:ResponseComplete"].subject, format!("{prefix}.k8s_audit.kube_system"));
-    assert_eq!(by_id["uid-4:1004"].body, serde_json::from_slice::<serde_json::Value>(&event(4).data).unwrap());
+    assert_eq!(
+        by_id["uid-4:1004"].subject,
+        format!("{prefix}.k8s_event.ns-1")
+    );
+    assert_eq!(
+        by_id["audit-3:ResponseComplete"].subject,
+        format!("{prefix}.k8s_audit.kube_system")
+    );
+    assert_eq!(
+        by_id["uid-4:1004"].body,
+        serde_json::from_slice::<serde_json::Value>(&event(4).data).unwrap()
+    );
     o.close().await.unwrap();
 }
 
@@ -176,25 +236,61 @@ async fn records_over_max_payload_are_refused_the_others_published() {
     o.open(None).await.unwrap();
     let mut big = event(5);
     big.id = "big".into();
-    big.data = format!(r#"{{"id":"big","kind":"k8s_audit","pad":"{}"}}"#, "y".repeat(2 << 20)).into_bytes();
+    big.data = format!(
+        r#"{{"id":"big","kind":"k8s_audit","pad":"{}"}}"#,
+        "y".repeat(2 << 20)
+    )
+    .into_bytes();
     match o.deliver(&[event(1), big, event(2)]).await {
-        Err(DeliveryError::Rejected { message }) => assert!(message.contains("big") && message.contains("max_payload"), "{message}"),
+        Err(DeliveryError::Rejected { message }) => assert!(
+            message.contains("big") && message.contains("max_payload"),
+            "{message}"
+        ),
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(message_count(&stream).await, 2);
+    // With a dead-letter file (as in a pipeline), only that record goes there.
+    let dl = tempfile::tempdir().unwrap();
+    let writer = kubetrail::outputs::http_common::DeadLetterWriter::new(dl.path(), "nats.0");
+    o.attach_dead_letters(writer.clone());
+    let mut big = event(5);
+    big.id = "big2".into();
+    big.data = format!(
+        r#"{{"id":"big2","kind":"k8s_audit","pad":"{}"}}"#,
+        "y".repeat(2 << 20)
+    )
+    .into_bytes();
+    o.deliver(&[event(3), big, event(4)])
+        .await
+        .expect("the others are published");
+    assert_eq!(message_count(&stream).await, 4);
+    let letters = std::fs::read_to_string(writer.path()).unwrap();
+    assert_eq!(letters.lines().count(), 1);
+    assert!(
+        letters.contains("\"id\":\"big2\"") && letters.contains("max_payload"),
+        "{:.300}",
+        letters
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_is_retried_and_reconnected() {
     let _turn = SERVER.lock().await;
     let (stream, prefix) = unique();
-    let mut o = output(&stream, &prefix, &[("ack_timeout", "2s"), ("connect_timeout", "2s")]);
+    let mut o = output(
+        &stream,
+        &prefix,
+        &[("ack_timeout", "2s"), ("connect_timeout", "2s")],
+    );
     o.open(None).await.unwrap();
     o.deliver(&[event(1)]).await.unwrap();
     services("nats-stop");
     let down = o.deliver(&[event(2)]).await;
     services("nats-start");
-    assert!(matches!(down, Err(DeliveryError::Retryable { .. })), "{down:?}");
+    assert!(
+        matches!(down, Err(DeliveryError::Retryable { .. })),
+        "{down:?}"
+    );
     let mut ok = false;
     for _ in 0..40 {
         if o.deliver(&[event(1), event(2), event(3)]).await.is_ok() {
@@ -204,7 +300,11 @@ async fn a_stopped_server_is_retried_and_reconnected() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(ok, "delivers after the server is back");
-    assert_eq!(message_count(&stream).await, 3, "event 1 published again was deduplicated");
+    assert_eq!(
+        message_count(&stream).await,
+        3,
+        "event 1 published again was deduplicated"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,19 +314,238 @@ async fn a_subject_no_stream_takes_is_retried_with_a_clear_message() {
     // No stream management: nothing takes these subjects.
     let mut o = output("", &prefix, &[("ack_timeout", "2s")]);
     match o.deliver(&[event(1)]).await {
-        Err(DeliveryError::Retryable { message, .. }) => assert!(message.contains("no responders"), "{message}"),
+        Err(DeliveryError::Retryable { message, .. }) => {
+            assert!(message.contains("no responders"), "{message}")
+        }
         other => panic!("expected a retry, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_published_again_after_the_duplicate_window_repeats_nothing() {
+    let _turn = SERVER.lock().await;
+    let (stream, prefix) = unique();
+    // A one-second window, so the test can outlive it.
+    let mut o = output(&stream, &prefix, &[("duplicate_window", "1s")]);
+    o.open(None).await.unwrap();
+    let first: Vec<QueueItem> = (0..300).map(event).collect();
+    let state = o.deliver(&first).await.unwrap();
+    assert_eq!(
+        state.as_deref(),
+        Some("300"),
+        "the last acknowledged sequence is the committed state"
+    );
+    // The next batch was half published when kubetrail died (its acks never counted)...
+    let second: Vec<QueueItem> = (300..600).map(event).collect();
+    let mut lost = output(&stream, &prefix, &[("duplicate_window", "1s")]);
+    lost.deliver(&second[..150]).await.unwrap();
+    // ...and comes back after the window is over.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut again = output(&stream, &prefix, &[("duplicate_window", "1s")]);
+    again.open(state).await.unwrap();
+    let state = again.deliver(&second).await.unwrap();
+    assert_eq!(message_count(&stream).await, 600, "nothing stored twice");
+    assert_eq!(state.as_deref(), Some("600"));
+    let ids: HashSet<String> = read_all(&stream)
+        .await
+        .into_iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_eq!(ids.len(), 600);
+    // Without that check (verify_limit 0 = never read back) the window alone would not do.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut blind = output(
+        &stream,
+        &prefix,
+        &[("duplicate_window", "1s"), ("verify_limit", "0")],
+    );
+    blind.open(Some("450".into())).await.unwrap();
+    blind.deliver(&second[150..160]).await.unwrap();
+    assert_eq!(
+        message_count(&stream).await,
+        610,
+        "the window is over: published again"
+    );
+}
+
+/// A CA, and certificates it signed (PEM certificate, PEM key).
+struct Ca {
+    pem: String,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "kubetrail test CA");
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        Ca {
+            pem: cert.pem(),
+            cert,
+            key,
+        }
+    }
+
+    fn leaf(&self, names: &[&str], purpose: rcgen::ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, names[0]);
+        p.extended_key_usages = vec![purpose];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A nats-server of the test's own, killed when dropped.
+struct OwnServer(std::process::Child);
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let (srv_crt, srv_key) = ca.leaf(
+        &["127.0.0.1", "localhost"],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (cli_crt, cli_key) = ca.leaf(&["kubetrail"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+    let path = |n: &str| dir.path().join(n).display().to_string();
+    for (name, pem) in [
+        ("ca.pem", &ca.pem),
+        ("srv.pem", &srv_crt),
+        ("srv.key", &srv_key),
+        ("cli.pem", &cli_crt),
+        ("cli.key", &cli_key),
+    ] {
+        std::fs::write(path(name), pem).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let _server = OwnServer(
+        std::process::Command::new(env_var("KUBETRAIL_TEST_NATS_SERVER"))
+            .args(["-js", "-sd", &path("js"), "-a", "127.0.0.1", "-p", &port])
+            .args([
+                "--tls",
+                "--tlscert",
+                &path("srv.pem"),
+                "--tlskey",
+                &path("srv.key"),
+                "--tlsverify",
+                "--tlscacert",
+                &path("ca.pem"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &addr
+        )
+        .is_ok())
+        .await,
+        "nats-server with TLS listens"
+    );
+    let make = |pairs: &[(&str, &str)]| {
+        let mut all = vec![
+            ("subject", "tls.{kind}"),
+            ("stream", "TLS"),
+            ("ack_timeout", "3s"),
+            ("connect_timeout", "3s"),
+        ];
+        all.extend_from_slice(pairs);
+        let mut s = Section::from_pairs(SectionKind::Output, "nats", &all);
+        let o = NatsOutput::from_section(&mut s).expect("valid options");
+        s.finish().expect("no unknown keys");
+        o
+    };
+    let (ca_file, crt, key) = (path("ca.pem"), path("cli.pem"), path("cli.key"));
+    let tls_url = format!("tls://127.0.0.1:{port}");
+    let mut o = make(&[
+        ("url", &tls_url),
+        ("tls.ca_file", &ca_file),
+        ("tls.crt_file", &crt),
+        ("tls.key_file", &key),
+    ]);
+    o.deliver(&[event(1), event(2)])
+        .await
+        .expect("published over TLS with a client certificate");
+
+    let plain_url = format!("nats://127.0.0.1:{port}");
+    let mut o = make(&[("url", &plain_url)]);
+    match o.deliver(&[event(3)]).await {
+        Err(DeliveryError::Retryable { message, .. }) => {
+            assert!(message.contains("requires TLS"), "{message}")
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    // Without a client certificate the server refuses; with an unknown CA the client does.
+    let mut o = make(&[("url", &tls_url), ("tls.ca_file", &ca_file)]);
+    assert!(o.deliver(&[event(3)]).await.is_err());
+    let mut o = make(&[
+        ("url", &tls_url),
+        ("tls.crt_file", &crt),
+        ("tls.key_file", &key),
+    ]);
+    match o.deliver(&[event(3)]).await {
+        Err(DeliveryError::Retryable { message, .. }) => {
+            assert!(
+                message.contains("certificate") || message.contains("UnknownIssuer"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    let mut o = make(&[
+        ("url", &tls_url),
+        ("tls.verify", "off"),
+        ("tls.crt_file", &crt),
+        ("tls.key_file", &key),
+    ]);
+    o.deliver(&[event(1), event(3)])
+        .await
+        .expect("verification off");
 }
 
 // ---- through the pipeline -----------------------------------------------------------------
 
 fn spec(i: usize) -> EventSpec {
     let kinds = ["Pod", "Deployment", "ReplicaSet", "Node"];
-    EventSpec::simple(["a", "b", "c"][i % 3], kinds[i % 4], format!("obj-{i}"), "BackOff", format!("message {i} {}", "m".repeat(i % 400)))
+    EventSpec::simple(
+        ["a", "b", "c"][i % 3],
+        kinds[i % 4],
+        format!("obj-{i}"),
+        "BackOff",
+        format!("message {i} {}", "m".repeat(i % 400)),
+    )
 }
 
-fn pipeline_config(env: &Env, stream: &str, prefix: &str, output_extra: &str) -> std::path::PathBuf {
+fn pipeline_config(
+    env: &Env,
+    stream: &str,
+    prefix: &str,
+    output_extra: &str,
+) -> std::path::PathBuf {
     env.write_config(&format!(
         r#"service:
   data_dir: {data}
@@ -263,17 +582,75 @@ pipeline:
 /// Every Event occurrence in the stream, and how many messages hold one.
 async fn stored_events(stream: &str) -> (HashSet<(String, String)>, usize) {
     let all = read_all(stream).await;
-    let events: Vec<_> = all.iter().filter(|m| m.body["kind"] == "k8s_event").collect();
+    let events: Vec<_> = all
+        .iter()
+        .filter(|m| m.body["kind"] == "k8s_event")
+        .collect();
     let set = events
         .iter()
-        .map(|m| (m.body["uid"].as_str().unwrap_or("").to_string(), m.body["resource_version"].as_str().unwrap_or("").to_string()))
+        .map(|m| {
+            (
+                m.body["uid"].as_str().unwrap_or("").to_string(),
+                m.body["resource_version"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
         .collect();
     (set, events.len())
 }
 
+/// What to look at when a pipeline test fails: kubetrail's warnings and errors, and what
+/// went to the dead-letter files.
+fn diagnostics(env: &Env) -> String {
+    let mut out = String::new();
+    let mut logs: Vec<_> = std::fs::read_dir(env.dir.path())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("stderr"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    logs.sort();
+    for p in logs {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        let bad: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        for l in &bad[bad.len().saturating_sub(5)..] {
+            out.push_str(&format!("{}: {l:.300}\n", p.display()));
+        }
+    }
+    for p in std::fs::read_dir(env.data_dir.join("dead-letter"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(p.path()).unwrap_or_default();
+        out.push_str(&format!(
+            "dead letters {}: {} lines, first: {:.500}\n",
+            p.path().display(),
+            text.lines().count(),
+            text.lines().next().unwrap_or("")
+        ));
+    }
+    out
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,17 +659,19 @@ async fn kill_9_in_the_middle_of_delivery_loses_and_repeats_no_message() {
     let env = Env::new().await;
     let (stream, prefix) = unique();
     let config = pipeline_config(&env, &stream, &prefix, "      batch.records: 100");
+    // A backlog big enough that the output is busy whenever it is killed.
     let mut expected = HashSet::new();
-    for i in 0..3000 {
+    for i in 0..30_000 {
         let e = env.emu.create_event(spec(i));
         expected.insert((e.uid, e.resource_version));
     }
+    // More Events keep coming while kubetrail is killed and started again.
     let emu = env.emu.clone();
     let writer = tokio::spawn(async move {
         let mut made = Vec::new();
         for i in 0..120 {
             for j in 0..25 {
-                let e = emu.create_event(spec(10_000 + i * 25 + j));
+                let e = emu.create_event(spec(100_000 + i * 25 + j));
                 made.push((e.uid, e.resource_version));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -300,26 +679,36 @@ async fn kill_9_in_the_middle_of_delivery_loses_and_repeats_no_message() {
         made
     });
     let mut kills_mid_delivery = 0;
-    for run in 0..12 {
+    let mut run = 0;
+    while kills_mid_delivery < 12 && run < 30 {
+        run += 1;
         let mut child = spawn_kubetrail(&config, env.dir.path(), run);
         let before = message_count(&stream).await;
         let t = Instant::now();
         while message_count(&stream).await == before && t.elapsed() < Duration::from_secs(20) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(20..400))).await;
-        let at_kill = message_count(&stream).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..300))).await;
+        // Killed right after seeing the count move: in the middle of delivering.
+        let c1 = message_count(&stream).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let c2 = message_count(&stream).await;
         signal(&child, "KILL");
         let _ = child.wait();
-        if at_kill > before {
+        if c2 > c1 {
             kills_mid_delivery += 1;
         }
     }
     expected.extend(writer.await.unwrap());
-    assert!(kills_mid_delivery >= 10, "only {kills_mid_delivery} kills while messages were being published");
-    let mut child = spawn_kubetrail(&config, env.dir.path(), 99);
+    assert!(
+        kills_mid_delivery >= 10,
+        "only {kills_mid_delivery} kills while messages were being published"
+    );
+    let mut child = spawn_kubetrail(&config, env.dir.path(), 0);
     let t = Instant::now();
-    while (message_count(&stream).await as usize) < expected.len() && t.elapsed() < Duration::from_secs(120) {
+    while (message_count(&stream).await as usize) < expected.len()
+        && t.elapsed() < Duration::from_secs(120)
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -327,7 +716,13 @@ async fn kill_9_in_the_middle_of_delivery_loses_and_repeats_no_message() {
     assert!(child.wait().unwrap().success());
     let (seen, n) = stored_events(&stream).await;
     let missing: Vec<_> = expected.difference(&seen).collect();
-    assert!(missing.is_empty(), "{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} missing, e.g. {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        diagnostics(&env)
+    );
     assert_eq!(n, seen.len(), "an Event occurrence is in two messages");
     assert_eq!(n, expected.len(), "messages that were never made");
 }
@@ -366,7 +761,9 @@ async fn server_down_for_60_seconds_then_everything_arrives_with_bounded_memory(
     }
     services("nats-start");
     let t = Instant::now();
-    while (message_count(&stream).await as usize) < expected.len() && t.elapsed() < Duration::from_secs(120) {
+    while (message_count(&stream).await as usize) < expected.len()
+        && t.elapsed() < Duration::from_secs(120)
+    {
         peak = peak.max(rss_kib(child.id()).unwrap_or(0));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -374,9 +771,22 @@ async fn server_down_for_60_seconds_then_everything_arrives_with_bounded_memory(
     let status = child.wait().unwrap();
     let (seen, n) = stored_events(&stream).await;
     let missing = expected.difference(&seen).count();
-    assert_eq!(missing, 0, "{missing} of {} Events missing after the server came back", expected.len());
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} Events missing after the server came back, e.g. {:?}\n{}",
+        expected.len(),
+        expected.difference(&seen).next(),
+        diagnostics(&env)
+    );
     assert_eq!(n, expected.len());
     assert!(status.success());
-    eprintln!("kubetrail RSS: {} KiB before the outage, peak {} KiB", rss_before, peak);
-    assert!(peak < 160 * 1024, "kubetrail's memory grew to {peak} KiB while the server was down");
+    eprintln!(
+        "kubetrail RSS: {} KiB before the outage, peak {} KiB",
+        rss_before, peak
+    );
+    assert!(
+        peak < 160 * 1024,
+        "kubetrail's memory grew to {peak} KiB while the server was down"
+    );
 }

@@ -90,8 +90,8 @@ fn build_output(s: &mut Section) -> Result<Box<dyn Output>, ConfigError> {
         "opentelemetry" => Box::new(outputs::opentelemetry::OpenTelemetryOutput::from_section(
             s,
         )?),
-        // WIRE: "postgresql" => Box::new(outputs::postgresql::PostgresqlOutput::from_section(s)?),
-        // WIRE: "nats" => Box::new(outputs::nats::NatsOutput::from_section(s)?),
+        "postgresql" => Box::new(outputs::postgresql::PostgresqlOutput::from_section(s)?),
+        "nats" => Box::new(outputs::nats::NatsOutput::from_section(s)?),
         _ => return Err(unknown_component(s, OUTPUTS)),
     })
 }

@@ -84,7 +84,13 @@ pub struct Endpoint {
 impl std::fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Credentials from the URL are never shown.
-        write!(f, "{}:{}{}", self.host, self.port, if self.tls { " (tls)" } else { "" })
+        write!(
+            f,
+            "{}:{}{}",
+            self.host,
+            self.port,
+            if self.tls { " (tls)" } else { "" }
+        )
     }
 }
 
@@ -92,8 +98,12 @@ impl Endpoint {
     /// Parses `nats://[user:password@|token@]host[:port]` (also `tls://`, or no scheme), several
     /// separated by commas. The default port is 4222.
     pub fn parse_list(s: &str) -> Result<Vec<Endpoint>, String> {
-        let list: Vec<Endpoint> =
-            s.split(',').map(str::trim).filter(|u| !u.is_empty()).map(Endpoint::parse).collect::<Result<_, _>>()?;
+        let list: Vec<Endpoint> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<_, _>>()?;
         if list.is_empty() {
             return Err("no server address given".into());
         }
@@ -105,7 +115,11 @@ impl Endpoint {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
                 "nats" => (false, rest),
                 "tls" => (true, rest),
-                other => return Err(format!("unsupported scheme '{other}' (use nats:// or tls://)")),
+                other => {
+                    return Err(format!(
+                        "unsupported scheme '{other}' (use nats:// or tls://)"
+                    ));
+                }
             },
             None => (false, u),
         };
@@ -115,7 +129,9 @@ impl Endpoint {
             None => (None, rest),
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-            let (h, after) = v6.split_once(']').ok_or("an IPv6 address is missing its ']'")?;
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or("an IPv6 address is missing its ']'")?;
             (h, after.strip_prefix(':'))
         } else {
             match hostport.rsplit_once(':') {
@@ -128,7 +144,11 @@ impl Endpoint {
         }
         let port = match port {
             None => 4222,
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("'{p}' is not a port"))?,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("'{p}' is not a port"))?,
         };
         let (user, password, token) = match userinfo {
             None => (None, None, None),
@@ -137,11 +157,22 @@ impl Endpoint {
                 None => (None, None, Some(percent_decode(ui))),
             },
         };
-        Ok(Endpoint { host: host.to_string(), port, tls, user, password, token })
+        Ok(Endpoint {
+            host: host.to_string(),
+            port,
+            tls,
+            user,
+            password,
+            token,
+        })
     }
 
     pub fn addr(&self) -> String {
-        if self.host.contains(':') { format!("[{}]:{}", self.host, self.port) } else { format!("{}:{}", self.host, self.port) }
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -151,7 +182,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && let Some(v) = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -216,7 +250,12 @@ pub struct ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (code {}", self.description.as_deref().unwrap_or("error"), self.code)?;
+        write!(
+            f,
+            "{} (code {}",
+            self.description.as_deref().unwrap_or("error"),
+            self.code
+        )?;
         if let Some(e) = self.err_code {
             write!(f, ", err_code {e}")?;
         }
@@ -230,10 +269,12 @@ impl std::fmt::Display for ApiError {
 pub struct BatchOutcome {
     pub failed: Vec<(usize, String)>,
     pub duplicates: usize,
+    /// The highest stream sequence acknowledged.
+    pub last_seq: u64,
 }
 
-/// What one ack says.
-pub fn ack_result(reply: &Reply) -> Result<bool, String> {
+/// What one ack says: the message's stream sequence and whether it was a duplicate.
+pub fn ack_result(reply: &Reply) -> Result<(u64, bool), String> {
     match reply.status {
         Some(503) => return Err("no JetStream stream takes this subject (no responders)".into()),
         Some(s) if s >= 300 => return Err(format!("status {s}")),
@@ -241,7 +282,11 @@ pub fn ack_result(reply: &Reply) -> Result<bool, String> {
     }
     match serde_json::from_slice::<PubAck>(&reply.payload) {
         Ok(PubAck { error: Some(e), .. }) => Err(format!("JetStream refused the message: {e}")),
-        Ok(PubAck { seq: Some(_), duplicate, .. }) => Ok(duplicate),
+        Ok(PubAck {
+            seq: Some(seq),
+            duplicate,
+            ..
+        }) => Ok((seq, duplicate)),
         Ok(_) | Err(_) => Err(format!(
             "unreadable acknowledgement: {}",
             String::from_utf8_lossy(&reply.payload[..reply.payload.len().min(200)])
@@ -271,21 +316,39 @@ pub struct Connection {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Publishes are written in pieces of about this size (the window may allow more messages
+/// than that, when they are large).
+const MAX_WRITE: usize = 4 << 20;
 
 impl Connection {
     /// Connects, upgrades to TLS if asked, authenticates, and subscribes to the reply inbox.
-    pub async fn connect(ep: &Endpoint, auth: &Auth, tls: Option<&Tls>, timeout: Duration) -> Result<Connection, NatsError> {
+    pub async fn connect(
+        ep: &Endpoint,
+        auth: &Auth,
+        tls: Option<&Tls>,
+        timeout: Duration,
+    ) -> Result<Connection, NatsError> {
         match tokio::time::timeout(timeout, Connection::connect_inner(ep, auth, tls)).await {
             Ok(r) => r,
-            Err(_) => Err(NatsError::Timeout { what: "connecting to NATS", after: timeout }),
+            Err(_) => Err(NatsError::Timeout {
+                what: "connecting to NATS",
+                after: timeout,
+            }),
         }
     }
 
-    async fn connect_inner(ep: &Endpoint, auth: &Auth, tls: Option<&Tls>) -> Result<Connection, NatsError> {
+    async fn connect_inner(
+        ep: &Endpoint,
+        auth: &Auth,
+        tls: Option<&Tls>,
+    ) -> Result<Connection, NatsError> {
         let addr = ep.addr();
         let mut tcp = TcpStream::connect((ep.host.as_str(), ep.port))
             .await
-            .map_err(|source| NatsError::Connect { addr: addr.clone(), source })?;
+            .map_err(|source| NatsError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         // The server speaks first, in plain text: INFO, then (if TLS) the handshake.
         let limits = Limits::default();
@@ -295,7 +358,9 @@ impl Connection {
                 let info = match op {
                     ServerOp::Info(json) => serde_json::from_slice::<ServerInfo>(json)
                         .map_err(|e| NatsError::Server(format!("unreadable INFO: {e}")))?,
-                    other => return Err(NatsError::Server(format!("expected INFO, got {other:?}"))),
+                    other => {
+                        return Err(NatsError::Server(format!("expected INFO, got {other:?}")));
+                    }
                 };
                 rbuf.advance(used);
                 break info;
@@ -310,11 +375,15 @@ impl Connection {
         let io: Box<dyn Io> = match tls {
             Some(t) => {
                 let name = t.vhost.as_deref().unwrap_or(&ep.host).to_string();
-                let name = ServerName::try_from(name.clone()).map_err(|_| NatsError::ServerName(name))?;
+                let name =
+                    ServerName::try_from(name.clone()).map_err(|_| NatsError::ServerName(name))?;
                 let s = tokio_rustls::TlsConnector::from(t.config.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|source| NatsError::TlsHandshake { addr: addr.clone(), source })?;
+                    .map_err(|source| NatsError::TlsHandshake {
+                        addr: addr.clone(),
+                        source,
+                    })?;
                 Box::new(s)
             }
             None if info.tls_required => return Err(NatsError::TlsRequired { addr }),
@@ -325,9 +394,16 @@ impl Connection {
             addr,
             rbuf,
             wbuf: Vec::with_capacity(READ_CHUNK),
-            limits: Limits { max_payload: info.max_payload.max(1 << 20), ..limits },
+            limits: Limits {
+                max_payload: info.max_payload.max(1 << 20),
+                ..limits
+            },
             info,
-            inbox: format!("_INBOX.{:016x}{:016x}.", fastrand::u64(..), fastrand::u64(..)),
+            inbox: format!(
+                "_INBOX.{:016x}{:016x}.",
+                fastrand::u64(..),
+                fastrand::u64(..)
+            ),
             next_token: 1,
         };
         let version = env!("CARGO_PKG_VERSION");
@@ -397,8 +473,18 @@ impl Connection {
                 Ok(i) => Event::Info(Box::new(i)),
                 Err(_) => Event::Ignored,
             },
-            ServerOp::Msg(m) => match m.subject.strip_prefix(self.inbox.as_str()).and_then(|t| t.parse::<u64>().ok()) {
-                Some(token) => Event::Reply(token, Reply { status: m.headers.and_then(proto::status), payload: m.payload.to_vec() }),
+            ServerOp::Msg(m) => match m
+                .subject
+                .strip_prefix(self.inbox.as_str())
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                Some(token) => Event::Reply(
+                    token,
+                    Reply {
+                        status: m.headers.and_then(proto::status),
+                        payload: m.payload.to_vec(),
+                    },
+                ),
                 None => Event::Ignored,
             },
         };
@@ -426,14 +512,24 @@ impl Connection {
     }
 
     /// A request-reply (a JetStream API call).
-    pub async fn request(&mut self, subject: &str, payload: &[u8], timeout: Duration) -> Result<Reply, NatsError> {
+    pub async fn request(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Reply, NatsError> {
         let token = self.next_token;
         self.next_token += 1;
         let reply_to = format!("{}{token}", self.inbox);
         proto::publish(&mut self.wbuf, subject, &reply_to, payload);
         let deadline = Instant::now() + timeout;
-        let timed_out = || NatsError::Timeout { what: "a JetStream API request", after: timeout };
-        tokio::time::timeout_at(deadline, self.flush()).await.map_err(|_| timed_out())??;
+        let timed_out = || NatsError::Timeout {
+            what: "a JetStream API request",
+            after: timeout,
+        };
+        tokio::time::timeout_at(deadline, self.flush())
+            .await
+            .map_err(|_| timed_out())??;
         loop {
             while let Some(ev) = self.next_event()? {
                 if let Event::Reply(t, r) = ev
@@ -443,9 +539,13 @@ impl Connection {
                 }
             }
             if !self.wbuf.is_empty() {
-                tokio::time::timeout_at(deadline, self.flush()).await.map_err(|_| timed_out())??;
+                tokio::time::timeout_at(deadline, self.flush())
+                    .await
+                    .map_err(|_| timed_out())??;
             }
-            tokio::time::timeout_at(deadline, self.fill()).await.map_err(|_| timed_out())??;
+            tokio::time::timeout_at(deadline, self.fill())
+                .await
+                .map_err(|_| timed_out())??;
         }
     }
 
@@ -467,28 +567,55 @@ impl Connection {
         let mut next = 0usize;
         let mut outcome = BatchOutcome::default();
         let mut deadline = Instant::now() + ack_timeout;
-        let timed_out = || NatsError::Timeout { what: "waiting for JetStream acknowledgements", after: ack_timeout };
+        let timed_out = || NatsError::Timeout {
+            what: "waiting for JetStream acknowledgements",
+            after: ack_timeout,
+        };
         let mut reply_to = String::with_capacity(self.inbox.len() + 20);
         while ndone < n {
-            while next < n && next - ndone < window.max(1) {
+            while next < n && next - ndone < window.max(1) && self.wbuf.len() < MAX_WRITE {
                 let m = &msgs[next];
                 reply_to.clear();
                 reply_to.push_str(&self.inbox);
                 reply_to.push_str(&(base + next as u64).to_string());
                 match stream {
-                    Some(s) => proto::hpub(&mut self.wbuf, &m.subject, &reply_to, &[("Nats-Msg-Id", &m.id), ("Nats-Expected-Stream", s)], m.payload),
-                    None => proto::hpub(&mut self.wbuf, &m.subject, &reply_to, &[("Nats-Msg-Id", &m.id)], m.payload),
+                    Some(s) => proto::hpub(
+                        &mut self.wbuf,
+                        &m.subject,
+                        &reply_to,
+                        &[("Nats-Msg-Id", &m.id), ("Nats-Expected-Stream", s)],
+                        m.payload,
+                    ),
+                    None => proto::hpub(
+                        &mut self.wbuf,
+                        &m.subject,
+                        &reply_to,
+                        &[("Nats-Msg-Id", &m.id)],
+                        m.payload,
+                    ),
                 }
                 next += 1;
             }
             if !self.wbuf.is_empty() {
-                tokio::time::timeout_at(deadline, self.flush()).await.map_err(|_| timed_out())??;
+                tokio::time::timeout_at(deadline, self.flush())
+                    .await
+                    .map_err(|_| timed_out())??;
             }
-            tokio::time::timeout_at(deadline, self.fill()).await.map_err(|_| timed_out())??;
+            tokio::time::timeout_at(deadline, self.fill())
+                .await
+                .map_err(|_| timed_out())??;
             while let Some(ev) = self.next_event()? {
-                let Event::Reply(token, reply) = ev else { continue };
+                let Event::Reply(token, reply) = ev else {
+                    continue;
+                };
                 // Replies to an earlier, abandoned batch have tokens below `base`.
-                let Some(i) = token.checked_sub(base).map(|i| i as usize).filter(|i| *i < n) else { continue };
+                let Some(i) = token
+                    .checked_sub(base)
+                    .map(|i| i as usize)
+                    .filter(|i| *i < n)
+                else {
+                    continue;
+                };
                 if done[i] {
                     continue;
                 }
@@ -496,15 +623,19 @@ impl Connection {
                 ndone += 1;
                 deadline = Instant::now() + ack_timeout;
                 match ack_result(&reply) {
-                    Ok(true) => outcome.duplicates += 1,
-                    Ok(false) => {}
+                    Ok((seq, duplicate)) => {
+                        outcome.last_seq = outcome.last_seq.max(seq);
+                        outcome.duplicates += usize::from(duplicate);
+                    }
                     Err(e) => outcome.failed.push((i, e)),
                 }
             }
         }
         // Answer any PING that came with the last acknowledgements.
         if !self.wbuf.is_empty() {
-            tokio::time::timeout_at(deadline, self.flush()).await.map_err(|_| timed_out())??;
+            tokio::time::timeout_at(deadline, self.flush())
+                .await
+                .map_err(|_| timed_out())??;
         }
         Ok(outcome)
     }
@@ -516,27 +647,69 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        let l = Endpoint::parse_list("nats://127.0.0.1:4223, tls://u%40x:p%3Aw@nats.example, tok@[::1]:5000,host").unwrap();
+        let l = Endpoint::parse_list(
+            "nats://127.0.0.1:4223, tls://u%40x:p%3Aw@nats.example, tok@[::1]:5000,host",
+        )
+        .unwrap();
         assert_eq!(l.len(), 4);
-        assert_eq!((l[0].host.as_str(), l[0].port, l[0].tls), ("127.0.0.1", 4223, false));
-        assert_eq!((l[1].host.as_str(), l[1].port, l[1].tls), ("nats.example", 4222, true));
-        assert_eq!((l[1].user.as_deref(), l[1].password.as_deref()), (Some("u@x"), Some("p:w")));
-        assert_eq!((l[2].host.as_str(), l[2].token.as_deref(), l[2].addr()), ("::1", Some("tok"), "[::1]:5000".to_string()));
+        assert_eq!(
+            (l[0].host.as_str(), l[0].port, l[0].tls),
+            ("127.0.0.1", 4223, false)
+        );
+        assert_eq!(
+            (l[1].host.as_str(), l[1].port, l[1].tls),
+            ("nats.example", 4222, true)
+        );
+        assert_eq!(
+            (l[1].user.as_deref(), l[1].password.as_deref()),
+            (Some("u@x"), Some("p:w"))
+        );
+        assert_eq!(
+            (l[2].host.as_str(), l[2].token.as_deref(), l[2].addr()),
+            ("::1", Some("tok"), "[::1]:5000".to_string())
+        );
         assert_eq!(l[3].port, 4222);
         assert!(!format!("{:?}", l[1]).contains("p:w"));
-        for bad in ["", "http://x", "nats://:4222", "nats://h:0", "nats://h:x", "nats://[::1"] {
+        for bad in [
+            "",
+            "http://x",
+            "nats://:4222",
+            "nats://h:0",
+            "nats://h:x",
+            "nats://[::1",
+        ] {
             assert!(Endpoint::parse_list(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn acks() {
-        let r = |status, p: &str| Reply { status, payload: p.as_bytes().to_vec() };
-        assert_eq!(ack_result(&r(None, r#"{"stream":"S","seq":4}"#)), Ok(false));
-        assert_eq!(ack_result(&r(None, r#"{"stream":"S","seq":4,"duplicate":true}"#)), Ok(true));
-        let e = ack_result(&r(None, r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#)).unwrap_err();
-        assert!(e.contains("maximum messages exceeded") && e.contains("10077"), "{e}");
-        assert!(ack_result(&r(Some(503), "")).unwrap_err().contains("no responders"));
+        let r = |status, p: &str| Reply {
+            status,
+            payload: p.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            ack_result(&r(None, r#"{"stream":"S","seq":4}"#)),
+            Ok((4, false))
+        );
+        assert_eq!(
+            ack_result(&r(None, r#"{"stream":"S","seq":4,"duplicate":true}"#)),
+            Ok((4, true))
+        );
+        let e = ack_result(&r(
+            None,
+            r#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#,
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("maximum messages exceeded") && e.contains("10077"),
+            "{e}"
+        );
+        assert!(
+            ack_result(&r(Some(503), ""))
+                .unwrap_err()
+                .contains("no responders")
+        );
         assert!(ack_result(&r(None, "garbage")).is_err());
     }
 }

@@ -44,11 +44,15 @@ pub struct NatsConfig {
     pub ack_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_in_flight: usize,
+    /// The most stream messages read, after a failure, to find what a batch already got there.
+    pub verify_limit: u64,
     /// `Some` when TLS is on.
     pub tls: Option<TlsOptions>,
 }
 
-const TLS_KEYS: [&str; 7] = ["verify", "debug", "vhost", "ca_file", "ca_path", "crt_file", "key_file"];
+const TLS_KEYS: [&str; 7] = [
+    "verify", "debug", "vhost", "ca_file", "ca_path", "crt_file", "key_file",
+];
 
 /// Reads the `tls` switch: a scalar (`on`/`off`), or a map of `tls.*` options meaning on.
 fn tls_switch(s: &mut Section) -> Result<Option<bool>, ConfigError> {
@@ -58,7 +62,10 @@ fn tls_switch(s: &mut Section) -> Result<Option<bool>, ConfigError> {
             // Reading `tls` marks the whole map as known: check its keys here instead.
             for (k, _, _) in &entries {
                 if !TLS_KEYS.iter().any(|t| t.eq_ignore_ascii_case(k)) {
-                    return Err(s.error(&format!("tls.{k}"), format!("unknown key (known: {})", TLS_KEYS.join(", "))));
+                    return Err(s.error(
+                        &format!("tls.{k}"),
+                        format!("unknown key (known: {})", TLS_KEYS.join(", ")),
+                    ));
                 }
             }
             Ok(Some(true))
@@ -68,7 +75,9 @@ fn tls_switch(s: &mut Section) -> Result<Option<bool>, ConfigError> {
 }
 
 fn valid_stream_name(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 255 && !n.contains(|c: char| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
+    !n.is_empty()
+        && n.len() <= 255
+        && !n.contains(|c: char| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
 }
 
 impl NatsConfig {
@@ -77,7 +86,9 @@ impl NatsConfig {
         let host = s.get_str("host")?.filter(|h| !h.is_empty());
         let port = s.get_u64("port")?;
         let endpoints = match (url, host) {
-            (Some(_), Some(_)) => return Err(s.error("host", "give either url or host/port, not both")),
+            (Some(_), Some(_)) => {
+                return Err(s.error("host", "give either url or host/port, not both"));
+            }
             (Some(u), None) => Endpoint::parse_list(&u).map_err(|m| s.error("url", m))?,
             (None, h) => {
                 let port = match port {
@@ -86,17 +97,36 @@ impl NatsConfig {
                     Some(_) => return Err(s.error("port", "must be between 1 and 65535")),
                 };
                 let host = h.unwrap_or_else(|| "127.0.0.1".into());
-                let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-                vec![Endpoint { host, port, tls: false, user: None, password: None, token: None }]
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                vec![Endpoint {
+                    host,
+                    port,
+                    tls: false,
+                    user: None,
+                    password: None,
+                    token: None,
+                }]
             }
         };
         let user = s.get_str("user")?.filter(|u| !u.is_empty());
         let password = s.get_str("password")?;
-        let password_file = s.get_str("password_file")?.filter(|p| !p.is_empty()).map(PathBuf::from);
+        let password_file = s
+            .get_str("password_file")?
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         let token = s.get_str("token")?.filter(|t| !t.is_empty());
-        let token_file = s.get_str("token_file")?.filter(|p| !p.is_empty()).map(PathBuf::from);
+        let token_file = s
+            .get_str("token_file")?
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         if password.is_some() && password_file.is_some() {
-            return Err(s.error("password_file", "give either password or password_file, not both"));
+            return Err(s.error(
+                "password_file",
+                "give either password or password_file, not both",
+            ));
         }
         if token.is_some() && token_file.is_some() {
             return Err(s.error("token_file", "give either token or token_file, not both"));
@@ -107,13 +137,21 @@ impl NatsConfig {
         if (password.is_some() || password_file.is_some()) && user.is_none() {
             return Err(s.error("user", "is required with a password"));
         }
-        let subject = Template::parse(&s.get_str_or("subject", DEFAULT_SUBJECT)?).map_err(|m| s.error("subject", m))?;
+        let subject = Template::parse(&s.get_str_or("subject", DEFAULT_SUBJECT)?)
+            .map_err(|m| s.error("subject", m))?;
 
         let stream_name = s.get_str_or("stream", "KUBETRAIL")?;
         let create = s.get_bool("stream_create")?.unwrap_or(true);
-        let subjects = s.get_list("stream_subjects")?.filter(|l| !l.is_empty()).unwrap_or_else(|| vec![subject.filter()]);
-        let duplicate_window = s.get_duration("duplicate_window")?.unwrap_or(Duration::from_secs(120));
-        let storage = s.get_choice("stream_storage", &["file", "memory"])?.unwrap_or("file");
+        let subjects = s
+            .get_list("stream_subjects")?
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| vec![subject.filter()]);
+        let duplicate_window = s
+            .get_duration("duplicate_window")?
+            .unwrap_or(Duration::from_secs(120));
+        let storage = s
+            .get_choice("stream_storage", &["file", "memory"])?
+            .unwrap_or("file");
         let replicas = s.get_u64("stream_replicas")?.unwrap_or(1);
         let max_age = s.get_duration("stream_max_age")?.unwrap_or(Duration::ZERO);
         let max_bytes = s.get_size("stream_max_bytes")?.filter(|b| *b > 0);
@@ -122,26 +160,55 @@ impl NatsConfig {
         } else {
             let name = stream_name.trim().to_string();
             if !valid_stream_name(&name) {
-                return Err(s.error("stream", "a stream name has no spaces, '.', '*', '>', '/' or '\\'"));
+                return Err(s.error(
+                    "stream",
+                    "a stream name has no spaces, '.', '*', '>', '/' or '\\'",
+                ));
             }
             if duplicate_window.is_zero() {
-                return Err(s.error("duplicate_window", "must be more than 0: it is what makes redelivery harmless"));
+                return Err(s.error(
+                    "duplicate_window",
+                    "must be more than 0: it is what makes redelivery harmless",
+                ));
             }
             if !(1..=5).contains(&replicas) {
                 return Err(s.error("stream_replicas", "must be between 1 and 5"));
             }
-            Some(StreamOptions { name, create, subjects, duplicate_window, storage, replicas, max_age, max_bytes })
+            Some(StreamOptions {
+                name,
+                create,
+                subjects,
+                duplicate_window,
+                storage,
+                replicas,
+                max_age,
+                max_bytes,
+            })
         };
-        let ack_timeout = s.get_duration("ack_timeout")?.unwrap_or(Duration::from_secs(10));
-        let connect_timeout = s.get_duration("connect_timeout")?.unwrap_or(Duration::from_secs(10));
+        let ack_timeout = s
+            .get_duration("ack_timeout")?
+            .unwrap_or(Duration::from_secs(10));
+        let connect_timeout = s
+            .get_duration("connect_timeout")?
+            .unwrap_or(Duration::from_secs(10));
         if ack_timeout.is_zero() || connect_timeout.is_zero() {
-            return Err(s.error(if ack_timeout.is_zero() { "ack_timeout" } else { "connect_timeout" }, "must be more than 0"));
+            return Err(s.error(
+                if ack_timeout.is_zero() {
+                    "ack_timeout"
+                } else {
+                    "connect_timeout"
+                },
+                "must be more than 0",
+            ));
         }
         let max_in_flight = s.get_u64("max_in_flight")?.unwrap_or(1024).clamp(1, 65_536) as usize;
 
+        let verify_limit = s.get_u64("verify_limit")?.unwrap_or(20_000);
+
         let switch = tls_switch(s)?;
         let tls_options = TlsOptions::from_section(s)?;
-        let tls_on = switch.unwrap_or(false) || (switch.is_none() && endpoints.iter().any(|e| e.tls));
+        let tls_on =
+            switch.unwrap_or(false) || (switch.is_none() && endpoints.iter().any(|e| e.tls));
         Ok(NatsConfig {
             endpoints,
             user,
@@ -154,6 +221,7 @@ impl NatsConfig {
             ack_timeout,
             connect_timeout,
             max_in_flight,
+            verify_limit,
             tls: tls_on.then_some(tls_options),
         })
     }
@@ -180,7 +248,10 @@ mod tests {
         assert_eq!(st.subjects, vec!["kubetrail.*.*".to_string()]);
         assert_eq!(st.duplicate_window, Duration::from_secs(120));
         assert!(st.create && st.storage == "file" && st.replicas == 1 && st.max_bytes.is_none());
-        assert_eq!((c.ack_timeout, c.max_in_flight), (Duration::from_secs(10), 1024));
+        assert_eq!(
+            (c.ack_timeout, c.max_in_flight),
+            (Duration::from_secs(10), 1024)
+        );
         assert!(c.tls.is_none());
     }
 
@@ -199,11 +270,22 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.endpoints.len(), 2);
-        assert!(c.tls.as_ref().is_some_and(|t| !t.verify), "tls:// turns TLS on");
+        assert!(
+            c.tls.as_ref().is_some_and(|t| !t.verify),
+            "tls:// turns TLS on"
+        );
         let st = c.stream.unwrap();
-        assert_eq!((st.subjects[0].as_str(), st.duplicate_window, st.storage), ("audit.>", Duration::from_secs(600), "memory"));
+        assert_eq!(
+            (st.subjects[0].as_str(), st.duplicate_window, st.storage),
+            ("audit.>", Duration::from_secs(600), "memory")
+        );
         assert!(cfg(&[("stream", "")]).unwrap().stream.is_none());
-        assert!(cfg(&[("host", "nats.local"), ("port", "4333"), ("tls", "on")]).unwrap().tls.is_some());
+        assert!(
+            cfg(&[("host", "nats.local"), ("port", "4333"), ("tls", "on")])
+                .unwrap()
+                .tls
+                .is_some()
+        );
     }
 
     #[test]

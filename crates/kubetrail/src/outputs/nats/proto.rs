@@ -19,7 +19,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_line: 64 * 1024, max_payload: 8 * 1024 * 1024 }
+        Limits {
+            max_line: 64 * 1024,
+            max_payload: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -67,8 +70,12 @@ fn malformed(op: &'static str, line: &[u8]) -> ProtoError {
 
 /// Parses one operation from the start of `buf`. `Ok(None)`: more bytes are needed.
 /// `Ok(Some((op, n)))`: `op` used the first `n` bytes.
-pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(ServerOp<'a>, usize)>, ProtoError> {
-    let Some(eol) = memchr::memmem::find(&buf[..buf.len().min(limits.max_line + 2)], b"\r\n") else {
+pub fn parse<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Option<(ServerOp<'a>, usize)>, ProtoError> {
+    let Some(eol) = memchr::memmem::find(&buf[..buf.len().min(limits.max_line + 2)], b"\r\n")
+    else {
         if buf.len() > limits.max_line {
             return Err(ProtoError::LineTooLong(limits.max_line));
         }
@@ -82,7 +89,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(ServerOp<'a>,
     };
     let is = |name: &str| op.eq_ignore_ascii_case(name.as_bytes());
     let simple = |o: ServerOp<'static>, name: &'static str| {
-        if rest.iter().all(|b| b.is_ascii_whitespace()) { Ok(Some((o, after))) } else { Err(malformed(name, line)) }
+        if rest.iter().all(|b| b.is_ascii_whitespace()) {
+            Ok(Some((o, after)))
+        } else {
+            Err(malformed(name, line))
+        }
     };
     if is("MSG") || is("HMSG") {
         let hmsg = is("HMSG");
@@ -100,7 +111,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(ServerOp<'a>,
             return Err(malformed(name, line));
         }
         if total > limits.max_payload {
-            return Err(ProtoError::TooBig { size: total, limit: limits.max_payload });
+            return Err(ProtoError::TooBig {
+                size: total,
+                limit: limits.max_payload,
+            });
         }
         let reply = (args.len() == 3 + nsizes).then(|| args[2]);
         let end = after + total;
@@ -134,15 +148,26 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Result<Option<(ServerOp<'a>,
     }
     if is("-ERR") {
         let text = std::str::from_utf8(trim(rest)).map_err(|_| malformed("-ERR", line))?;
-        let text = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')).unwrap_or(text);
+        let text = text
+            .strip_prefix('\'')
+            .and_then(|t| t.strip_suffix('\''))
+            .unwrap_or(text);
         return Ok(Some((ServerOp::Err(text), after)));
     }
-    Err(ProtoError::UnknownOp(String::from_utf8_lossy(&op[..op.len().min(32)]).into_owned()))
+    Err(ProtoError::UnknownOp(
+        String::from_utf8_lossy(&op[..op.len().min(32)]).into_owned(),
+    ))
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end.max(start)]
 }
 
@@ -210,10 +235,23 @@ pub fn publish(out: &mut Vec<u8>, subject: &str, reply: &str, payload: &[u8]) {
 
 /// Appends an `HPUB` with the given headers (name, value). Values must not hold CR or LF
 /// (see [`header_value`]).
-pub fn hpub(out: &mut Vec<u8>, subject: &str, reply: &str, headers: &[(&str, &str)], payload: &[u8]) {
-    let hdr_len = "NATS/1.0\r\n".len() + headers.iter().map(|(k, v)| k.len() + 2 + v.len() + 2).sum::<usize>() + 2;
+pub fn hpub(
+    out: &mut Vec<u8>,
+    subject: &str,
+    reply: &str,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) {
+    let hdr_len = "NATS/1.0\r\n".len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + 2 + v.len() + 2)
+            .sum::<usize>()
+        + 2;
     let total = hdr_len + payload.len();
-    out.extend_from_slice(format!("HPUB {subject} {reply} {hdr_len} {total}\r\nNATS/1.0\r\n").as_bytes());
+    out.extend_from_slice(
+        format!("HPUB {subject} {reply} {hdr_len} {total}\r\nNATS/1.0\r\n").as_bytes(),
+    );
     for (k, v) in headers {
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
@@ -227,7 +265,13 @@ pub fn hpub(out: &mut Vec<u8>, subject: &str, reply: &str, headers: &[(&str, &st
 
 /// The size on the wire of an `HPUB`'s headers plus payload (what `max_payload` limits).
 pub fn hpub_size(headers: &[(&str, &str)], payload_len: usize) -> usize {
-    "NATS/1.0\r\n".len() + headers.iter().map(|(k, v)| k.len() + 2 + v.len() + 2).sum::<usize>() + 2 + payload_len
+    "NATS/1.0\r\n".len()
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + 2 + v.len() + 2)
+            .sum::<usize>()
+        + 2
+        + payload_len
 }
 
 /// A header value made safe: CR and LF become spaces, surrounding spaces go.
@@ -263,14 +307,28 @@ HMSG _INBOX.a.2 1 16 16\r\nNATS/1.0 503\r\n\r\n\r\n\
 MSG x 1 reply.to 0\r\n\r\n";
         let ops = all(buf).unwrap();
         assert_eq!(ops.len(), 8);
-        let ServerOp::Info(json) = &ops[0] else { panic!() };
+        let ServerOp::Info(json) = &ops[0] else {
+            panic!()
+        };
         let info: ServerInfo = serde_json::from_slice(json).unwrap();
         assert!(info.headers && info.jetstream && info.max_payload == 1 << 20);
         assert_eq!(&ops[1..4], &[ServerOp::Ping, ServerOp::Pong, ServerOp::Ok]);
         assert_eq!(ops[4], ServerOp::Err("Authorization Violation"));
-        assert_eq!(ops[5], ServerOp::Msg(Msg { subject: "_INBOX.a.1", sid: "1", reply: None, headers: None, payload: b"{\"seq\":1}\r\n" }));
+        assert_eq!(
+            ops[5],
+            ServerOp::Msg(Msg {
+                subject: "_INBOX.a.1",
+                sid: "1",
+                reply: None,
+                headers: None,
+                payload: b"{\"seq\":1}\r\n"
+            })
+        );
         let ServerOp::Msg(m) = &ops[6] else { panic!() };
-        assert_eq!((m.payload, m.headers.map(status)), (&b""[..], Some(Some(503))));
+        assert_eq!(
+            (m.payload, m.headers.map(status)),
+            (&b""[..], Some(Some(503)))
+        );
         let ServerOp::Msg(m) = &ops[7] else { panic!() };
         assert_eq!(m.reply, Some("reply.to"));
     }
@@ -279,28 +337,79 @@ MSG x 1 reply.to 0\r\n\r\n";
     fn partial_input_asks_for_more_and_bad_input_is_an_error() {
         assert_eq!(parse(b"MSG a 1 5\r\nab", &Limits::default()), Ok(None));
         assert_eq!(parse(b"PIN", &Limits::default()), Ok(None));
-        assert!(matches!(parse(b"MSG a 1 2\r\nabcd\r\n", &Limits::default()), Err(ProtoError::Malformed { .. })));
-        assert!(matches!(parse(b"HMSG a 1 9 2\r\n", &Limits::default()), Err(ProtoError::Malformed { .. })));
-        assert!(matches!(parse(b"MSG a 1 -1\r\n", &Limits::default()), Err(ProtoError::Malformed { .. })));
-        assert!(matches!(parse(b"WAT\r\n", &Limits::default()), Err(ProtoError::UnknownOp(_))));
-        let small = Limits { max_line: 12, max_payload: 4 };
-        assert_eq!(parse(b"INFO {xxxxxxxxxxxxx", &small), Err(ProtoError::LineTooLong(12)));
-        assert!(matches!(parse(b"MSG a 1 5\r\n", &small), Err(ProtoError::TooBig { .. })));
+        assert!(matches!(
+            parse(b"MSG a 1 2\r\nabcd\r\n", &Limits::default()),
+            Err(ProtoError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse(b"HMSG a 1 9 2\r\n", &Limits::default()),
+            Err(ProtoError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse(b"MSG a 1 -1\r\n", &Limits::default()),
+            Err(ProtoError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse(b"WAT\r\n", &Limits::default()),
+            Err(ProtoError::UnknownOp(_))
+        ));
+        let small = Limits {
+            max_line: 12,
+            max_payload: 4,
+        };
+        assert_eq!(
+            parse(b"INFO {xxxxxxxxxxxxx", &small),
+            Err(ProtoError::LineTooLong(12))
+        );
+        assert!(matches!(
+            parse(b"MSG a 1 5\r\n", &small),
+            Err(ProtoError::TooBig { .. })
+        ));
     }
 
     #[test]
     fn encodes_client_operations() {
         let mut out = Vec::new();
-        hpub(&mut out, "k.a", "_INBOX.x.1", &[("Nats-Msg-Id", "u:1")], b"{}");
-        assert_eq!(out, b"HPUB k.a _INBOX.x.1 30 32\r\nNATS/1.0\r\nNats-Msg-Id: u:1\r\n\r\n{}\r\n");
+        hpub(
+            &mut out,
+            "k.a",
+            "_INBOX.x.1",
+            &[("Nats-Msg-Id", "u:1")],
+            b"{}",
+        );
+        assert_eq!(
+            out,
+            b"HPUB k.a _INBOX.x.1 30 32\r\nNATS/1.0\r\nNats-Msg-Id: u:1\r\n\r\n{}\r\n"
+        );
         assert_eq!(hpub_size(&[("Nats-Msg-Id", "u:1")], 2), 32);
         out.clear();
         publish(&mut out, "$JS.API.STREAM.INFO.S", "_INBOX.x.2", b"");
         assert_eq!(out, b"PUB $JS.API.STREAM.INFO.S _INBOX.x.2 0\r\n\r\n");
         out.clear();
-        connect(&mut out, &Connect { verbose: false, pedantic: false, tls_required: false, name: "kubetrail", lang: "rust", version: "1", protocol: 1, headers: true, no_responders: true, user: Some("u"), pass: Some("p"), auth_token: None });
+        connect(
+            &mut out,
+            &Connect {
+                verbose: false,
+                pedantic: false,
+                tls_required: false,
+                name: "kubetrail",
+                lang: "rust",
+                version: "1",
+                protocol: 1,
+                headers: true,
+                no_responders: true,
+                user: Some("u"),
+                pass: Some("p"),
+                auth_token: None,
+            },
+        );
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("CONNECT {") && text.ends_with("}\r\n") && text.contains("\"pass\":\"p\"") && !text.contains("auth_token"));
+        assert!(
+            text.starts_with("CONNECT {")
+                && text.ends_with("}\r\n")
+                && text.contains("\"pass\":\"p\"")
+                && !text.contains("auth_token")
+        );
         assert_eq!(header_value("a\r\nb "), "a  b");
     }
 
@@ -320,10 +429,21 @@ MSG x 1 reply.to 0\r\n\r\n";
                 match m.headers {
                     Some(h) => {
                         let total = h.len() + m.payload.len();
-                        out.extend_from_slice(format!("HMSG {} {}{reply} {} {total}\r\n", m.subject, m.sid, h.len()).as_bytes());
+                        out.extend_from_slice(
+                            format!(
+                                "HMSG {} {}{reply} {} {total}\r\n",
+                                m.subject,
+                                m.sid,
+                                h.len()
+                            )
+                            .as_bytes(),
+                        );
                         out.extend_from_slice(h);
                     }
-                    None => out.extend_from_slice(format!("MSG {} {}{reply} {}\r\n", m.subject, m.sid, m.payload.len()).as_bytes()),
+                    None => out.extend_from_slice(
+                        format!("MSG {} {}{reply} {}\r\n", m.subject, m.sid, m.payload.len())
+                            .as_bytes(),
+                    ),
                 }
                 out.extend_from_slice(m.payload);
                 out.extend_from_slice(b"\r\n");
@@ -335,8 +455,18 @@ MSG x 1 reply.to 0\r\n\r\n";
         "[A-Za-z0-9_$.]{1,20}"
     }
 
-    fn op() -> impl Strategy<Value = (u8, String, String, Option<String>, Option<Vec<u8>>, Vec<u8>)> {
-        (0u8..6, token(), token(), proptest::option::of(token()), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)), proptest::collection::vec(any::<u8>(), 0..200))
+    /// (which operation, subject, sid, reply, headers, payload)
+    type OpParts = (u8, String, String, Option<String>, Option<Vec<u8>>, Vec<u8>);
+
+    fn op() -> impl Strategy<Value = OpParts> {
+        (
+            0u8..6,
+            token(),
+            token(),
+            proptest::option::of(token()),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+            proptest::collection::vec(any::<u8>(), 0..200),
+        )
     }
 
     proptest! {
@@ -375,8 +505,7 @@ MSG x 1 reply.to 0\r\n\r\n";
             for cut in cut_points {
                 buf.extend_from_slice(&wire[fed..cut]);
                 fed = cut;
-                loop {
-                    let Some((op, n)) = parse(&buf, &Limits::default()).unwrap() else { break };
+                while let Some((op, n)) = parse(&buf, &Limits::default()).unwrap() {
                     parsed.push(format!("{op:?}"));
                     buf.drain(..n);
                 }

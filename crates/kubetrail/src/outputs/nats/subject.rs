@@ -50,7 +50,9 @@ impl Template {
         while !rest.is_empty() {
             match rest.find('{') {
                 Some(0) => {
-                    let end = rest.find('}').ok_or_else(|| format!("'{s}': a '{{' is not closed"))?;
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("'{s}': a '{{' is not closed"))?;
                     let inner = &rest[1..end];
                     let mut slots = Vec::new();
                     for alt in inner.split('|') {
@@ -76,7 +78,10 @@ impl Template {
                     if lit.contains('}') {
                         return Err(format!("'{s}': a '}}' without its '{{'"));
                     }
-                    if let Some(c) = lit.chars().find(|c| c.is_whitespace() || c.is_control() || *c == '*' || *c == '>') {
+                    if let Some(c) = lit
+                        .chars()
+                        .find(|c| c.is_whitespace() || c.is_control() || *c == '*' || *c == '>')
+                    {
                         return Err(format!("'{s}': {c:?} is not allowed in a subject"));
                     }
                     parts.push(Part::Literal(lit.to_string()));
@@ -84,9 +89,15 @@ impl Template {
                 }
             }
         }
-        let t = Template { parts, trie: Trie::build(&paths), paths };
+        let t = Template {
+            parts,
+            trie: Trie::build(&paths),
+            paths,
+        };
         if t.filter().split('.').any(str::is_empty) {
-            return Err(format!("'{s}': a subject has no empty tokens (no leading, trailing or double '.')"));
+            return Err(format!(
+                "'{s}': a subject has no empty tokens (no leading, trailing or double '.')"
+            ));
         }
         Ok(t)
     }
@@ -114,14 +125,20 @@ impl Template {
         let mut values: Vec<Option<String>> = vec![None; self.paths.len()];
         if !self.paths.is_empty() {
             let mut de = serde_json::Deserializer::from_slice(record);
-            let _ = Walk { node: &self.trie, out: &mut values }.deserialize(&mut de);
+            let _ = Walk {
+                node: &self.trie,
+                out: &mut values,
+            }
+            .deserialize(&mut de);
         }
         let mut s = String::with_capacity(64);
         for p in &self.parts {
             match p {
                 Part::Literal(l) => s.push_str(l),
                 Part::Field(slots) => {
-                    let v = slots.iter().find_map(|i| values[*i].as_deref().filter(|v| !v.is_empty()));
+                    let v = slots
+                        .iter()
+                        .find_map(|i| values[*i].as_deref().filter(|v| !v.is_empty()));
                     push_token(&mut s, v.unwrap_or(""));
                 }
             }
@@ -222,7 +239,10 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(child) = map.next_key_seed(KeyLookup(self.node))? {
             match child {
-                Some(node) => map.next_value_seed(Walk { node, out: &mut *self.out })?,
+                Some(node) => map.next_value_seed(Walk {
+                    node,
+                    out: &mut *self.out,
+                })?,
                 None => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -234,7 +254,12 @@ impl<'de> Visitor<'de> for Walk<'_, '_> {
         let mut i = 0usize;
         loop {
             let more = match self.node.children.get(&i.to_string()) {
-                Some(node) => seq.next_element_seed(Walk { node, out: &mut *self.out })?.is_some(),
+                Some(node) => seq
+                    .next_element_seed(Walk {
+                        node,
+                        out: &mut *self.out,
+                    })?
+                    .is_some(),
                 None => seq.next_element::<IgnoredAny>()?.is_some(),
             };
             if !more {
@@ -278,14 +303,19 @@ mod tests {
         let t = Template::parse("kubetrail.{kind}.{namespace|object_ref.namespace}").unwrap();
         assert_eq!(t.filter(), "kubetrail.*.*");
         assert_eq!(t.render(EVENT.as_bytes()), "kubetrail.k8s_event.fx");
-        assert_eq!(t.render(AUDIT.as_bytes()), "kubetrail.k8s_audit.kube-system");
+        assert_eq!(
+            t.render(AUDIT.as_bytes()),
+            "kubetrail.k8s_audit.kube-system"
+        );
         assert_eq!(t.render(br#"{"kind":"gap"}"#), "kubetrail.gap._");
         assert_eq!(t.render(b"not json"), "kubetrail._._");
     }
 
     #[test]
     fn nested_paths_numbers_and_sanitizing() {
-        let t = Template::parse("k8s.{involved_object.name}.{object.metadata.name}.n{count}-{missing}").unwrap();
+        let t =
+            Template::parse("k8s.{involved_object.name}.{object.metadata.name}.n{count}-{missing}")
+                .unwrap();
         assert_eq!(t.filter(), "k8s.*.*.*");
         assert_eq!(t.render(EVENT.as_bytes()), "k8s.web_1.ev_name.n3-_");
         let t = Template::parse("x.{a}").unwrap();
@@ -299,7 +329,10 @@ mod tests {
 
     #[test]
     fn invalid_templates() {
-        for bad in ["", "a..b", ".a", "a.", "a.{b", "a.b}", "a b", "a.*", "a.>", "a.{}", "a.{b..c}", "a.{b|}"] {
+        for bad in [
+            "", "a..b", ".a", "a.", "a.{b", "a.b}", "a b", "a.*", "a.>", "a.{}", "a.{b..c}",
+            "a.{b|}",
+        ] {
             assert!(Template::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -33,7 +33,10 @@ impl TableName {
                 "'{s}' is not a table name: letters, digits and '_' (optionally 'schema.table'), at most 63 characters each"
             ));
         }
-        Ok(TableName { schema: schema.map(str::to_string), name: name.to_string() })
+        Ok(TableName {
+            schema: schema.map(str::to_string),
+            name: name.to_string(),
+        })
     }
 
     /// The name as SQL, each part quoted.
@@ -60,7 +63,9 @@ pub struct PostgresqlConfig {
     pub tls: Option<TlsOptions>,
 }
 
-const TLS_KEYS: [&str; 7] = ["verify", "debug", "vhost", "ca_file", "ca_path", "crt_file", "key_file"];
+const TLS_KEYS: [&str; 7] = [
+    "verify", "debug", "vhost", "ca_file", "ca_path", "crt_file", "key_file",
+];
 
 /// Reads the `tls` switch: a scalar (`on`/`off`), or a map of `tls.*` options meaning on.
 /// Returns `None` when `tls` is not written.
@@ -71,7 +76,10 @@ fn tls_switch(s: &mut Section) -> Result<Option<bool>, ConfigError> {
             // Reading `tls` marks the whole map as known: check its keys here instead.
             for (k, _, _) in &entries {
                 if !TLS_KEYS.iter().any(|t| t.eq_ignore_ascii_case(k)) {
-                    return Err(s.error(&format!("tls.{k}"), format!("unknown key (known: {})", TLS_KEYS.join(", "))));
+                    return Err(s.error(
+                        &format!("tls.{k}"),
+                        format!("unknown key (known: {})", TLS_KEYS.join(", ")),
+                    ));
                 }
             }
             Ok(Some(true))
@@ -85,8 +93,12 @@ impl PostgresqlConfig {
         let url = s.get_str("url")?.filter(|u| !u.trim().is_empty());
         let mut pg = match &url {
             // The error never echoes the URL: it may hold a password.
-            Some(u) => tokio_postgres::Config::from_str(u.trim())
-                .map_err(|e| s.error("url", format!("is not a PostgreSQL URL or key=value connection string: {e}")))?,
+            Some(u) => tokio_postgres::Config::from_str(u.trim()).map_err(|e| {
+                s.error(
+                    "url",
+                    format!("is not a PostgreSQL URL or key=value connection string: {e}"),
+                )
+            })?,
             None => tokio_postgres::Config::new(),
         };
         let url_sslmode = url.as_deref().is_some_and(|u| u.contains("sslmode="));
@@ -112,9 +124,15 @@ impl PostgresqlConfig {
             pg.user("postgres");
         }
         let password = s.get_str("password")?;
-        let password_file = s.get_str("password_file")?.filter(|p| !p.is_empty()).map(PathBuf::from);
+        let password_file = s
+            .get_str("password_file")?
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         if password.is_some() && password_file.is_some() {
-            return Err(s.error("password_file", "give either password or password_file, not both"));
+            return Err(s.error(
+                "password_file",
+                "give either password or password_file, not both",
+            ));
         }
         if let Some(p) = password {
             pg.password(p);
@@ -130,9 +148,12 @@ impl PostgresqlConfig {
         if pg.get_application_name().is_none() {
             pg.application_name("kubetrail");
         }
-        let table = TableName::parse(s.get_str_or("table", "kubetrail_records")?.trim()).map_err(|m| s.error("table", m))?;
+        let table = TableName::parse(s.get_str_or("table", "kubetrail_records")?.trim())
+            .map_err(|m| s.error("table", m))?;
         let create_table = s.get_bool("create_table")?.unwrap_or(true);
-        let timeout = s.get_duration("timeout")?.unwrap_or(Duration::from_secs(30));
+        let timeout = s
+            .get_duration("timeout")?
+            .unwrap_or(Duration::from_secs(30));
         if timeout.is_zero() {
             return Err(s.error("timeout", "must be more than 0"));
         }
@@ -147,7 +168,11 @@ impl PostgresqlConfig {
             // (it would silently fall back to plain text when the handshake fails).
             None => url_sslmode && pg.get_ssl_mode() == SslMode::Require,
         };
-        pg.ssl_mode(if tls_on { SslMode::Require } else { SslMode::Disable });
+        pg.ssl_mode(if tls_on {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        });
         Ok(PostgresqlConfig {
             pg,
             password_file,
@@ -177,7 +202,13 @@ mod tests {
         assert_eq!(c.pg.get_user(), Some("postgres"));
         assert_eq!(c.pg.get_dbname(), Some("kubetrail"));
         assert_eq!(c.pg.get_ports(), &[5432]);
-        assert_eq!(c.table, TableName { schema: None, name: "kubetrail_records".into() });
+        assert_eq!(
+            c.table,
+            TableName {
+                schema: None,
+                name: "kubetrail_records".into()
+            }
+        );
         assert!(c.create_table && c.tls.is_none());
         assert_eq!(c.pg.get_ssl_mode(), SslMode::Disable);
         assert_eq!(c.timeout, Duration::from_secs(30));
@@ -185,37 +216,70 @@ mod tests {
 
     #[test]
     fn url_then_explicit_options_override() {
-        let c = cfg(&[("url", "postgres://u:secret@db.example:6543/audit"), ("database", "other")]).unwrap();
+        let c = cfg(&[
+            ("url", "postgres://u:secret@db.example:6543/audit"),
+            ("database", "other"),
+        ])
+        .unwrap();
         assert_eq!(c.pg.get_user(), Some("u"));
         assert_eq!(c.pg.get_password(), Some(&b"secret"[..]));
         assert_eq!(c.pg.get_ports(), &[6543]);
         assert_eq!(c.pg.get_dbname(), Some("other"));
-        assert!(!format!("{c:?}").contains("secret"), "Debug never shows the password");
+        assert!(
+            !format!("{c:?}").contains("secret"),
+            "Debug never shows the password"
+        );
         let c = cfg(&[("url", "postgres://u@h/d?sslmode=require")]).unwrap();
         assert!(c.tls.is_some());
         let c = cfg(&[("url", "postgres://u@h/d?sslmode=require"), ("tls", "off")]).unwrap();
         assert!(c.tls.is_none());
-        let e = cfg(&[("url", "postgres://u:pw@h/d?sslmode=bogus")]).unwrap_err().to_string();
+        let e = cfg(&[("url", "postgres://u:pw@h/d?sslmode=bogus")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("url") && !e.contains("pw@"), "{e}");
     }
 
     #[test]
     fn tls_switch_and_nested_options() {
-        let c = cfg(&[("tls", "on"), ("tls.verify", "off"), ("tls.ca_file", "/ca.pem")]).unwrap();
+        let c = cfg(&[
+            ("tls", "on"),
+            ("tls.verify", "off"),
+            ("tls.ca_file", "/ca.pem"),
+        ])
+        .unwrap();
         let t = c.tls.unwrap();
         assert!(!t.verify);
         assert_eq!(t.ca_file, Some(PathBuf::from("/ca.pem")));
         assert_eq!(c.pg.get_ssl_mode(), SslMode::Require);
-        assert!(cfg(&[("tls.verfy", "off")]).is_err(), "misspelled keys are reported");
+        assert!(
+            cfg(&[("tls.verfy", "off")]).is_err(),
+            "misspelled keys are reported"
+        );
     }
 
     #[test]
     fn table_names() {
-        assert_eq!(TableName::parse("audit.records").unwrap().sql(), "\"audit\".\"records\"");
-        for bad in ["", "a b", "x;drop", "1abc", "a.b.c", "\"q\"", &"x".repeat(64)] {
+        assert_eq!(
+            TableName::parse("audit.records").unwrap().sql(),
+            "\"audit\".\"records\""
+        );
+        for bad in [
+            "",
+            "a b",
+            "x;drop",
+            "1abc",
+            "a.b.c",
+            "\"q\"",
+            &"x".repeat(64),
+        ] {
             assert!(TableName::parse(bad).is_err(), "{bad}");
         }
-        assert!(cfg(&[("table", "bad name")]).unwrap_err().to_string().contains("table"));
+        assert!(
+            cfg(&[("table", "bad name")])
+                .unwrap_err()
+                .to_string()
+                .contains("table")
+        );
     }
 
     #[test]

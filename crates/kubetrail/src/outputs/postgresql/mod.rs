@@ -22,9 +22,10 @@
 //! Failures: a server that is down, restarting, out of connections or disk, a lost or hung
 //! connection (`timeout`), a missing table (made again), missing privileges or a table whose
 //! columns do not match are retried with backoff (they are fixed outside kubetrail and no
-//! record is at fault). Only an error about the batch's data itself (SQLSTATE classes 22
-//! and 23, e.g. a constraint the operator added) refuses the batch, which then goes to the
-//! dead-letter file.
+//! record is at fault). Only an error about the data itself (SQLSTATE classes 22 and 23,
+//! e.g. a constraint the operator added) refuses records: the batch is then written one
+//! record at a time and only the refused records go to the dead-letter file, with the
+//! server's reason.
 //!
 //! Options: `url` (a `postgres://` URL or `key=value` connection string; the options below
 //! override its parts), `host` (default `127.0.0.1`; a path means a Unix socket directory),
@@ -52,6 +53,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 pub use config::{PostgresqlConfig, TableName};
 pub use row::Row;
 
+use crate::outputs::http_common::DeadLetterWriter;
 use crate::pipeline::{DeliveryError, Output};
 
 /// What went wrong talking to PostgreSQL.
@@ -85,9 +87,9 @@ impl PostgresqlError {
     /// Whether the batch itself is at fault (so retrying cannot help).
     fn is_data_error(&self) -> bool {
         match self {
-            PostgresqlError::Query { source, .. } => {
-                source.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
-            }
+            PostgresqlError::Query { source, .. } => source
+                .code()
+                .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")),
             _ => false,
         }
     }
@@ -123,7 +125,10 @@ impl From<PostgresqlError> for DeliveryError {
         if e.is_data_error() {
             DeliveryError::Rejected { message: e.full() }
         } else {
-            DeliveryError::Retryable { message: e.full(), retry_after: None }
+            DeliveryError::Retryable {
+                message: e.full(),
+                retry_after: None,
+            }
         }
     }
 }
@@ -148,6 +153,7 @@ pub struct PostgresqlOutput {
     tls: Option<tls::MakeRustls>,
     conn: Option<Conn>,
     table_ready: bool,
+    dead_letters: Option<DeadLetterWriter>,
 }
 
 impl PostgresqlOutput {
@@ -156,7 +162,13 @@ impl PostgresqlOutput {
     }
 
     pub fn new(config: PostgresqlConfig) -> PostgresqlOutput {
-        PostgresqlOutput { config, tls: None, conn: None, table_ready: false }
+        PostgresqlOutput {
+            config,
+            tls: None,
+            conn: None,
+            table_ready: false,
+            dead_letters: None,
+        }
     }
 
     fn target(&self) -> String {
@@ -176,13 +188,18 @@ impl PostgresqlOutput {
     }
 
     fn make_tls(&mut self) -> Result<Option<tls::MakeRustls>, PostgresqlError> {
-        let Some(opts) = &self.config.tls else { return Ok(None) };
+        let Some(opts) = &self.config.tls else {
+            return Ok(None);
+        };
         if self.tls.is_none() {
             let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
             settings.use_webpki_roots = true;
             let mut cfg = (*settings.build().map_err(PostgresqlError::Tls)?).clone();
             cfg.alpn_protocols = vec![b"postgresql".to_vec()];
-            self.tls = Some(tls::MakeRustls { config: Arc::new(cfg), vhost: opts.vhost.clone() });
+            self.tls = Some(tls::MakeRustls {
+                config: Arc::new(cfg),
+                vhost: opts.vhost.clone(),
+            });
         }
         Ok(self.tls.clone())
     }
@@ -190,12 +207,18 @@ impl PostgresqlOutput {
     async fn connect(&mut self) -> Result<Conn, PostgresqlError> {
         let mut pg = self.config.pg.clone();
         if let Some(path) = &self.config.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| PostgresqlError::PasswordFile { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| PostgresqlError::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?;
             pg.password(text.trim_end_matches(['\r', '\n']));
         }
         let target = self.target();
-        let err = |source| PostgresqlError::Connect { target: target.clone(), source };
+        let err = |source| PostgresqlError::Connect {
+            target: target.clone(),
+            source,
+        };
         let (client, driver) = match self.make_tls()? {
             None => {
                 let (client, connection) = pg.connect(NoTls).await.map_err(err)?;
@@ -207,7 +230,11 @@ impl PostgresqlOutput {
             }
         };
         tracing::info!(target = %target, tls = self.config.tls.is_some(), "connected to PostgreSQL");
-        Ok(Conn { client, driver, insert: None })
+        Ok(Conn {
+            client,
+            driver,
+            insert: None,
+        })
     }
 
     /// Connects if needed, makes the table if needed, prepares the insert; then inserts.
@@ -220,12 +247,17 @@ impl PostgresqlOutput {
         }
         let table = self.config.table.clone();
         let create = self.config.create_table && !self.table_ready;
-        let Some(conn) = self.conn.as_mut() else { unreachable!("connected above") };
+        let Some(conn) = self.conn.as_mut() else {
+            unreachable!("connected above")
+        };
         if create {
             conn.client
                 .batch_execute(&sql::create_table(&table))
                 .await
-                .map_err(|source| PostgresqlError::Query { what: "creating the table", source })?;
+                .map_err(|source| PostgresqlError::Query {
+                    what: "creating the table",
+                    source,
+                })?;
             self.table_ready = true;
             tracing::info!(table = %table.sql(), "table and indexes ready");
         }
@@ -236,7 +268,10 @@ impl PostgresqlOutput {
                     .client
                     .prepare(&sql::insert(&table))
                     .await
-                    .map_err(|source| PostgresqlError::Query { what: "preparing the insert", source })?;
+                    .map_err(|source| PostgresqlError::Query {
+                        what: "preparing the insert",
+                        source,
+                    })?;
                 conn.insert = Some(s.clone());
                 s
             }
@@ -245,7 +280,60 @@ impl PostgresqlOutput {
         conn.client
             .execute(&stmt, &cols.params())
             .await
-            .map_err(|source| PostgresqlError::Query { what: "inserting a batch", source })
+            .map_err(|source| PostgresqlError::Query {
+                what: "inserting a batch",
+                source,
+            })
+    }
+}
+
+impl PostgresqlOutput {
+    /// `write` within `timeout`, then the connection kept or dropped as the error says.
+    async fn write_timed(&mut self, batch: &[QueueItem]) -> Result<u64, PostgresqlError> {
+        let timeout = self.config.timeout;
+        let result = match tokio::time::timeout(timeout, self.write(batch)).await {
+            Ok(r) => r,
+            Err(_) => Err(PostgresqlError::Timeout {
+                what: "writing a batch to PostgreSQL",
+                after: timeout,
+            }),
+        };
+        if let Err(e) = &result {
+            if e.sqlstate() == Some("42P01") {
+                // The table was dropped under us: make it again on the next try.
+                self.table_ready = false;
+            }
+            let keep = e.sqlstate().is_some() && !matches!(e, PostgresqlError::Connect { .. });
+            match self.conn.as_mut() {
+                // A statement error leaves the connection usable; the insert is prepared
+                // again in case the table changed.
+                Some(c) if keep && !c.client.is_closed() => c.insert = None,
+                _ => self.conn = None,
+            }
+        }
+        result
+    }
+
+    /// Inserts each record on its own; the ones refused for their data are dead-lettered.
+    async fn one_by_one(&mut self, batch: &[QueueItem]) -> Result<Option<String>, DeliveryError> {
+        let mut refused: Vec<(&QueueItem, String)> = Vec::new();
+        for item in batch {
+            match self.write_timed(std::slice::from_ref(item)).await {
+                Ok(_) => {}
+                Err(e) if e.is_data_error() => refused.push((item, e.full())),
+                // Rows written so far are kept; the batch is retried and they are skipped.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(w) = &self.dead_letters {
+            let items: Vec<(&QueueItem, &str)> =
+                refused.iter().map(|(i, r)| (*i, r.as_str())).collect();
+            w.write(&items).map_err(|e| DeliveryError::Retryable {
+                message: format!("writing refused records to the dead-letter file: {e}"),
+                retry_after: None,
+            })?;
+        }
+        Ok(None)
     }
 }
 
@@ -271,34 +359,31 @@ impl Output for PostgresqlOutput {
         if batch.is_empty() {
             return Ok(None);
         }
-        let timeout = self.config.timeout;
-        let result = match tokio::time::timeout(timeout, self.write(batch)).await {
-            Ok(r) => r,
-            Err(_) => Err(PostgresqlError::Timeout { what: "writing a batch to PostgreSQL", after: timeout }),
-        };
-        match result {
+        match self.write_timed(batch).await {
             Ok(inserted) => {
                 let repeated = batch.len() as u64 - inserted.min(batch.len() as u64);
                 if repeated > 0 {
-                    tracing::debug!(records = batch.len(), already_stored = repeated, "rows already in the table were skipped");
+                    tracing::debug!(
+                        records = batch.len(),
+                        already_stored = repeated,
+                        "rows already in the table were skipped"
+                    );
                 }
                 Ok(None)
             }
-            Err(e) => {
-                if e.sqlstate() == Some("42P01") {
-                    // The table was dropped under us: make it again on the next try.
-                    self.table_ready = false;
-                }
-                let keep = e.sqlstate().is_some() && !matches!(e, PostgresqlError::Connect { .. });
-                match self.conn.as_mut() {
-                    // A statement error leaves the connection usable; the insert is prepared
-                    // again in case the table changed.
-                    Some(c) if keep && !c.client.is_closed() => c.insert = None,
-                    _ => self.conn = None,
-                }
-                Err(e.into())
+            // One record the table refuses (a constraint the operator added, ...) must not
+            // take the others with it: they are written one by one and only the refused ones
+            // go to the dead-letter file.
+            Err(e) if e.is_data_error() && self.dead_letters.is_some() => {
+                tracing::warn!(error = %e.full(), records = batch.len(), "the table refused the batch; writing its records one by one");
+                self.one_by_one(batch).await
             }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    fn attach_dead_letters(&mut self, writer: DeadLetterWriter) {
+        self.dead_letters = Some(writer);
     }
 
     async fn close(&mut self) -> Result<(), DeliveryError> {

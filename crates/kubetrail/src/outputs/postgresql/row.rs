@@ -9,8 +9,8 @@
 
 use std::borrow::Cow;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -149,18 +149,28 @@ fn parse_time(s: Option<String>) -> Option<OffsetDateTime> {
 impl Row {
     /// The row for a queued record. `id` is the queue's id for it (the record's own).
     pub fn from_record(id: &str, data: &[u8]) -> Row {
-        let json = jsonb_text(data);
         let id = no_nul(id.to_string());
+        // One parse in the common case: the escapes are fixed on the text first (safe on any
+        // text, and right on JSON), then the fields are read, which also validates the JSON.
+        let Ok(text) = std::str::from_utf8(data) else {
+            return Row::bare(id, jsonb_text(data).into_owned());
+        };
+        let json = fix_escapes(text);
         let fields = match serde_json::from_str::<Fields>(&json) {
             Ok(f) => f,
-            Err(_) => {
-                // Valid JSON that is not an object (a raw original that is a string or a
-                // list): kept whole, with no indexed columns.
+            // Valid JSON that is not an object (a raw original that is a string or a list):
+            // kept whole, with no indexed columns.
+            Err(_) if serde_json::from_str::<IgnoredAny>(&json).is_ok() => {
                 return Row::bare(id, json.into_owned());
             }
+            Err(_) => return Row::bare(id, jsonb_text(data).into_owned()),
         };
         let raw = fields.id.0.is_none() && fields.source.0.is_none() && fields.tag.0.is_none();
-        let mut row = if raw { Row::from_raw(id, fields) } else { Row::from_envelope(id, fields) };
+        let mut row = if raw {
+            Row::from_raw(id, fields)
+        } else {
+            Row::from_envelope(id, fields)
+        };
         row.record = json.into_owned();
         row
     }
@@ -185,9 +195,15 @@ impl Row {
     fn from_envelope(id: String, f: Fields) -> Row {
         let audit = f.object_ref.is_some();
         let (object_kind, object_name) = if audit {
-            (nested(&f.object_ref, "resource"), nested(&f.object_ref, "name"))
+            (
+                nested(&f.object_ref, "resource"),
+                nested(&f.object_ref, "name"),
+            )
         } else {
-            (nested(&f.involved_object, "kind"), nested(&f.involved_object, "name"))
+            (
+                nested(&f.involved_object, "kind"),
+                nested(&f.involved_object, "name"),
+            )
         };
         Row {
             id,
@@ -211,7 +227,10 @@ impl Row {
 
     fn from_raw(id: String, f: Fields) -> Row {
         let audit = f.audit_id.0.is_some()
-            || f.api_version.0.as_deref().is_some_and(|v| v.starts_with("audit.k8s.io/"));
+            || f.api_version
+                .0
+                .as_deref()
+                .is_some_and(|v| v.starts_with("audit.k8s.io/"));
         if audit {
             Row {
                 id,
@@ -329,7 +348,10 @@ mod tests {
     fn event_columns() {
         let r = Row::from_record("u-1:305", EVENT.as_bytes());
         assert_eq!(r.id, "u-1:305");
-        assert_eq!(r.time, Some(time::macros::datetime!(2026-11-27 00:30:51 UTC)));
+        assert_eq!(
+            r.time,
+            Some(time::macros::datetime!(2026-11-27 00:30:51 UTC))
+        );
         assert_eq!(r.kind.as_deref(), Some("k8s_event"));
         assert_eq!(r.namespace.as_deref(), Some("fx"));
         assert_eq!(r.object_kind.as_deref(), Some("Pod"));
@@ -344,7 +366,10 @@ mod tests {
     #[test]
     fn audit_columns() {
         let r = Row::from_record("a-1:ResponseComplete", AUDIT.as_bytes());
-        assert_eq!(r.time, Some(time::macros::datetime!(2026-11-27 00:32:55.741 UTC)));
+        assert_eq!(
+            r.time,
+            Some(time::macros::datetime!(2026-11-27 00:32:55.741 UTC))
+        );
         assert_eq!(r.kind.as_deref(), Some("k8s_audit"));
         assert_eq!(r.namespace.as_deref(), Some("fx"));
         assert_eq!(r.object_kind.as_deref(), Some("secrets"));
@@ -359,13 +384,27 @@ mod tests {
         let ev = r#"{"kind":"Event","apiVersion":"v1","metadata":{"namespace":"fx","name":"e"},"involvedObject":{"kind":"Pod","name":"p"},"reason":"Pulled","lastTimestamp":"2026-11-27T00:29:51Z"}"#;
         let r = Row::from_record("u:1", ev.as_bytes());
         assert_eq!(r.kind.as_deref(), Some("k8s_event"));
-        assert_eq!((r.namespace.as_deref(), r.object_kind.as_deref(), r.object_name.as_deref()), (Some("fx"), Some("Pod"), Some("p")));
+        assert_eq!(
+            (
+                r.namespace.as_deref(),
+                r.object_kind.as_deref(),
+                r.object_name.as_deref()
+            ),
+            (Some("fx"), Some("Pod"), Some("p"))
+        );
         assert_eq!(r.reason.as_deref(), Some("Pulled"));
         assert!(r.time.is_some());
         let au = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"x","verb":"create","user":{"username":"bob"},"objectRef":{"resource":"pods","namespace":"n","name":"p"},"stageTimestamp":"2026-11-27T00:29:51.5Z"}"#;
         let r = Row::from_record("x:ResponseComplete", au.as_bytes());
         assert_eq!(r.kind.as_deref(), Some("k8s_audit"));
-        assert_eq!((r.username.as_deref(), r.verb.as_deref(), r.object_kind.as_deref()), (Some("bob"), Some("create"), Some("pods")));
+        assert_eq!(
+            (
+                r.username.as_deref(),
+                r.verb.as_deref(),
+                r.object_kind.as_deref()
+            ),
+            (Some("bob"), Some("create"), Some("pods"))
+        );
         assert_eq!(r.source, None);
     }
 
@@ -373,7 +412,17 @@ mod tests {
     fn wrong_types_and_odd_input_never_fail() {
         let odd = r#"{"id":"i","kind":5,"namespace":{"a":1},"user":"bob","involved_object":[1],"time":"yesterday","reason":""}"#;
         let r = Row::from_record("i", odd.as_bytes());
-        assert_eq!((r.kind, r.namespace, r.username, r.object_kind, r.time, r.reason), (None, None, None, None, None, None));
+        assert_eq!(
+            (
+                r.kind,
+                r.namespace,
+                r.username,
+                r.object_kind,
+                r.time,
+                r.reason
+            ),
+            (None, None, None, None, None, None)
+        );
         let r = Row::from_record("s", br#""just a string""#);
         assert_eq!(r.record, r#""just a string""#);
         let r = Row::from_record("b", b"not json \xff\x00");

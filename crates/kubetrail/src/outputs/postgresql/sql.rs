@@ -30,7 +30,9 @@ pub fn create_table(t: &TableName) -> String {
         ("verb", "verb"),
         ("reason", "reason"),
     ] {
-        sql.push_str(&format!("CREATE INDEX IF NOT EXISTS \"{base}_{suffix}_idx\" ON {table} ({cols});\n"));
+        sql.push_str(&format!(
+            "CREATE INDEX IF NOT EXISTS \"{base}_{suffix}_idx\" ON {table} ({cols});\n"
+        ));
     }
     sql
 }
@@ -119,7 +121,9 @@ mod tests {
     fn statements_quote_the_table_and_name_every_column() {
         let t = TableName::parse("audit.kubetrail_records").unwrap();
         let ddl = create_table(&t);
-        assert!(ddl.starts_with("CREATE TABLE IF NOT EXISTS \"audit\".\"kubetrail_records\" (id text PRIMARY KEY"));
+        assert!(ddl.starts_with(
+            "CREATE TABLE IF NOT EXISTS \"audit\".\"kubetrail_records\" (id text PRIMARY KEY"
+        ));
         assert_eq!(ddl.matches("CREATE INDEX IF NOT EXISTS").count(), 7);
         assert!(ddl.contains("\"kubetrail_records_object_idx\" ON \"audit\".\"kubetrail_records\" (object_kind, object_name)"));
         let ins = insert(&t);
@@ -138,7 +142,10 @@ mod tests {
             .map(|i| QueueItem {
                 seq: i,
                 id: format!("id-{i}"),
-                data: format!(r#"{{"id":"id-{i}","kind":"k8s_event","source":"s","tag":"t","reason":"r{i}"}}"#).into_bytes(),
+                data: format!(
+                    r#"{{"id":"id-{i}","kind":"k8s_event","source":"s","tag":"t","reason":"r{i}"}}"#
+                )
+                .into_bytes(),
             })
             .collect();
         let c = Columns::from_batch(&batch);
