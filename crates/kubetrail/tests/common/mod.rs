@@ -94,7 +94,7 @@ pipeline:
 }
 
 /// Reads a JSON-lines output file and its rotated siblings (`.N` oldest first). Panics on a
-/// line that is not JSON: the file output must never hold a torn line.
+/// complete line that is not JSON: the file output must never hold a torn line.
 pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
     let mut files = Vec::new();
     for n in (1..100).rev() {
@@ -109,7 +109,13 @@ pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
         let Ok(text) = std::fs::read_to_string(&f) else {
             continue;
         };
-        for (i, line) in text.lines().enumerate() {
+        // A last line without its newline is being written right now (the output writes a
+        // batch, then fsyncs): it is not there yet. Every complete line must be JSON.
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..=end],
+            None => "",
+        };
+        for (i, line) in complete.lines().enumerate() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
                 panic!("{}:{}: not JSON ({e}): {line:.200}", f.display(), i + 1)
             });
