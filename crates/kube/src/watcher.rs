@@ -399,6 +399,19 @@ struct Watching {
     /// An ERROR frame or an oversized frame: nothing after it is read.
     poisoned: bool,
     end: Option<StreamEnd>,
+    /// Frames parsed but not yet yielded. Kept here, not in `read_watch`'s locals, so that
+    /// dropping a `next()` future while it lingers for more frames loses none of them
+    /// (`resource_version` has already moved past them).
+    pending: PendingBatch,
+}
+
+/// The batch `read_watch` is assembling.
+#[derive(Default)]
+struct PendingBatch {
+    items: Vec<(WatchEventType, RawObject)>,
+    bytes: usize,
+    bookmark: bool,
+    linger_until: Option<tokio::time::Instant>,
 }
 
 enum StreamEnd {
@@ -606,6 +619,7 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
                             progressed: false,
                             poisoned: false,
                             end: None,
+                            pending: PendingBatch::default(),
                         }));
                         None
                     }
@@ -656,17 +670,14 @@ async fn read_watch(
     config: &WatcherConfig,
     stats: &WatcherStats,
 ) -> Option<WatcherEvent> {
-    let mut items = Vec::new();
-    let mut bytes = 0usize;
-    let mut bookmark = false;
     let kind = config.expected_kind.as_deref();
     let idle = config.watch_timeout + config.idle_grace;
-    let mut linger_until: Option<tokio::time::Instant> = None;
     loop {
         let mut full = false;
         while !w.poisoned {
-            if !items.is_empty()
-                && (items.len() >= config.max_batch_frames || bytes >= config.max_batch_bytes)
+            if !w.pending.items.is_empty()
+                && (w.pending.items.len() >= config.max_batch_frames
+                    || w.pending.bytes >= config.max_batch_bytes)
             {
                 full = true;
                 break;
@@ -686,13 +697,13 @@ async fn read_watch(
                 Ok(Frame::Change(t, obj)) => {
                     w.resource_version.clone_from(&obj.resource_version);
                     w.progressed = true;
-                    bytes += frame.len();
-                    items.push((t, obj));
+                    w.pending.bytes += frame.len();
+                    w.pending.items.push((t, obj));
                 }
                 Ok(Frame::Bookmark { resource_version }) => {
                     w.resource_version = resource_version;
                     w.progressed = true;
-                    bookmark = true;
+                    w.pending.bookmark = true;
                     stats.count(|c| c.bookmarks += 1);
                 }
                 Ok(Frame::Error(status)) => {
@@ -719,7 +730,7 @@ async fn read_watch(
                 }
             }
         }
-        let have = !items.is_empty() || bookmark;
+        let have = !w.pending.items.is_empty() || w.pending.bookmark;
         if full || (have && w.end.is_some()) {
             break;
         }
@@ -728,7 +739,9 @@ async fn read_watch(
         }
         let polled = if have {
             // With frames in hand, wait for more only briefly (`batch_linger`), to batch them.
-            let until = *linger_until
+            let until = *w
+                .pending
+                .linger_until
                 .get_or_insert_with(|| tokio::time::Instant::now() + config.batch_linger);
             match tokio::time::timeout_at(until, poll_fn(|cx| w.stream.poll_chunk(cx))).await {
                 Ok(x) => x,
@@ -750,6 +763,7 @@ async fn read_watch(
             None => w.end = Some(StreamEnd::Closed),
         }
     }
+    let PendingBatch { items, .. } = std::mem::take(&mut w.pending);
     stats.count(|c| c.frames += items.len() as u64);
     stats.progress(!items.is_empty());
     let resource_version = w.resource_version.clone();

@@ -1115,3 +1115,37 @@ async fn a_resumed_list_whose_token_expired_starts_over_with_a_gap() {
     assert_eq!(last.as_deref(), Some("50"));
     assert_eq!(api.calls(), vec![lcall(Some("old")), lcall(None)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_next_while_it_lingers_for_more_frames_loses_nothing() {
+    let api = ScriptedApi::new(vec![watch(vec![
+        data(frame("ADDED", "a", "11")),
+        Step::Delay(Duration::from_millis(3)),
+        data(frame("ADDED", "b", "12")),
+        Step::Hang,
+    ])]);
+    let (mut w, _) = watcher(&api, Some("10"));
+    // Cancelled while it holds frame "a" and waits (linger) for more: like a select! whose
+    // other branch (a timer) won.
+    let first = tokio::time::timeout(Duration::from_millis(1), w.next()).await;
+    assert!(first.is_err(), "still lingering: {first:?}");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let WatcherEvent::Frames {
+            items,
+            resource_version,
+        } = w.next().await.unwrap()
+        else {
+            panic!()
+        };
+        seen.extend(uids(&items).into_iter().map(|(_, u)| u));
+        if seen.len() == 2 {
+            assert_eq!(resource_version, "12");
+        }
+    }
+    assert_eq!(
+        seen,
+        vec!["a".to_string(), "b".to_string()],
+        "no frame lost to the cancellation"
+    );
+}
