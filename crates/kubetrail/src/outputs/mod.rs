@@ -1,5 +1,6 @@
 //! The outputs: one folder per component. `build` turns an output section into an output.
 
+pub mod dead_letter;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;

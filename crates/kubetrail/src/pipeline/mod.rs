@@ -65,7 +65,7 @@ pub trait Output: Send + Sync {
     async fn deliver(&mut self, batch: &[QueueItem]) -> Result<Option<String>, DeliveryError>;
     /// Receives the output's dead-letter file before `open`, for outputs that refuse records
     /// one by one (e.g. Elasticsearch's per-document errors) rather than whole batches.
-    fn attach_dead_letters(&mut self, _writer: crate::outputs::http_common::DeadLetterWriter) {}
+    fn attach_dead_letters(&mut self, _writer: crate::outputs::dead_letter::DeadLetterWriter) {}
 
     /// A state to commit right after `open`, before the first delivery, when there was none
     /// (e.g. the `file` output's starting length, so that a crash before its first

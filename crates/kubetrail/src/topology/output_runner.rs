@@ -10,7 +10,7 @@ use kubetrail_state::{Ack, QueueId, QueueItem, Reader};
 use tokio::sync::Notify;
 
 use super::DeliveryOptions;
-use crate::outputs::http_common::DeadLetterWriter;
+use crate::outputs::dead_letter::DeadLetterWriter;
 use crate::pipeline::journal::JournalHandle;
 use crate::pipeline::{DeliveryError, Output};
 use crate::shutdown::Shutdown;

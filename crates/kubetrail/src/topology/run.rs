@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::Plan;
 use super::output_runner::OutputRunner;
-use crate::outputs::http_common::DeadLetterWriter;
+use crate::outputs::dead_letter::DeadLetterWriter;
 use crate::pipeline::context::Route;
 use crate::pipeline::journal::{self, QueueSlot};
 use crate::pipeline::{Pipeline, SourceContext};

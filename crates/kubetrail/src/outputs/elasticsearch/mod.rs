@@ -41,7 +41,8 @@ use kubetrail_core::Timestamp;
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_state::QueueItem;
 
-use crate::outputs::http_common::{DeadLetterWriter, HttpSender, answer_error};
+use crate::outputs::dead_letter::DeadLetterWriter;
+use crate::outputs::http_common::{HttpOutputError, HttpSender, answer_error};
 use crate::pipeline::{DeliveryError, Output};
 
 /// The largest bulk answer read (with `filter_path` it is a few dozen bytes per document).
@@ -130,7 +131,7 @@ impl ElasticsearchOutput {
                 p.refused.clear();
                 Ok(())
             }
-            Ok(Err(e)) => Err(e.into()),
+            Ok(Err(e)) => Err(HttpOutputError::from(e).into()),
             Err(e) => Err(DeliveryError::Retryable {
                 message: format!("writing dead letters: {e}"),
                 retry_after: None,

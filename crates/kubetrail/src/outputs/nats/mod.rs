@@ -54,7 +54,7 @@ pub use client::NatsError;
 use client::{ApiError, Auth, Connection, Outgoing, Tls};
 pub use config::{DEFAULT_SUBJECT, NatsConfig, StreamOptions};
 
-use crate::outputs::http_common::DeadLetterWriter;
+use crate::outputs::dead_letter::DeadLetterWriter;
 use crate::pipeline::{DeliveryError, Output};
 
 impl From<NatsError> for DeliveryError {

@@ -53,7 +53,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 pub use config::{PostgresqlConfig, TableName};
 pub use row::Row;
 
-use crate::outputs::http_common::DeadLetterWriter;
+use crate::outputs::dead_letter::DeadLetterWriter;
 use crate::pipeline::{DeliveryError, Output};
 
 /// What went wrong talking to PostgreSQL.
