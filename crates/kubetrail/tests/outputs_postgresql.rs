@@ -455,58 +455,6 @@ async fn stored(table: &str) -> (HashSet<(String, String)>, usize) {
     )
 }
 
-/// What to look at when a pipeline test fails: kubetrail's warnings and errors, and what
-/// went to the dead-letter files.
-fn diagnostics(env: &Env) -> String {
-    let mut out = String::new();
-    let mut logs: Vec<_> = std::fs::read_dir(env.dir.path())
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("stderr"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    logs.sort();
-    for p in logs {
-        let text = std::fs::read_to_string(&p).unwrap_or_default();
-        let bad: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .collect();
-        for l in &bad[bad.len().saturating_sub(5)..] {
-            out.push_str(&format!("{}: {l:.300}\n", p.display()));
-        }
-    }
-    for p in std::fs::read_dir(env.data_dir.join("dead-letter"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let text = std::fs::read_to_string(p.path()).unwrap_or_default();
-        out.push_str(&format!(
-            "dead letters {}: {} lines, first: {:.500}\n",
-            p.path().display(),
-            text.lines().count(),
-            text.lines().next().unwrap_or("")
-        ));
-    }
-    out
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_delivery_loses_and_repeats_no_row() {
     let _turn = SERVER.lock().await;
