@@ -77,6 +77,7 @@ impl Pipeline {
         let expires = now_ms
             .saturating_add(i64::try_from(sub.dedup_retention.as_millis()).unwrap_or(i64::MAX));
         let mut entries = Vec::with_capacity(sub.records.len());
+        let mut unrouted = 0;
         'records: for mut record in sub.records {
             for (_, matcher, filter) in &self.filters {
                 if matcher.matches(&record.tag) && !filter.apply(&mut record) {
@@ -98,20 +99,23 @@ impl Pipeline {
             });
             if queues.is_empty() && dedup.is_none() {
                 // Nowhere to go and nothing to remember.
-                entries.push(None);
+                unrouted += 1;
                 continue;
             }
-            let data = record.encode();
+            // A record no output takes is still remembered (its dedup key), not encoded.
+            let data = if queues.is_empty() {
+                Vec::new()
+            } else {
+                record.encode()
+            };
             bytes += data.len() as u64;
-            entries.push(Some(Entry {
+            entries.push(Entry {
                 dedup,
                 queues,
                 id: record.id,
                 data,
-            }));
+            });
         }
-        let unrouted = entries.iter().filter(|e| e.is_none()).count();
-        let entries: Vec<Entry> = entries.into_iter().flatten().collect();
         if entries.is_empty() && sub.checkpoints.is_empty() {
             return Ok(SubmitOutcome {
                 accepted: unrouted,

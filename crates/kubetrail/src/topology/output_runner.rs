@@ -192,10 +192,7 @@ impl OutputRunner {
                         self.delivery.retry_max_backoff,
                         attempt,
                     );
-                    (
-                        message.clone(),
-                        retry_after.map(|r| r.max(d.min(r))).unwrap_or(d),
-                    )
+                    (message.clone(), retry_after.unwrap_or(d))
                 }
             };
             attempt = attempt.saturating_add(1);
