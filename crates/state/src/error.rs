@@ -115,6 +115,19 @@ pub enum StateError {
         queue: QueueId,
     },
 
+    /// A queue's segment files could not be read or written, or do not match the database.
+    #[error(transparent)]
+    Log(#[from] crate::segments::LogError),
+
+    /// A record too large for a queue frame (4 GiB).
+    #[error("record {id:?} is too large for a queue ({bytes} bytes)")]
+    RecordTooLarge {
+        /// The record's id.
+        id: String,
+        /// Its framed size.
+        bytes: u64,
+    },
+
     /// A stored value is not what this build wrote (e.g. a negative sequence number).
     #[error("state database holds an unexpected value: {what}")]
     Corrupt {

@@ -1,6 +1,7 @@
 //! kubetrail's embedded state: one SQLite database (WAL) in the data directory holding the
 //! per-stream checkpoints, the dedup keys with their expiry, output states such as file
-//! offsets, and the per-output durable queues.
+//! offsets, and the bounds of the per-output durable queues, whose records live in
+//! append-only segment files beside the database (`<database>-queues/`).
 //!
 //! The core promise: a record's dedup key, its enqueueing into every matching output queue and
 //! its source's checkpoint are committed in one transaction ([`Store::commit`]), so a kill -9
@@ -39,6 +40,7 @@ mod lock;
 mod queue;
 mod reader;
 mod schema;
+mod segments;
 mod store;
 
 pub use batch::{Ack, Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry, Trim};
@@ -47,4 +49,5 @@ pub use lock::lock_path;
 pub use queue::{MAX_SEQ, QueueDepth, QueueId, QueueItem};
 pub use reader::Reader;
 pub use schema::SCHEMA_VERSION;
+pub use segments::{LogError, frame_len};
 pub use store::{Store, StoreOptions, SyncMode};

@@ -55,6 +55,17 @@ const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL
     );
     "#,
+    // Version 2.
+    //
+    // Queue records move out of the database into append-only segment files (segments.rs);
+    // a queue row keeps its bounds: frames tail_seq..next_seq at log positions
+    // tail_pos..head_pos. tail_seq = 0 marks a queue whose records are still in queue_items:
+    // `Store::open` moves them into a segment file and sets the bounds, in one transaction.
+    r#"
+    ALTER TABLE queues ADD COLUMN tail_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE queues ADD COLUMN tail_pos INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE queues ADD COLUMN head_pos INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,10 +1,11 @@
-//! The write side of the state database: opening (lock, pragmas, migrations), the one
-//! transaction that stores records, dedup keys, checkpoints and acknowledgements together, and
-//! the in-memory queue counters that follow it.
+//! The write side of the state database: opening (lock, pragmas, migrations, cutting the
+//! queues' logs back to what was committed), the one commit that stores records, dedup keys,
+//! checkpoints and acknowledgements together, and the in-memory queue bounds that follow it.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{
@@ -14,20 +15,24 @@ use rusqlite::{
 use crate::batch::{Checkpoint, CommitBatch, CommitOutcome};
 use crate::error::{StateError, sql};
 use crate::lock;
-use crate::queue::{MAX_QUEUE_ID, MAX_SEQ, QueueDepth, QueueId, item_key, key_seq, keys_after};
+use crate::queue::{MAX_QUEUE_ID, MAX_SEQ, QueueDepth, QueueId};
 use crate::reader::Reader;
 use crate::schema;
+use crate::segments::{
+    Appender, Hints, LogError, MAX_FRAME, SEGMENT_TARGET, Segments, encode_frame, frame_len,
+    queue_dir, queues_root, sync_dir,
+};
 
 /// How hard each commit insists on reaching the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SyncMode {
-    /// fsync the WAL at every commit: a committed batch survives power loss. What the
-    /// exactly-once promise needs, and the default.
+    /// fsync the queue segments and the WAL at every commit: a committed batch survives power
+    /// loss. What the exactly-once promise needs, and the default.
     #[default]
     Full,
-    /// fsync only at WAL checkpoints: a committed batch survives a crash of kubetrail but the
-    /// last commits may be lost on power loss or a kernel crash. For tests and for users who
-    /// accept that trade.
+    /// fsync only at WAL checkpoints, never the segments: a committed batch survives a crash
+    /// of kubetrail but the last commits may be lost on power loss or a kernel crash. For
+    /// tests and for users who accept that trade.
     Normal,
 }
 
@@ -39,6 +44,9 @@ pub struct StoreOptions {
     /// How long a statement waits for a lock held by another connection of this process (a
     /// reader during WAL recovery, a checkpoint) before failing.
     pub busy_timeout: Duration,
+    /// A commit that finds its queue's current segment file at least this long starts a new
+    /// one; segments are deleted once every record in them is acknowledged.
+    pub segment_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -46,25 +54,20 @@ impl Default for StoreOptions {
         StoreOptions {
             sync: SyncMode::Full,
             busy_timeout: Duration::from_secs(5),
+            segment_bytes: SEGMENT_TARGET,
         }
     }
 }
 
 /// Page size for new databases. A commit writes every page it dirtied in full, and dedup
-/// upserts land on random leaf pages (keys are uids), so a batch of 1,000 new keys costs about
-/// 1,000 pages of WAL: smaller pages keep that down. Queue appends are sequential, and a
-/// 1.5 KiB record still fits in a 4 KiB table leaf (see queue.rs), but not in a 1 or 2 KiB
-/// one. Measured with examples/throughput.rs: 4 KiB beat 1, 2, 8 and 16 KiB, with and without
-/// dedup keys.
+/// upserts of Event uids land on random leaf pages, so smaller pages keep the WAL down; the
+/// records themselves are in segment files, not in pages.
 const PAGE_SIZE: u32 = 4096;
 
 /// Pages of WAL after which a commit also checkpoints (copies the WAL back into the database
-/// file and fsyncs it). The default, 1,000 pages (4 MiB), would checkpoint every second batch
-/// of 1,000 × 1.5 KiB records. 64 MiB amortises each checkpoint's fsync over many batches and
-/// lets a page written several times in between (queue pages filled and then freed by acks,
-/// hot dedup leaves) be copied once: measured ~15% more records/s than 16 MiB with a dedup key
-/// per record. The cost is up to 64 MiB of WAL on disk and a longer (sub-second) WAL recovery
-/// after a crash.
+/// file and fsyncs it). 64 MiB amortises each checkpoint's fsync over many batches and lets a
+/// hot dedup leaf written several times in between be copied once. The cost is up to 64 MiB
+/// of WAL on disk and a longer (sub-second) WAL recovery after a crash.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 16384;
 
 /// When a checkpoint resets the WAL, it is truncated to this size if it grew beyond it (e.g.
@@ -74,45 +77,64 @@ const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// Page cache of the write connection, in KiB. The dedup b-tree is written at random
 /// positions; keeping its inner pages and hot leaves cached avoids re-reading them every batch.
-const WRITER_CACHE_KIB: i64 = 16 * 1024;
+const WRITER_CACHE_KIB: i64 = 8 * 1024;
 
 /// Prepared statements kept per connection: every statement the hot paths use stays cached.
 const STATEMENT_CACHE: usize = 32;
+
+/// Frames of one queue collected before they are written to its segment.
+const APPEND_BUFFER: usize = 1 << 20;
 
 const UPSERT_DEDUP: &str = "INSERT INTO dedup (scope, key, value, expires_at_ms)
      VALUES (?1, ?2, ?3, ?4)
      ON CONFLICT (scope, key) DO UPDATE
          SET value = excluded.value, expires_at_ms = excluded.expires_at_ms
          WHERE dedup.value IS NOT excluded.value";
-const INSERT_ITEM: &str = "INSERT INTO queue_items (k, id, data) VALUES (?1, ?2, ?3)";
-const UPDATE_NEXT_SEQ: &str = "UPDATE queues SET next_seq = ?2 WHERE id = ?1";
+const UPDATE_QUEUE: &str = "UPDATE queues
+     SET next_seq = ?2, head_pos = ?3, tail_seq = ?4, tail_pos = ?5 WHERE id = ?1";
 const UPSERT_CHECKPOINT: &str = "INSERT INTO checkpoints (stream, value, updated_at_ms)
      VALUES (?1, ?2, ?3)
      ON CONFLICT (stream) DO UPDATE
          SET value = excluded.value, updated_at_ms = excluded.updated_at_ms";
-const ACKED_SIZE: &str = "SELECT count(*), coalesce(sum(length(data)), 0)
-     FROM queue_items WHERE k > ?1 AND k <= ?2";
-const OLDEST_ITEMS: &str =
-    "SELECT k, length(data) FROM queue_items WHERE k > ?1 AND k <= ?2 ORDER BY k";
-const DELETE_ACKED: &str = "DELETE FROM queue_items WHERE k > ?1 AND k <= ?2";
 pub(crate) const SELECT_CHECKPOINT: &str =
     "SELECT value, updated_at_ms FROM checkpoints WHERE stream = ?1";
 
-/// In-memory view of one queue, kept equal to the committed database state.
-#[derive(Debug, Clone, Copy)]
+/// One queue's committed bounds: frames `tail_seq..next_seq` at positions `tail_pos..head_pos`
+/// of its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct QueueState {
     next_seq: u64,
-    depth: QueueDepth,
+    head_pos: u64,
+    tail_seq: u64,
+    tail_pos: u64,
 }
 
-/// Changes to one queue made by a transaction that has not committed yet.
-#[derive(Debug, Clone, Copy)]
+impl QueueState {
+    fn depth(&self) -> QueueDepth {
+        QueueDepth {
+            records: self.next_seq.saturating_sub(self.tail_seq),
+            bytes: self.head_pos.saturating_sub(self.tail_pos),
+        }
+    }
+}
+
+/// A queue as a transaction that has not committed yet changes it.
+#[derive(Debug)]
 struct PendingQueue {
     id: QueueId,
-    next_seq: u64,
-    enqueued: bool,
-    records: i64,
-    bytes: i64,
+    state: QueueState,
+    /// Whether this commit appended (the segment was prepared for it).
+    began: bool,
+    /// Frames not yet written to the segment, and the log position they start at.
+    buf: Vec<u8>,
+    buf_pos: u64,
+}
+
+/// A queue's on-disk log: the appender (the segment being written) and a reader for walks.
+#[derive(Debug)]
+struct QueueFiles {
+    appender: Appender,
+    segments: Segments,
 }
 
 /// The state database, write side. Owned by one writer thread; `Send` but not `Sync`.
@@ -121,9 +143,15 @@ pub struct Store {
     // final checkpoint on close) is gone before the lock file is released.
     conn: Connection,
     path: PathBuf,
+    root: PathBuf,
     busy_timeout: Duration,
+    sync: SyncMode,
+    segment_bytes: u64,
     queues: HashMap<QueueId, QueueState>,
+    files: HashMap<QueueId, QueueFiles>,
     names: HashMap<String, QueueId>,
+    hints: Arc<Hints>,
+    scratch: Vec<u8>,
     _lock: File,
 }
 
@@ -158,11 +186,15 @@ fn to_u64(value: i64, what: &str) -> Result<u64, StateError> {
     })
 }
 
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 impl Store {
     /// Opens or creates the database at `path` (its directory must exist), locking
     /// `path` + ".lock" first so that a second process fails at once with
-    /// [`StateError::Locked`]. Enables WAL, applies `opts.sync`, migrates the schema and loads
-    /// the queue counters.
+    /// [`StateError::Locked`]. Enables WAL, applies `opts.sync`, migrates the schema, loads
+    /// the queues' bounds and cuts their segment files back to what was committed.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StateError> {
         let lock = lock::acquire(path)?;
         let open_err = |what: &'static str| {
@@ -183,7 +215,7 @@ impl Store {
             .map_err(open_err("set busy_timeout"))?;
         // page_size and auto_vacuum only take effect before the first table exists; on an
         // existing database they are no-ops. Incremental auto-vacuum lets `reclaim_space`
-        // return the space of a drained backlog to the file system.
+        // return the space of purged dedup keys to the file system.
         pragma(&conn, &format!("PRAGMA page_size = {PAGE_SIZE}")).map_err(open_err("page_size"))?;
         pragma(&conn, "PRAGMA auto_vacuum = INCREMENTAL").map_err(open_err("auto_vacuum"))?;
         let mode: String = conn
@@ -217,12 +249,24 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
 
         let found = schema::migrate(&mut conn, path)?;
+        let root = queues_root(path);
+        std::fs::create_dir_all(&root).map_err(|source| LogError::Io {
+            path: root.clone(),
+            what: "create the queues directory",
+            source,
+        })?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            root,
             busy_timeout: opts.busy_timeout,
+            sync: opts.sync,
+            segment_bytes: opts.segment_bytes.max(1),
             queues: HashMap::new(),
+            files: HashMap::new(),
             names: HashMap::new(),
+            hints: Arc::new(Hints::default()),
+            scratch: Vec::new(),
             _lock: lock,
         };
         store.load_queues()?;
@@ -236,24 +280,34 @@ impl Store {
         Ok(store)
     }
 
-    /// Reads the queues and their depths from the tables into memory.
+    /// Reads the queues' bounds into memory and opens their logs (cutting uncommitted bytes).
+    /// Queues written by schema version 1 (records in the `queue_items` table) are moved into
+    /// segment files first.
     fn load_queues(&mut self) -> Result<(), StateError> {
-        let mut rows: Vec<(i64, String, i64)> = Vec::new();
+        type Row = (i64, String, i64, i64, i64, i64);
+        let mut rows: Vec<Row> = Vec::new();
         {
             let mut stmt = self
                 .conn
-                .prepare("SELECT id, name, next_seq FROM queues ORDER BY id")
+                .prepare(
+                    "SELECT id, name, next_seq, tail_seq, tail_pos, head_pos
+                     FROM queues ORDER BY id",
+                )
                 .map_err(sql("load queues"))?;
             let mut it = stmt.query([]).map_err(sql("load queues"))?;
             while let Some(row) = it.next().map_err(sql("load queues"))? {
+                let get = |i| row.get::<_, i64>(i).map_err(sql("load queues"));
                 rows.push((
-                    row.get(0).map_err(sql("load queues"))?,
+                    get(0)?,
                     row.get(1).map_err(sql("load queues"))?,
-                    row.get(2).map_err(sql("load queues"))?,
+                    get(2)?,
+                    get(3)?,
+                    get(4)?,
+                    get(5)?,
                 ));
             }
         }
-        for (raw_id, name, next_seq) in rows {
+        for (raw_id, name, next_seq, tail_seq, tail_pos, head_pos) in rows {
             let id = u32::try_from(raw_id)
                 .ok()
                 .filter(|id| (1..=MAX_QUEUE_ID).contains(id))
@@ -261,42 +315,113 @@ impl Store {
                 .ok_or_else(|| StateError::Corrupt {
                     what: format!("queue {name:?} has id {raw_id}"),
                 })?;
-            let mut next_seq = to_u64(next_seq, "queues.next_seq")?.max(1);
-            let (lo, hi) = keys_after(id, 0);
-            let (records, bytes, max_key): (i64, i64, Option<i64>) = self
-                .conn
-                .query_row(
-                    "SELECT count(*), coalesce(sum(length(data)), 0), max(k)
-                     FROM queue_items WHERE k > ?1 AND k <= ?2",
-                    params![lo, hi],
-                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-                )
-                .map_err(sql("load queue depth"))?;
-            if let Some(max_key) = max_key {
-                let max_seq = key_seq(max_key);
-                if max_seq >= next_seq {
-                    // Only possible if the file was edited by hand: never hand out a
-                    // sequence number that is already taken.
-                    tracing::warn!(queue = %name, next_seq, max_seq, "queue next_seq behind its rows; repairing");
-                    next_seq = max_seq + 1;
-                    self.conn
-                        .execute(UPDATE_NEXT_SEQ, params![raw_id, next_seq as i64])
-                        .map_err(sql("repair queue next_seq"))?;
-                }
-            }
-            self.queues.insert(
-                id,
+            let state = if tail_seq == 0 {
+                self.convert_legacy_queue(id, &name, to_u64(next_seq, "queues.next_seq")?.max(1))?
+            } else {
                 QueueState {
-                    next_seq,
-                    depth: QueueDepth {
-                        records: to_u64(records, "queue record count")?,
-                        bytes: to_u64(bytes, "queue byte count")?,
-                    },
-                },
-            );
+                    next_seq: to_u64(next_seq, "queues.next_seq")?,
+                    head_pos: to_u64(head_pos, "queues.head_pos")?,
+                    tail_seq: to_u64(tail_seq, "queues.tail_seq")?,
+                    tail_pos: to_u64(tail_pos, "queues.tail_pos")?,
+                }
+            };
+            if state.tail_seq > state.next_seq || state.tail_pos > state.head_pos {
+                return Err(StateError::Corrupt {
+                    what: format!("queue {name:?} has its tail past its head: {state:?}"),
+                });
+            }
+            let dir = queue_dir(&self.root, id);
+            let appender = Appender::open(
+                dir.clone(),
+                state.tail_pos,
+                state.head_pos,
+                self.segment_bytes,
+            )?;
+            let mut segments = Segments::new(dir);
+            segments.set_starts(appender.starts());
+            self.files.insert(id, QueueFiles { appender, segments });
+            self.queues.insert(id, state);
             self.names.insert(name, id);
         }
         Ok(())
+    }
+
+    /// Moves a schema-1 queue's rows (`queue_items`, keyed `queue << 48 | seq`) into its
+    /// segment file, in one transaction that records the new bounds and empties the rows.
+    fn convert_legacy_queue(
+        &mut self,
+        id: QueueId,
+        name: &str,
+        next_seq: u64,
+    ) -> Result<QueueState, StateError> {
+        let dir = queue_dir(&self.root, id);
+        // Whatever a crashed earlier conversion left is garbage: nothing was committed.
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut appender = Appender::open(dir, 0, 0, self.segment_bytes)?;
+        let lo = i64::from(id.0) << 48;
+        let hi = lo | (MAX_SEQ as i64);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("convert queue: begin"))?;
+        let mut buf = Vec::new();
+        let mut first = None;
+        let mut seq_end = next_seq;
+        {
+            let mut stmt = tx
+                .prepare("SELECT k, id, data FROM queue_items WHERE k > ?1 AND k <= ?2 ORDER BY k")
+                .map_err(sql("convert queue: read rows"))?;
+            let mut it = stmt
+                .query(params![lo, hi])
+                .map_err(sql("convert queue: read rows"))?;
+            while let Some(row) = it.next().map_err(sql("convert queue: read rows"))? {
+                let k: i64 = row.get(0).map_err(sql("convert queue: read rows"))?;
+                let rid: String = row.get(1).map_err(sql("convert queue: read rows"))?;
+                let data: Vec<u8> = row.get(2).map_err(sql("convert queue: read rows"))?;
+                let seq = (k as u64) & MAX_SEQ;
+                if let Some(prev) = first.map(|_| seq_end)
+                    && seq != prev
+                {
+                    return Err(StateError::Corrupt {
+                        what: format!("queue {name:?} has a hole before seq {seq}"),
+                    });
+                }
+                first.get_or_insert(seq);
+                encode_frame(&mut buf, seq, &rid, &data);
+                seq_end = seq + 1;
+            }
+        }
+        let tail_seq = first.unwrap_or(next_seq);
+        let state = QueueState {
+            next_seq: seq_end.max(next_seq),
+            head_pos: buf.len() as u64,
+            tail_seq,
+            tail_pos: 0,
+        };
+        if !buf.is_empty() {
+            appender.begin(0)?;
+            appender.write_at(0, &buf)?;
+            appender.sync()?;
+        }
+        tx.execute(
+            UPDATE_QUEUE,
+            params![
+                id.0,
+                to_i64(state.next_seq),
+                to_i64(state.head_pos),
+                to_i64(state.tail_seq),
+                0
+            ],
+        )
+        .map_err(sql("convert queue: store bounds"))?;
+        tx.execute(
+            "DELETE FROM queue_items WHERE k > ?1 AND k <= ?2",
+            params![lo, hi],
+        )
+        .map_err(sql("convert queue: delete rows"))?;
+        tx.commit().map_err(sql("convert queue: commit"))?;
+        tracing::info!(queue = %name, records = state.depth().records, "queue moved from the database into segment files");
+        Ok(state)
     }
 
     /// The database file.
@@ -304,10 +429,15 @@ impl Store {
         &self.path
     }
 
-    /// A read-only connection for queue readers and checkpoint lookups on other threads. With
+    /// A read-only handle for queue readers and checkpoint lookups on other threads. With
     /// WAL, readers never block the writer and see only committed transactions.
     pub fn reader(&self) -> Result<Reader, StateError> {
-        Reader::open(&self.path, self.busy_timeout)
+        Reader::open(
+            &self.path,
+            self.root.clone(),
+            self.hints.clone(),
+            self.busy_timeout,
+        )
     }
 
     /// The committed checkpoint of `stream`, if any.
@@ -334,9 +464,19 @@ impl Store {
                 name: name.to_owned(),
                 max: MAX_QUEUE_ID,
             })?;
+        let dir = queue_dir(&self.root, id);
+        // A directory left by a queue created in a transaction that never committed.
+        let _ = std::fs::remove_dir_all(&dir);
+        let appender = Appender::open(dir.clone(), 0, 0, self.segment_bytes)?;
+        sync_dir(&self.root).map_err(|source| LogError::Io {
+            path: self.root.clone(),
+            what: "fsync the queues directory",
+            source,
+        })?;
         self.conn
             .execute(
-                "INSERT INTO queues (id, name, next_seq) VALUES (?1, ?2, 1)",
+                "INSERT INTO queues (id, name, next_seq, tail_seq, tail_pos, head_pos)
+                 VALUES (?1, ?2, 1, 1, 0, 0)",
                 params![next, name],
             )
             .map_err(sql("create queue"))?;
@@ -344,7 +484,16 @@ impl Store {
             id,
             QueueState {
                 next_seq: 1,
-                depth: QueueDepth::default(),
+                head_pos: 0,
+                tail_seq: 1,
+                tail_pos: 0,
+            },
+        );
+        self.files.insert(
+            id,
+            QueueFiles {
+                appender,
+                segments: Segments::new(dir),
             },
         );
         self.names.insert(name.to_owned(), id);
@@ -370,20 +519,23 @@ impl Store {
 
     /// Commits `batch` in one IMMEDIATE transaction, stamping checkpoints with `now_unix_ms`:
     ///
-    /// 1. each entry in order: if its dedup `(scope, key)` is stored with the same value it is
+    /// 1. trims drop their queue's oldest records until enough bytes are free;
+    /// 2. each entry in order: if its dedup `(scope, key)` is stored with the same value it is
     ///    a duplicate and skipped; otherwise the key is upserted (so later entries of the same
-    ///    batch see it) and the record is appended to each of its queues;
-    /// 2. each queue gets the next sequence numbers, never reused;
+    ///    batch see it) and the record is appended to each of its queues' logs with the next
+    ///    sequence number (never reused);
     /// 3. checkpoints are upserted;
-    /// 4. acks delete their queue's rows up to `up_to_seq` and upsert their state row.
+    /// 4. acks move their queue's tail past `up_to_seq` and upsert their state row;
+    /// 5. the appended frames are made durable (fsync, in [`SyncMode::Full`]), then the
+    ///    queues' new bounds are stored and the transaction commits.
     ///
-    /// On any error the whole transaction is rolled back and the in-memory counters are left
-    /// untouched; they change only after the commit succeeded. One caveat, inherent to any
-    /// database: if the error came from the final write or fsync of the WAL, the batch may
-    /// still turn out durable after a restart (entirely, never in part). A writer that sees a
-    /// commit error other than [`StateError::UnknownQueue`] should therefore not resubmit the
-    /// batch to this `Store` but reopen the database and resume from the stored checkpoints,
-    /// where the dedup keys make the replay harmless.
+    /// On any error the whole transaction is rolled back, appended bytes are cut off and the
+    /// in-memory bounds are left untouched; they change only after the commit succeeded. One
+    /// caveat, inherent to any database: if the error came from the final write or fsync of
+    /// the WAL, the batch may still turn out durable after a restart (entirely, never in
+    /// part). A writer that sees a commit error other than [`StateError::UnknownQueue`] should
+    /// therefore not resubmit the batch to this `Store` but reopen the database and resume
+    /// from the stored checkpoints, where the dedup keys make the replay harmless.
     pub fn commit_at(
         &mut self,
         batch: &CommitBatch,
@@ -399,30 +551,285 @@ impl Store {
         }
         // A batch touches few queues; a small vector beats a map here.
         let mut pending: Vec<PendingQueue> = Vec::new();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("commit: begin"))?;
-        // On error `tx` is dropped here, which rolls the transaction back.
-        write_batch(
-            &tx,
-            &self.queues,
-            batch,
-            now_unix_ms,
-            &mut pending,
-            &mut outcome,
-        )?;
-        tx.commit().map_err(sql("commit"))?;
-
+        let Store {
+            conn,
+            queues,
+            files,
+            hints,
+            scratch,
+            sync,
+            ..
+        } = self;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sql("commit: begin"))?;
+            let mut w = Writer {
+                tx: &tx,
+                queues,
+                files,
+                hints,
+                scratch,
+                pending: &mut pending,
+            };
+            // On error `tx` is dropped, which rolls the transaction back.
+            w.write_batch(batch, now_unix_ms, &mut outcome)?;
+            w.finish(*sync == SyncMode::Full)?;
+            tx.commit().map_err(sql("commit"))
+        })();
+        if let Err(e) = result {
+            for p in &pending {
+                if p.began
+                    && let Some(f) = files.get_mut(&p.id)
+                    && let Some(committed) = queues.get(&p.id)
+                {
+                    f.appender.rollback(committed.head_pos);
+                }
+            }
+            return Err(e);
+        }
         for p in pending {
-            // Present: pending entries are only created for ids found in `self.queues`.
-            if let Some(state) = self.queues.get_mut(&p.id) {
-                state.next_seq = p.next_seq;
-                state.depth.records = state.depth.records.saturating_add_signed(p.records);
-                state.depth.bytes = state.depth.bytes.saturating_add_signed(p.bytes);
+            if let Some(state) = queues.get_mut(&p.id) {
+                let moved = p.state.tail_pos != state.tail_pos;
+                *state = p.state;
+                if moved && let Some(f) = files.get_mut(&p.id) {
+                    f.appender.release_before(state.tail_pos);
+                    f.segments.set_starts(f.appender.starts());
+                }
             }
         }
         Ok(outcome)
+    }
+}
+
+/// The body of one commit transaction.
+struct Writer<'a, 't> {
+    tx: &'a Transaction<'t>,
+    queues: &'a HashMap<QueueId, QueueState>,
+    files: &'a mut HashMap<QueueId, QueueFiles>,
+    hints: &'a Hints,
+    scratch: &'a mut Vec<u8>,
+    /// The queues this transaction changes, with their new bounds.
+    pending: &'a mut Vec<PendingQueue>,
+}
+
+impl Writer<'_, '_> {
+    fn pending_for(&mut self, q: QueueId) -> Result<usize, StateError> {
+        if let Some(i) = self.pending.iter().position(|p| p.id == q) {
+            return Ok(i);
+        }
+        let state = *self
+            .queues
+            .get(&q)
+            .ok_or(StateError::UnknownQueue { queue: q })?;
+        self.pending.push(PendingQueue {
+            id: q,
+            state,
+            began: false,
+            buf: Vec::new(),
+            buf_pos: state.head_pos,
+        });
+        Ok(self.pending.len() - 1)
+    }
+
+    fn files(&mut self, q: QueueId) -> Result<&mut QueueFiles, StateError> {
+        self.files
+            .get_mut(&q)
+            .ok_or(StateError::UnknownQueue { queue: q })
+    }
+
+    /// Writes queue `i`'s buffered frames to its segment.
+    fn flush(&mut self, i: usize) -> Result<(), StateError> {
+        let q = self.pending[i].id;
+        let buf = std::mem::take(&mut self.pending[i].buf);
+        let pos = self.pending[i].buf_pos;
+        self.files(q)?.appender.write_at(pos, &buf)?;
+        let p = &mut self.pending[i];
+        p.buf_pos = pos + buf.len() as u64;
+        p.buf = buf;
+        p.buf.clear();
+        Ok(())
+    }
+
+    fn write_batch(
+        &mut self,
+        batch: &CommitBatch,
+        now_unix_ms: i64,
+        outcome: &mut CommitOutcome,
+    ) -> Result<(), StateError> {
+        for trim in &batch.trims {
+            let i = self.pending_for(trim.queue)?;
+            let st = self.pending[i].state;
+            let (mut records, mut bytes) = (0u64, 0u64);
+            let free = trim.free_bytes;
+            let scratch = &mut *self.scratch;
+            let f = self
+                .files
+                .get_mut(&trim.queue)
+                .ok_or(StateError::UnknownQueue { queue: trim.queue })?;
+            f.segments.set_starts(f.appender.starts());
+            let (seq, pos) = f.segments.walk(
+                st.tail_seq,
+                st.tail_pos,
+                st.next_seq,
+                st.head_pos,
+                scratch,
+                |h| {
+                    if bytes >= free {
+                        return false;
+                    }
+                    records += 1;
+                    bytes += h.total;
+                    true
+                },
+            )?;
+            let p = &mut self.pending[i];
+            p.state.tail_seq = seq;
+            p.state.tail_pos = pos;
+            outcome.trimmed.push((records, bytes));
+        }
+
+        if !batch.entries.is_empty() {
+            let mut dedup = self
+                .tx
+                .prepare_cached(UPSERT_DEDUP)
+                .map_err(sql("commit: prepare dedup upsert"))?;
+            for entry in &batch.entries {
+                let fresh = match &entry.dedup {
+                    // The upsert changes nothing (0 rows) exactly when the key is stored with
+                    // the same value: one b-tree descent both decides and records it.
+                    Some(d) => {
+                        dedup
+                            .execute(params![d.scope, d.key, d.value, d.expires_at_unix_ms])
+                            .map_err(sql("commit: upsert dedup key"))?
+                            > 0
+                    }
+                    None => true,
+                };
+                outcome.inserted.push(fresh);
+                if !fresh {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                let len = frame_len(entry.id.len(), entry.data.len());
+                if len > MAX_FRAME {
+                    return Err(StateError::RecordTooLarge {
+                        id: entry.id.clone(),
+                        bytes: len,
+                    });
+                }
+                for &q in &entry.queues {
+                    let i = self.pending_for(q)?;
+                    if !self.pending[i].began {
+                        let head = self.pending[i].state.head_pos;
+                        self.files(q)?.appender.begin(head)?;
+                        let p = &mut self.pending[i];
+                        p.began = true;
+                        p.buf_pos = head;
+                    }
+                    let p = &mut self.pending[i];
+                    if p.state.next_seq > MAX_SEQ {
+                        return Err(StateError::SeqExhausted { queue: q });
+                    }
+                    encode_frame(&mut p.buf, p.state.next_seq, &entry.id, &entry.data);
+                    p.state.next_seq += 1;
+                    p.state.head_pos += len;
+                    if p.buf.len() >= APPEND_BUFFER {
+                        self.flush(i)?;
+                    }
+                }
+            }
+            for i in 0..self.pending.len() {
+                if !self.pending[i].buf.is_empty() {
+                    self.flush(i)?;
+                }
+            }
+        }
+
+        for (stream, value) in &batch.checkpoints {
+            upsert_checkpoint(self.tx, stream, value, now_unix_ms)?;
+        }
+
+        for ack in &batch.acks {
+            let i = self.pending_for(ack.queue)?;
+            let st = self.pending[i].state;
+            let target = ack.up_to_seq.saturating_add(1);
+            if target > st.tail_seq {
+                let (seq, pos) = if target >= st.next_seq {
+                    (st.next_seq, st.head_pos)
+                } else {
+                    self.position_of(ack.queue, &st, target)?
+                };
+                let p = &mut self.pending[i];
+                p.state.tail_seq = seq;
+                p.state.tail_pos = pos;
+            }
+            if let Some((stream, value)) = &ack.state {
+                upsert_checkpoint(self.tx, stream, value, now_unix_ms)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Where frame `target` (between the tail and the head of `st`) starts: the position a
+    /// reader left as a hint, checked against the frame's header, or found by walking the log.
+    fn position_of(
+        &mut self,
+        q: QueueId,
+        st: &QueueState,
+        target: u64,
+    ) -> Result<(u64, u64), StateError> {
+        let hint = self.hints.take(q, target);
+        let scratch = &mut *self.scratch;
+        let f = self
+            .files
+            .get_mut(&q)
+            .ok_or(StateError::UnknownQueue { queue: q })?;
+        f.segments.set_starts(f.appender.starts());
+        if let Some(pos) = hint
+            && pos > st.tail_pos
+            && let Some(h) = f.segments.header_at(pos, st.head_pos, scratch)?
+            && h.seq == target
+        {
+            return Ok((target, pos));
+        }
+        let reached = f.segments.walk(
+            st.tail_seq,
+            st.tail_pos,
+            target,
+            st.head_pos,
+            scratch,
+            |_| true,
+        )?;
+        Ok(reached)
+    }
+
+    /// Makes the appended frames durable and stores the queues' new bounds.
+    fn finish(&mut self, fsync: bool) -> Result<(), StateError> {
+        let mut update = self
+            .tx
+            .prepare_cached(UPDATE_QUEUE)
+            .map_err(sql("commit: prepare queue update"))?;
+        for p in self.pending.iter() {
+            if p.began && fsync {
+                self.files
+                    .get_mut(&p.id)
+                    .ok_or(StateError::UnknownQueue { queue: p.id })?
+                    .appender
+                    .sync()?;
+            }
+            let s = &p.state;
+            update
+                .execute(params![
+                    p.id.0,
+                    to_i64(s.next_seq),
+                    to_i64(s.head_pos),
+                    to_i64(s.tail_seq),
+                    to_i64(s.tail_pos)
+                ])
+                .map_err(sql("commit: store queue bounds"))?;
+        }
+        Ok(())
     }
 }
 
@@ -444,15 +851,24 @@ impl Store {
         Ok(deleted as u64)
     }
 
-    /// Records and bytes waiting in queue `q` as of the last successful commit (zero for an
-    /// unknown queue). Kept in memory, so cheap enough for every metrics scrape.
+    /// Records and bytes (frames in the queue's log, see [`crate::frame_len`]) waiting in
+    /// queue `q` as of the last successful commit (zero for an unknown queue). Kept in memory,
+    /// so cheap enough for every metrics scrape.
     pub fn queue_depth(&self, q: QueueId) -> QueueDepth {
-        self.queues.get(&q).map(|s| s.depth).unwrap_or_default()
+        self.queues.get(&q).map(|s| s.depth()).unwrap_or_default()
     }
 
     /// The sequence number the next record enqueued into `q` will get.
     pub fn next_seq(&self, q: QueueId) -> Option<u64> {
         self.queues.get(&q).map(|s| s.next_seq)
+    }
+
+    /// How many segment files queue `q` has on disk.
+    pub fn segment_count(&self, q: QueueId) -> usize {
+        self.files
+            .get(&q)
+            .map(|f| f.appender.segment_count())
+            .unwrap_or(0)
     }
 
     /// How many dedup keys `scope` holds (expired ones included until purged).
@@ -466,8 +882,8 @@ impl Store {
         to_u64(n, "dedup count")
     }
 
-    /// Pages of the database file that are free (left by drained queues and purged keys) and
-    /// would be given back to the file system by [`Store::reclaim_space`].
+    /// Pages of the database file that are free (left by purged keys) and would be given
+    /// back to the file system by [`Store::reclaim_space`].
     pub fn free_pages(&self) -> Result<u64, StateError> {
         let n: i64 = self
             .conn
@@ -476,9 +892,9 @@ impl Store {
         to_u64(n, "freelist_count")
     }
 
-    /// Shrinks the file by up to `max_pages` free pages (4 KiB each), so that a backlog once
-    /// drained does not keep its disk space. Work is proportional to `max_pages`; call it with
-    /// a bounded number between batches. Returns how many pages were freed.
+    /// Shrinks the file by up to `max_pages` free pages (4 KiB each). Work is proportional to
+    /// `max_pages`; call it with a bounded number between batches. Returns how many pages
+    /// were freed.
     pub fn reclaim_space(&mut self, max_pages: u32) -> Result<u64, StateError> {
         let before = self.free_pages()?;
         if before == 0 || max_pages == 0 {
@@ -491,145 +907,6 @@ impl Store {
         .map_err(sql("incremental_vacuum"))?;
         Ok(before.saturating_sub(self.free_pages()?))
     }
-}
-
-/// The body of the commit transaction; `pending` collects the queue changes to apply in memory
-/// once the transaction has committed.
-fn write_batch(
-    tx: &Transaction<'_>,
-    queues: &HashMap<QueueId, QueueState>,
-    batch: &CommitBatch,
-    now_unix_ms: i64,
-    pending: &mut Vec<PendingQueue>,
-    outcome: &mut CommitOutcome,
-) -> Result<(), StateError> {
-    let pending_for = |pending: &mut Vec<PendingQueue>, q: QueueId| {
-        if let Some(i) = pending.iter().position(|p| p.id == q) {
-            return Ok(i);
-        }
-        let state = queues
-            .get(&q)
-            .ok_or(StateError::UnknownQueue { queue: q })?;
-        pending.push(PendingQueue {
-            id: q,
-            next_seq: state.next_seq,
-            enqueued: false,
-            records: 0,
-            bytes: 0,
-        });
-        Ok(pending.len() - 1)
-    };
-
-    for trim in &batch.trims {
-        let i = pending_for(pending, trim.queue)?;
-        let (lo, hi) = (item_key(trim.queue, 0), item_key(trim.queue, MAX_SEQ));
-        let (mut records, mut bytes, mut last) = (0i64, 0i64, None);
-        {
-            let mut oldest = tx
-                .prepare_cached(OLDEST_ITEMS)
-                .map_err(sql("commit: prepare trim scan"))?;
-            let mut rows = oldest
-                .query(params![lo, hi])
-                .map_err(sql("commit: trim scan"))?;
-            while (bytes as u64) < trim.free_bytes {
-                let Some(row) = rows.next().map_err(sql("commit: trim scan"))? else {
-                    break;
-                };
-                let k: i64 = row.get(0).map_err(sql("commit: trim scan"))?;
-                let len: i64 = row.get(1).map_err(sql("commit: trim scan"))?;
-                records += 1;
-                bytes += len;
-                last = Some(k);
-            }
-        }
-        if let Some(last) = last {
-            tx.prepare_cached(DELETE_ACKED)
-                .map_err(sql("commit: prepare trim delete"))?
-                .execute(params![lo, last])
-                .map_err(sql("commit: trim delete"))?;
-            pending[i].records -= records;
-            pending[i].bytes -= bytes;
-        }
-        outcome.trimmed.push((records as u64, bytes as u64));
-    }
-
-    if !batch.entries.is_empty() {
-        let mut dedup = tx
-            .prepare_cached(UPSERT_DEDUP)
-            .map_err(sql("commit: prepare dedup upsert"))?;
-        let mut insert = tx
-            .prepare_cached(INSERT_ITEM)
-            .map_err(sql("commit: prepare enqueue"))?;
-        for entry in &batch.entries {
-            let fresh = match &entry.dedup {
-                // The upsert changes nothing (0 rows) exactly when the key is stored with the
-                // same value: one b-tree descent both decides and records it.
-                Some(d) => {
-                    dedup
-                        .execute(params![d.scope, d.key, d.value, d.expires_at_unix_ms])
-                        .map_err(sql("commit: upsert dedup key"))?
-                        > 0
-                }
-                None => true,
-            };
-            outcome.inserted.push(fresh);
-            if !fresh {
-                outcome.duplicates += 1;
-                continue;
-            }
-            let len = i64::try_from(entry.data.len()).unwrap_or(i64::MAX);
-            for &q in &entry.queues {
-                let i = pending_for(pending, q)?;
-                let p = &mut pending[i];
-                if p.next_seq > MAX_SEQ {
-                    return Err(StateError::SeqExhausted { queue: q });
-                }
-                insert
-                    .execute(params![item_key(q, p.next_seq), entry.id, entry.data])
-                    .map_err(sql("commit: enqueue record"))?;
-                p.next_seq += 1;
-                p.enqueued = true;
-                p.records += 1;
-                p.bytes += len;
-            }
-        }
-        let mut update = tx
-            .prepare_cached(UPDATE_NEXT_SEQ)
-            .map_err(sql("commit: prepare next_seq update"))?;
-        for p in pending.iter().filter(|p| p.enqueued) {
-            update
-                .execute(params![p.id.0, p.next_seq as i64])
-                .map_err(sql("commit: store next_seq"))?;
-        }
-    }
-
-    for (stream, value) in &batch.checkpoints {
-        upsert_checkpoint(tx, stream, value, now_unix_ms)?;
-    }
-
-    for ack in &batch.acks {
-        let i = pending_for(pending, ack.queue)?;
-        let (lo, hi) = (item_key(ack.queue, 0), item_key(ack.queue, ack.up_to_seq));
-        if hi > lo {
-            let (records, bytes): (i64, i64) = tx
-                .prepare_cached(ACKED_SIZE)
-                .map_err(sql("commit: prepare ack count"))?
-                .query_row(params![lo, hi], |row| Ok((row.get(0)?, row.get(1)?)))
-                .map_err(sql("commit: count acked records"))?;
-            if records > 0 {
-                tx.prepare_cached(DELETE_ACKED)
-                    .map_err(sql("commit: prepare ack delete"))?
-                    .execute(params![lo, hi])
-                    .map_err(sql("commit: delete acked records"))?;
-                pending[i].records -= records;
-                pending[i].bytes -= bytes;
-            }
-        }
-        if let Some((stream, value)) = &ack.state {
-            upsert_checkpoint(tx, stream, value, now_unix_ms)?;
-        }
-    }
-    Ok(())
 }
 
 fn upsert_checkpoint(
@@ -918,7 +1195,7 @@ mod tests {
             store.queue_depth(q),
             QueueDepth {
                 records: 3,
-                bytes: 13
+                bytes: 2 * crate::frame_len(1, 5) + crate::frame_len(1, 3)
             }
         );
         let state = store.checkpoint("file:q").expect("checkpoint");
@@ -985,7 +1262,9 @@ mod tests {
                 store.queue_depth(q),
                 QueueDepth {
                     records: 3,
-                    bytes: 1100
+                    bytes: crate::frame_len(1, 100)
+                        + crate::frame_len(1, 1000)
+                        + crate::frame_len(1, 0)
                 }
             );
             store
@@ -1002,7 +1281,7 @@ mod tests {
                 store.queue_depth(q),
                 QueueDepth {
                     records: 2,
-                    bytes: 1000
+                    bytes: crate::frame_len(1, 1000) + crate::frame_len(1, 0)
                 }
             );
             (q, r)
@@ -1012,14 +1291,14 @@ mod tests {
             store.queue_depth(q),
             QueueDepth {
                 records: 2,
-                bytes: 1000
+                bytes: crate::frame_len(1, 1000) + crate::frame_len(1, 0)
             }
         );
         assert_eq!(
             store.queue_depth(r),
             QueueDepth {
                 records: 1,
-                bytes: 1000
+                bytes: crate::frame_len(1, 1000)
             }
         );
         assert_eq!(store.queue_depth(QueueId(999)), QueueDepth::default());
@@ -1214,31 +1493,78 @@ mod tests {
     }
 
     #[test]
-    fn drained_space_can_be_reclaimed() {
+    fn drained_segments_are_deleted_and_reopen_cuts_uncommitted_bytes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = open(&dir);
+        let db = dir.path().join("kubetrail.db");
+        let opts = StoreOptions {
+            segment_bytes: 10_000,
+            ..options()
+        };
+        let mut store = Store::open(&db, &opts).expect("open");
         let q = store.queue_id("q").expect("queue");
-        store
-            .commit(&entries(
-                (0..200)
-                    .map(|i| entry(&i.to_string(), None, &[q], &[7; 4000]))
-                    .collect(),
-            ))
-            .expect("commit");
+        // 10 commits of 3 records of 2,000 bytes: a new segment every second commit.
+        for c in 0..10 {
+            store
+                .commit(&entries(
+                    (0..3)
+                        .map(|i| entry(&format!("{c}-{i}"), None, &[q], &[7; 2000]))
+                        .collect(),
+                ))
+                .expect("commit");
+        }
+        assert_eq!(store.segment_count(q), 5);
+        let mut r = store.reader().expect("reader");
+        let items = r.read_queue(q, 0, 13, usize::MAX).expect("read");
+        assert_eq!(items.len(), 13);
         store
             .commit(&CommitBatch {
                 acks: vec![Ack {
                     queue: q,
-                    up_to_seq: 200,
+                    up_to_seq: 13,
                     state: None,
                 }],
                 ..CommitBatch::default()
             })
             .expect("ack");
-        let free = store.free_pages().expect("free");
-        assert!(free >= 190, "200 records of 4000 bytes freed {free} pages");
-        assert_eq!(store.reclaim_space(50).expect("reclaim"), 50);
-        assert_eq!(store.free_pages().expect("free"), free - 50);
+        // Seqs 1..=12 fill the first two segments, which go; 13 is in the third, which stays.
+        assert_eq!(store.segment_count(q), 3);
+        assert_eq!(seqs(&store, q), (14..=30).collect::<Vec<_>>());
+        // An append that never committed (garbage past the head) is cut at the next open.
+        let qdir = crate::segments::queue_dir(&crate::segments::queues_root(&db), q);
+        let last = crate::segments::list_segments(&qdir).expect("list");
+        let last = qdir.join(format!("{:020}.seg", last[last.len() - 1]));
+        let len = std::fs::metadata(&last).expect("stat").len();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"not committed"))
+            .expect("append");
+        drop(r);
+        drop(store);
+        let mut store = Store::open(&db, &opts).expect("reopen");
+        assert_eq!(std::fs::metadata(&last).expect("stat").len(), len);
+        assert_eq!(seqs(&store, q), (14..=30).collect::<Vec<_>>());
+        store
+            .commit(&entries(vec![entry("after", None, &[q], b"x")]))
+            .expect("commit");
+        let items = all(&store, q);
+        assert_eq!(
+            items.last().map(|i| (i.seq, i.id.as_str())),
+            Some((31, "after"))
+        );
+        // Acking everything leaves one (current) segment.
+        store
+            .commit(&CommitBatch {
+                acks: vec![Ack {
+                    queue: q,
+                    up_to_seq: u64::MAX,
+                    state: None,
+                }],
+                ..CommitBatch::default()
+            })
+            .expect("ack");
+        assert_eq!(store.segment_count(q), 1);
+        assert!(all(&store, q).is_empty());
     }
 }
 
@@ -1282,9 +1608,10 @@ mod trim_tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(out.trimmed, vec![(3, 300)]);
+        let frame = crate::frame_len(1, 100);
+        assert_eq!(out.trimmed, vec![(3, 3 * frame)]);
         assert_eq!(store.queue_depth(q).records, 7);
-        assert_eq!(store.queue_depth(q).bytes, 700);
+        assert_eq!(store.queue_depth(q).bytes, 7 * frame);
         let mut r = store.reader().unwrap();
         let items = r.read_queue(q, 0, 100, usize::MAX).unwrap();
         assert_eq!(items.first().map(|i| i.id.as_str()), Some("3"));
@@ -1298,7 +1625,7 @@ mod trim_tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(out.trimmed, vec![(7, 700)]);
+        assert_eq!(out.trimmed, vec![(7, 7 * frame)]);
         assert_eq!(store.queue_depth(q).records, 0);
     }
 }

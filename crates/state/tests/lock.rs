@@ -15,6 +15,7 @@ fn options() -> StoreOptions {
         // Long, so that a second open that waited on SQLite instead of failing on the lock
         // file would show up as slow.
         busy_timeout: Duration::from_secs(60),
+        ..StoreOptions::default()
     }
 }
 

@@ -100,3 +100,78 @@ fn a_foreign_file_is_an_open_error() {
         other => panic!("expected Open error, got {other:?}"),
     }
 }
+
+/// A database written by schema version 1 kept queue records in a `queue_items` table
+/// (row key `queue << 48 | seq`); opening it moves them into segment files, same seqs, ids
+/// and data, and the queue goes on from there.
+#[test]
+fn queued_records_of_a_version_1_database_are_moved_into_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("kubetrail.db");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO meta VALUES ('schema_version', 1);
+             CREATE TABLE checkpoints (stream TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL,
+                 updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE dedup (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                 expires_at_ms INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID;
+             CREATE TABLE queues (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 next_seq INTEGER NOT NULL);
+             CREATE TABLE queue_items (k INTEGER PRIMARY KEY, id TEXT NOT NULL, data BLOB NOT NULL);
+             INSERT INTO queues VALUES (1, 'output/a', 8), (2, 'output/empty', 3);",
+        )
+        .expect("v1 schema");
+        for seq in 5..8i64 {
+            conn.execute(
+                "INSERT INTO queue_items VALUES (?1, ?2, ?3)",
+                rusqlite::params![(1i64 << 48) | seq, format!("id-{seq}"), vec![seq as u8; 10]],
+            )
+            .expect("row");
+        }
+    }
+    let mut store = Store::open(&db, &options()).expect("open v1 database");
+    assert_eq!(schema_version(&db), SCHEMA_VERSION);
+    let a = store.queue_id("output/a").expect("queue");
+    let empty = store.queue_id("output/empty").expect("queue");
+    let items = store
+        .reader()
+        .expect("reader")
+        .read_queue(a, 0, 100, usize::MAX)
+        .expect("read");
+    let got: Vec<(u64, String, Vec<u8>)> =
+        items.into_iter().map(|i| (i.seq, i.id, i.data)).collect();
+    assert_eq!(
+        got,
+        (5..8u64)
+            .map(|s| (s, format!("id-{s}"), vec![s as u8; 10]))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(store.queue_depth(a).records, 3);
+    assert_eq!(store.next_seq(a), Some(8));
+    assert_eq!(store.next_seq(empty), Some(3));
+    assert_eq!(store.queue_depth(empty).records, 0);
+    let out = store
+        .commit(&kubetrail_state::CommitBatch {
+            entries: vec![kubetrail_state::Entry {
+                dedup: None,
+                queues: vec![a, empty],
+                id: "new".into(),
+                data: b"n".to_vec(),
+            }],
+            ..Default::default()
+        })
+        .expect("commit");
+    assert_eq!(out.inserted, [true]);
+    let mut r = store.reader().expect("reader");
+    let last = r.read_queue(a, 7, 10, usize::MAX).expect("read");
+    assert_eq!(last.iter().map(|i| i.seq).collect::<Vec<_>>(), [8]);
+    let e = r.read_queue(empty, 0, 10, usize::MAX).expect("read");
+    assert_eq!(e.iter().map(|i| i.seq).collect::<Vec<_>>(), [3]);
+    drop(r);
+    drop(store);
+    // Converted once: reopening reads the same.
+    let store = Store::open(&db, &options()).expect("reopen");
+    assert_eq!(store.queue_depth(a).records, 4);
+}

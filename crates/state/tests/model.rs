@@ -96,6 +96,8 @@ fn open(db: &Path) -> Store {
         db,
         &StoreOptions {
             sync: SyncMode::Normal,
+            // Small segments, so that commits start new ones and acks delete old ones.
+            segment_bytes: 5000,
             ..StoreOptions::default()
         },
     )
@@ -195,11 +197,28 @@ fn check(store: &Store, model: &Model, ids: &[QueueId]) {
             })
             .collect();
         assert_eq!(items, expected, "queue {}", QUEUES[i]);
+        // The same in batches of at most two, as outputs read: each read starts where the
+        // last one ended (the reader's cursor) and leaves a position hint for the next ack.
+        let mut chunked = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = reader
+                .read_queue(*q, after, 2, usize::MAX)
+                .expect("read queue");
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            chunked.extend(batch);
+        }
+        assert_eq!(chunked, expected, "queue {} read in batches", QUEUES[i]);
         assert_eq!(
             store.queue_depth(*q),
             QueueDepth {
                 records: mq.items.len() as u64,
-                bytes: mq.items.values().map(|(_, d)| d.len() as u64).sum(),
+                bytes: mq
+                    .items
+                    .values()
+                    .map(|(id, d)| kubetrail_state::frame_len(id.len(), d.len()))
+                    .sum(),
             },
             "depth of queue {}",
             QUEUES[i]

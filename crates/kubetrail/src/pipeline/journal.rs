@@ -204,14 +204,14 @@ fn run(
                         Room::Made { trims, gaps } => {
                             batch.trims.extend(trims);
                             for (q, gap) in gaps {
-                                *pending.entry(q).or_default() += gap.data.len() as u64;
+                                *pending.entry(q).or_default() += framed(&gap);
                                 batch.entries.push(gap);
                             }
                         }
                     }
                     for e in &entries {
                         for q in &e.queues {
-                            *pending.entry(*q).or_default() += e.data.len() as u64;
+                            *pending.entry(*q).or_default() += framed(e);
                             if !touched.contains(q) {
                                 touched.push(*q);
                             }
@@ -305,6 +305,11 @@ fn run(
     }
 }
 
+/// The bytes an entry takes in a queue (what queue depths and limits count).
+fn framed(e: &Entry) -> u64 {
+    kubetrail_state::frame_len(e.id.len(), e.data.len())
+}
+
 /// What `make_room` decided for a submission.
 enum Room {
     /// Backpressure: the name of the full queue.
@@ -331,7 +336,7 @@ fn make_room(
         for q in &e.queues {
             let a = adds.entry(*q).or_default();
             a.0 += 1;
-            a.1 += e.data.len() as u64;
+            a.1 += framed(e);
         }
     }
     let mut trims = Vec::new();
