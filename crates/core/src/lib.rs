@@ -2,8 +2,10 @@
 //! the YAML configuration loader. Knows nothing of Kubernetes, SQLite or HTTP.
 
 pub mod config;
+pub mod fields;
 pub mod record;
 pub mod time;
 
+pub use fields::Fields;
 pub use record::{DedupKey, Original, Record, RecordKind};
 pub use time::Timestamp;

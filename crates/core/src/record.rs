@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
+use crate::fields::{Fields, write_json_str};
 use crate::time::Timestamp;
 
 /// What a record describes.
@@ -108,7 +109,7 @@ pub struct Record {
     /// The routing tag.
     pub tag: Arc<str>,
     /// Normalized fields, encoded at the top level of the record.
-    pub fields: Map<String, Value>,
+    pub fields: Fields,
     /// The original object, encoded under `object`.
     pub original: Option<Original>,
     /// When set (`format: raw`), the record is encoded as the original object alone.
@@ -137,7 +138,7 @@ impl Record {
             kind,
             source,
             tag,
-            fields: Map::new(),
+            fields: Fields::default(),
             original: None,
             raw_format: false,
             dedup: None,
@@ -181,23 +182,33 @@ impl Record {
             return;
         }
         out.extend_from_slice(b"{\"id\":");
-        write_json(out, &self.id);
+        write_json_str(out, &self.id);
         out.extend_from_slice(b",\"time\":\"");
         out.extend_from_slice(self.time.to_rfc3339().as_bytes());
         out.extend_from_slice(b"\",\"kind\":\"");
         out.extend_from_slice(self.kind.as_str().as_bytes());
         out.extend_from_slice(b"\",\"source\":");
-        write_json(out, &*self.source);
+        write_json_str(out, &self.source);
         out.extend_from_slice(b",\"tag\":");
-        write_json(out, &*self.tag);
-        for (k, v) in &self.fields {
-            if ENVELOPE_KEYS.contains(&k.as_str()) || k == ORIGINAL_KEY {
-                continue;
+        write_json_str(out, &self.tag);
+        match self.fields.encoded_members() {
+            Some(members) => {
+                if !members.is_empty() {
+                    out.push(b',');
+                    out.extend_from_slice(members.as_bytes());
+                }
             }
-            out.push(b',');
-            write_json(out, k);
-            out.push(b':');
-            write_json(out, v);
+            None => {
+                for (k, v) in self.fields.iter() {
+                    if ENVELOPE_KEYS.contains(&k.as_str()) || k == ORIGINAL_KEY {
+                        continue;
+                    }
+                    out.push(b',');
+                    write_json_str(out, k);
+                    out.push(b':');
+                    write_json(out, v);
+                }
+            }
         }
         if let Some(original) = &self.original {
             out.extend_from_slice(b",\"object\":");

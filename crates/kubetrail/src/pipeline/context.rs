@@ -36,6 +36,20 @@ pub struct Submission {
     pub checkpoints: Vec<(String, String)>,
     /// How long the records' dedup keys are kept.
     pub dedup_retention: Duration,
+    /// The records already filtered, routed and encoded by [`SourceContext::prepare`] (then
+    /// `records` is empty): a source that prepares batch N+1 while batch N commits keeps
+    /// the CPU work off the committing path.
+    pub prepared: Option<Prepared>,
+}
+
+/// Records filtered, routed and encoded, ready for the journal.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    entries: Vec<Entry>,
+    records: usize,
+    filtered: usize,
+    unrouted: usize,
+    bytes: u64,
 }
 
 /// What became of a submission's records.
@@ -68,17 +82,37 @@ impl Pipeline {
     /// Runs filters, routes and encodes, then commits through the journal.
     pub async fn submit(
         &self,
-        sub: Submission,
+        mut sub: Submission,
         wait: Option<&Shutdown>,
     ) -> Result<SubmitOutcome, PipelineError> {
+        let prepared = match sub.prepared.take() {
+            Some(p) if sub.records.is_empty() => p,
+            Some(mut p) => {
+                // Records added after preparing: prepare them too, after the others.
+                let more = self.prepare(std::mem::take(&mut sub.records), sub.dedup_retention);
+                p.entries.extend(more.entries);
+                p.records += more.records;
+                p.filtered += more.filtered;
+                p.unrouted += more.unrouted;
+                p.bytes += more.bytes;
+                p
+            }
+            None => self.prepare(std::mem::take(&mut sub.records), sub.dedup_retention),
+        };
+        self.commit(prepared, sub.checkpoints, wait).await
+    }
+
+    /// Filters, routes and encodes records (CPU only; safe on a blocking thread).
+    pub fn prepare(&self, records: Vec<Record>, dedup_retention: Duration) -> Prepared {
         let mut filtered = 0;
         let mut bytes = 0u64;
         let now_ms = kubetrail_core::Timestamp::now().unix_nanos() / 1_000_000;
-        let expires = now_ms
-            .saturating_add(i64::try_from(sub.dedup_retention.as_millis()).unwrap_or(i64::MAX));
-        let mut entries = Vec::with_capacity(sub.records.len());
+        let expires =
+            now_ms.saturating_add(i64::try_from(dedup_retention.as_millis()).unwrap_or(i64::MAX));
+        let n = records.len();
+        let mut entries = Vec::with_capacity(n);
         let mut unrouted = 0;
-        'records: for mut record in sub.records {
+        'records: for mut record in records {
             for (_, matcher, filter) in &self.filters {
                 if matcher.matches(&record.tag) && !filter.apply(&mut record) {
                     filtered += 1;
@@ -116,20 +150,36 @@ impl Pipeline {
                 data,
             });
         }
-        if entries.is_empty() && sub.checkpoints.is_empty() {
+        Prepared {
+            entries,
+            records: n,
+            filtered,
+            unrouted,
+            bytes,
+        }
+    }
+
+    /// Commits prepared records and checkpoints through the journal.
+    async fn commit(
+        &self,
+        p: Prepared,
+        checkpoints: Vec<(String, String)>,
+        wait: Option<&Shutdown>,
+    ) -> Result<SubmitOutcome, PipelineError> {
+        if p.entries.is_empty() && checkpoints.is_empty() {
             return Ok(SubmitOutcome {
-                accepted: unrouted,
+                accepted: p.unrouted,
                 duplicates: 0,
-                filtered,
+                filtered: p.filtered,
                 bytes: 0,
             });
         }
-        let outcome = self.journal.submit(entries, sub.checkpoints, wait).await?;
+        let outcome = self.journal.submit(p.entries, checkpoints, wait).await?;
         Ok(SubmitOutcome {
-            accepted: outcome.accepted + unrouted,
+            accepted: outcome.accepted + p.unrouted,
             duplicates: outcome.duplicates,
-            filtered,
-            bytes,
+            filtered: p.filtered,
+            bytes: p.bytes,
         })
     }
 }
@@ -167,12 +217,31 @@ impl SourceContext {
         self.submit_inner(sub, None).await
     }
 
+    /// Filters, routes and encodes a submission's records now (CPU work, fine on a blocking
+    /// thread), so that its later [`SourceContext::submit`] only commits.
+    pub fn prepare(&self, mut sub: Submission) -> Submission {
+        let records = std::mem::take(&mut sub.records);
+        let p = self.pipeline.prepare(records, sub.dedup_retention);
+        sub.prepared = Some(match sub.prepared.take() {
+            Some(mut before) => {
+                before.entries.extend(p.entries);
+                before.records += p.records;
+                before.filtered += p.filtered;
+                before.unrouted += p.unrouted;
+                before.bytes += p.bytes;
+                before
+            }
+            None => p,
+        });
+        sub
+    }
+
     async fn submit_inner(
         &self,
         sub: Submission,
         wait: Option<&Shutdown>,
     ) -> Result<SubmitOutcome, PipelineError> {
-        let n = sub.records.len();
+        let n = sub.records.len() + sub.prepared.as_ref().map_or(0, |p| p.records);
         let out = self.pipeline.submit(sub, wait).await?;
         self.metrics.records_in.add(n as u64);
         self.metrics.bytes_in.add(out.bytes);

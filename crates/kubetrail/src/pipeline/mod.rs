@@ -17,7 +17,7 @@ use kubetrail_core::Record;
 use kubetrail_state::QueueItem;
 
 pub(crate) use context::Pipeline;
-pub use context::{PipelineError, SourceContext, Submission, SubmitOutcome};
+pub use context::{PipelineError, Prepared, SourceContext, Submission, SubmitOutcome};
 
 /// A filter works on one record at a time, in configuration order.
 pub trait Filter: Send + Sync {

@@ -444,7 +444,7 @@ fn rec(fields: Value) -> Record {
         Arc::from("s"),
         Arc::from("t"),
     );
-    r.fields = fields.as_object().unwrap().clone();
+    r.fields = fields.as_object().unwrap().clone().into();
     r
 }
 

@@ -143,7 +143,7 @@ impl Modify {
 impl Filter for Modify {
     fn apply(&self, record: &mut Record) -> bool {
         // The fields map is moved into a Value (and back) so paths walk one kind of tree.
-        let mut root = Value::Object(std::mem::take(&mut record.fields));
+        let mut root = Value::Object(std::mem::take(&mut *record.fields));
         for op in &self.ops {
             match op {
                 Op::Rename { from, to, hard } => {
@@ -192,7 +192,7 @@ impl Filter for Modify {
             }
         }
         if let Value::Object(m) = root {
-            record.fields = m;
+            record.fields = m.into();
         }
         true
     }

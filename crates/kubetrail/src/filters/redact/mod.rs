@@ -135,7 +135,7 @@ impl Redact {
         }
         // The fields map is moved into a Value and back so one set of path functions serves
         // both the fields and the original.
-        let mut root = Value::Object(std::mem::take(&mut record.fields));
+        let mut root = Value::Object(std::mem::take(&mut *record.fields));
         for t in &self.remove {
             if let Target::Fields(path) = t {
                 remove_at(&mut root, path);
@@ -147,7 +147,7 @@ impl Redact {
             }
         }
         if let Value::Object(m) = root {
-            record.fields = m;
+            record.fields = m.into();
         }
     }
 
@@ -182,12 +182,20 @@ impl Redact {
             record.original = None;
             return;
         }
-        let fields_say_secret = check_secret
-            && record
-                .fields
-                .get("object_ref")
-                .and_then(|o| o.get("resource"))
-                .is_some_and(is_secrets);
+        // The normalized `object_ref` was read from the same bytes as the original, with
+        // escapes decoded: when it is there, it settles the question without looking inside
+        // the original. Without it (an event with no objectRef, or fields changed by an
+        // earlier filter), the original itself is checked.
+        let object_ref = if check_secret {
+            record.fields.get_value("object_ref")
+        } else {
+            None
+        };
+        let fields_say_secret = object_ref
+            .as_deref()
+            .and_then(|o| o.get("resource"))
+            .is_some_and(is_secrets);
+        let fields_settle = object_ref.as_deref().is_some_and(Value::is_object);
         let Some(original) = record.original.as_mut() else {
             return;
         };
@@ -197,8 +205,8 @@ impl Redact {
                 self.edit_tree(v, secret);
             }
             Original::Raw(raw) => {
-                let maybe_secret =
-                    fields_say_secret || (check_secret && might_name_secrets(raw.get()));
+                let maybe_secret = fields_say_secret
+                    || (check_secret && !fields_settle && might_name_secrets(raw.get()));
                 if !maybe_secret && !self.edits_original() {
                     return;
                 }

@@ -10,11 +10,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use kubetrail_core::Timestamp;
+use kubetrail_core::fields::write_json_str;
+use kubetrail_core::{Fields, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 /// The audit API group; an event's (or list's) `apiVersion`, when present, must be in it.
 const AUDIT_GROUP_PREFIX: &str = "audit.k8s.io/";
@@ -32,7 +32,7 @@ pub struct AuditItem {
     /// `None` when none of them is a valid RFC 3339 time.
     pub time: Option<Timestamp>,
     /// The normalized fields (`audit_id`, `stage`, `level`, `verb`, `user`, ...).
-    pub fields: Map<String, Value>,
+    pub fields: Fields,
 }
 
 /// An item that is valid JSON but not an audit event. It is kept (as an error record), not
@@ -117,7 +117,7 @@ struct Parsed {
     audit_id: String,
     stage: String,
     time: Option<Timestamp>,
-    fields: Map<String, Value>,
+    fields: Fields,
 }
 
 /// Reads and checks one item; the error is the reason it is not an audit event.
@@ -241,68 +241,111 @@ struct AnnotationsRef<'a> {
     reason: Option<Cow<'a, str>>,
 }
 
-fn put_str(map: &mut Map<String, Value>, key: &str, v: &Option<Cow<'_, str>>) {
-    if let Some(v) = v {
-        map.insert(key.to_string(), Value::String(v.to_string()));
-    }
+/// Writes a JSON object member by member, keys given in sorted order (the order a
+/// `serde_json::Map` keeps, so encoded and decoded fields encode alike).
+struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
 }
 
-fn str_list(list: &[Cow<'_, str>]) -> Value {
-    Value::Array(list.iter().map(|s| Value::String(s.to_string())).collect())
+impl<'a> ObjectWriter<'a> {
+    fn open(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_json_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    fn str(&mut self, key: &str, v: &Option<Cow<'_, str>>) {
+        if let Some(v) = v {
+            write_json_str(self.key(key), v);
+        }
+    }
+
+    fn list(&mut self, key: &str, v: &Option<Vec<Cow<'_, str>>>) {
+        if let Some(list) = v {
+            let out = self.key(key);
+            out.push(b'[');
+            for (i, s) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, s);
+            }
+            out.push(b']');
+        }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
 }
 
 impl EventRef<'_> {
-    /// The normalized fields, named as documented for `k8s_audit` records.
-    fn fields(&self, audit_id: &str, stage: &str, api_version: Option<&str>) -> Map<String, Value> {
-        let mut f = Map::new();
-        f.insert("audit_id".into(), Value::String(audit_id.to_string()));
-        f.insert("stage".into(), Value::String(stage.to_string()));
-        put_str(&mut f, "level", &self.level);
-        put_str(&mut f, "verb", &self.verb);
-        if let Some(u) = &self.user {
-            let mut m = Map::new();
-            put_str(&mut m, "username", &u.username);
-            put_str(&mut m, "uid", &u.uid);
-            if let Some(g) = &u.groups {
-                m.insert("groups".into(), str_list(g));
-            }
-            f.insert("user".into(), Value::Object(m));
+    /// The normalized fields, named as documented for `k8s_audit` records, written as one
+    /// JSON object with keys in sorted order.
+    fn fields(&self, audit_id: &str, stage: &str, api_version: Option<&str>) -> Fields {
+        let mut out = Vec::with_capacity(512);
+        let mut f = ObjectWriter::open(&mut out);
+        if let Some(v) = api_version {
+            write_json_str(f.key("api_version"), v);
+        }
+        write_json_str(f.key("audit_id"), audit_id);
+        if let Some(a) = &self.annotations {
+            f.str("decision", &a.decision);
         }
         if let Some(u) = &self.impersonated_user {
-            let mut m = Map::new();
-            put_str(&mut m, "username", &u.username);
-            if let Some(g) = &u.groups {
-                m.insert("groups".into(), str_list(g));
-            }
-            f.insert("impersonated_user".into(), Value::Object(m));
+            let mut m = ObjectWriter::open(f.key("impersonated_user"));
+            m.list("groups", &u.groups);
+            m.str("username", &u.username);
+            m.close();
         }
-        if let Some(ips) = &self.source_ips {
-            f.insert("source_ips".into(), str_list(ips));
-        }
-        put_str(&mut f, "user_agent", &self.user_agent);
+        f.str("level", &self.level);
         if let Some(o) = &self.object_ref {
-            let mut m = Map::new();
-            put_str(&mut m, "resource", &o.resource);
-            put_str(&mut m, "subresource", &o.subresource);
-            put_str(&mut m, "namespace", &o.namespace);
-            put_str(&mut m, "name", &o.name);
-            put_str(&mut m, "api_group", &o.api_group);
-            put_str(&mut m, "api_version", &o.api_version);
-            f.insert("object_ref".into(), Value::Object(m));
+            let mut m = ObjectWriter::open(f.key("object_ref"));
+            m.str("api_group", &o.api_group);
+            m.str("api_version", &o.api_version);
+            m.str("name", &o.name);
+            m.str("namespace", &o.namespace);
+            m.str("resource", &o.resource);
+            m.str("subresource", &o.subresource);
+            m.close();
         }
-        if let Some(code) = self.response_status.as_ref().and_then(|s| s.code) {
-            f.insert("response_code".into(), Value::from(code));
-        }
-        put_str(&mut f, "request_uri", &self.request_uri);
         if let Some(a) = &self.annotations {
-            put_str(&mut f, "decision", &a.decision);
-            put_str(&mut f, "reason", &a.reason);
+            f.str("reason", &a.reason);
         }
-        if let Some(v) = api_version {
-            f.insert("api_version".into(), Value::String(v.to_string()));
+        f.str("request_uri", &self.request_uri);
+        if let Some(code) = self.response_status.as_ref().and_then(|s| s.code) {
+            let out = f.key("response_code");
+            out.extend_from_slice(itoa_i64(code).as_bytes());
         }
-        f
+        f.list("source_ips", &self.source_ips);
+        write_json_str(f.key("stage"), stage);
+        if let Some(u) = &self.user {
+            let mut m = ObjectWriter::open(f.key("user"));
+            m.list("groups", &u.groups);
+            m.str("uid", &u.uid);
+            m.str("username", &u.username);
+            m.close();
+        }
+        f.str("user_agent", &self.user_agent);
+        f.str("verb", &self.verb);
+        f.close();
+        // Only complete JSON was written: object syntax and string literals of valid str.
+        Fields::from_encoded(String::from_utf8(out).unwrap_or_default())
     }
+}
+
+fn itoa_i64(v: i64) -> String {
+    v.to_string()
 }
 
 /// What a webhook body turned out to be, after one pass over it.

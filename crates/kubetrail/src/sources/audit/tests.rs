@@ -42,7 +42,7 @@ fn a_v1_line_becomes_a_normalized_record_with_exact_bytes() {
         Some(Original::Raw(raw)) => assert_eq!(raw.get(), V1),
         other => panic!("original {other:?}"),
     }
-    let f = Value::Object(r.fields.clone());
+    let f = Value::Object((*r.fields).clone());
     assert_eq!(
         f,
         json!({
@@ -285,5 +285,30 @@ proptest! {
         prop_assert_eq!(&item.audit_id, &id);
         let (s, t) = src();
         prop_assert_eq!(normalize(item, &s, &t, false).id, format!("{id}/{stage}"));
+    }
+}
+
+/// Audit fields are written as JSON text straight from the parser; once a filter edits them
+/// they are a map again. Both must encode to the same bytes (same key order, same escaping).
+#[test]
+fn encoded_fields_encode_like_the_decoded_map() {
+    let (s, t) = src();
+    let escaped = V1.replace(
+        r#""userAgent":"kubectl/v1.28""#,
+        r#""userAgent":"quote\" back\\ tab\t é""#,
+    );
+    for line in [V1.to_string(), escaped, event("e-1", "ResponseStarted")] {
+        let r = normalize(parse_line(line.as_bytes()).unwrap(), &s, &t, false);
+        assert!(r.fields.encoded_members().is_some(), "fields start encoded");
+        let mut edited = r.clone();
+        let _ = edited.fields.insert("zz".into(), json!(1));
+        let _ = edited.fields.remove("zz");
+        assert!(edited.fields.encoded_members().is_none());
+        assert_eq!(
+            String::from_utf8(r.encode()).unwrap(),
+            String::from_utf8(edited.encode()).unwrap()
+        );
+        let v: Value = serde_json::from_slice(&r.encode()).unwrap();
+        assert!(v.is_object());
     }
 }

@@ -248,6 +248,8 @@ pub struct Batch {
     pub seq: u64,
     pub lines: LineStore,
     pub records: Vec<Record>,
+    /// The records already filtered and encoded (then `records` is empty).
+    pub prepared: Option<crate::pipeline::Prepared>,
     /// `(stream, value)`, one per file.
     pub checkpoints: Vec<(String, String)>,
 }

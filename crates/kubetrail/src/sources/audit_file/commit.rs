@@ -27,6 +27,11 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 pub trait Committer: Send + Sync + 'static {
     /// Commits records and checkpoints together (see [`SourceContext::submit`]).
     async fn submit(&self, sub: Submission) -> Result<SubmitOutcome, PipelineError>;
+    /// Does the CPU part of a later `submit` now (filters, encoding); called on a blocking
+    /// thread while the previous batch commits.
+    fn prepare(&self, sub: Submission) -> Submission {
+        sub
+    }
     /// The last committed value of a checkpoint stream.
     async fn checkpoint(&self, stream: &str) -> Result<Option<Checkpoint>, PipelineError>;
     /// The full name of one of this source's checkpoint streams.
@@ -37,6 +42,10 @@ pub trait Committer: Send + Sync + 'static {
 impl Committer for SourceContext {
     async fn submit(&self, sub: Submission) -> Result<SubmitOutcome, PipelineError> {
         SourceContext::submit(self, sub).await
+    }
+
+    fn prepare(&self, sub: Submission) -> Submission {
+        SourceContext::prepare(self, sub)
     }
 
     async fn checkpoint(&self, stream: &str) -> Result<Option<Checkpoint>, PipelineError> {
@@ -83,6 +92,7 @@ impl<C: Committer> CommitLoop<C> {
                     records: std::mem::take(&mut batch.records),
                     checkpoints: batch.checkpoints.clone(),
                     dedup_retention: self.dedup_retention,
+                    prepared: batch.prepared.take(),
                 };
                 let err = match self.committer.submit(sub).await {
                     Ok(_) => {

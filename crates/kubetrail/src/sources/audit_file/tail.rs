@@ -37,7 +37,7 @@ use super::commit::Committer;
 use super::config::AuditFileConfig;
 use super::files::{self, Found, Handle, Meta, ScanCache, StepEnd, StepParams};
 use super::fingerprint::Fingerprint;
-use crate::pipeline::PipelineError;
+use crate::pipeline::{PipelineError, Submission};
 use crate::shutdown::Shutdown;
 use crate::telemetry::health::Readiness;
 use crate::telemetry::{ComponentMetrics, Counter, Gauge};
@@ -568,9 +568,18 @@ impl<C: Committer> Tailer<C> {
             },
         );
         let cx = self.cx.clone();
+        let committer = self.committer.clone();
+        let dedup_retention = self.cfg.dedup_retention;
         let (batch, errors) = tokio::task::spawn_blocking(move || {
             let (records, errors) = build_records(&batch.lines, &cx);
-            batch.records = records;
+            // Filters and encoding too, while the committer waits for the previous batch.
+            let sub = committer.prepare(Submission {
+                records,
+                dedup_retention,
+                ..Submission::default()
+            });
+            batch.records = sub.records;
+            batch.prepared = sub.prepared;
             (batch, errors)
         })
         .await

@@ -252,6 +252,7 @@ where
         records: decoded.records,
         checkpoints: Vec::new(),
         dedup_retention: shared.options.dedup_retention,
+        ..Submission::default()
     };
     match shared.commit.commit(submission).await {
         Ok(out) => {

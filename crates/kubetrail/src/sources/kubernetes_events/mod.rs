@@ -238,6 +238,7 @@ impl Stream {
             records,
             checkpoints,
             dedup_retention: self.config.retention,
+            ..Submission::default()
         };
         let ctx = self.ctx.clone();
         async move {

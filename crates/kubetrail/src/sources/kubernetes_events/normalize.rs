@@ -304,7 +304,7 @@ pub fn normalize(
         cx.source.clone(),
         cx.tag.clone(),
     );
-    record.fields = fields;
+    record.fields = fields.into();
     record.raw_format = cx.raw_format;
     record.dedup = Some(DedupKey {
         scope: cx.dedup_scope.clone(),

@@ -1,0 +1,245 @@
+//! A record's normalized fields: a JSON object's members, held either as a map (what filters
+//! read and edit) or as the JSON text a source wrote straight from its parser.
+//!
+//! Audit sources make about a hundred thousand records a second, and a `serde_json::Map`
+//! of a dozen strings costs two dozen allocations to build, the same again to free, and an
+//! escaping pass to encode. Most records are never looked into by a filter, so a source may
+//! hand over the fields already encoded ([`Fields::from_encoded`]): encoding then copies the
+//! text, and the map is decoded only when something reads (`Deref`, once, cached) or edits
+//! (`DerefMut`, which drops the text) it. [`Fields::get_value`] reads one member without
+//! decoding the rest.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::OnceLock;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// Normalized fields; dereferences to a `serde_json::Map`.
+#[derive(Clone, Default)]
+pub struct Fields {
+    /// A JSON object (`{"k":v,...}`) with unique keys, as written by a source; `None` once
+    /// the map was edited.
+    encoded: Option<Box<str>>,
+    /// The decoded map, made on first use.
+    map: OnceLock<Map<String, Value>>,
+}
+
+impl Fields {
+    /// Fields from the text of a JSON object with unique keys, none of them an envelope key
+    /// or `object` (the writer of the text vouches for it; a text that is not a JSON object
+    /// reads as no fields).
+    pub fn from_encoded(text: String) -> Fields {
+        Fields {
+            encoded: Some(text.into_boxed_str()),
+            map: OnceLock::new(),
+        }
+    }
+
+    fn decoded(&self) -> &Map<String, Value> {
+        self.map.get_or_init(|| {
+            self.encoded
+                .as_deref()
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or_default()
+        })
+    }
+
+    /// The members as JSON text without the braces (`"a":1,"b":2`), if the fields are still
+    /// as the source encoded them.
+    pub fn encoded_members(&self) -> Option<&str> {
+        let t = self.encoded.as_deref()?.trim();
+        t.strip_prefix('{')?.strip_suffix('}')
+    }
+
+    /// One member, without decoding the others when the fields are still encoded.
+    pub fn get_value(&self, key: &str) -> Option<Cow<'_, Value>> {
+        if let Some(m) = self.map.get() {
+            return m.get(key).map(Cow::Borrowed);
+        }
+        let text = self.encoded.as_deref()?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        PickMember { key }
+            .deserialize(&mut de)
+            .ok()
+            .flatten()
+            .map(Cow::Owned)
+    }
+}
+
+impl From<Map<String, Value>> for Fields {
+    fn from(map: Map<String, Value>) -> Fields {
+        Fields {
+            encoded: None,
+            map: OnceLock::from(map),
+        }
+    }
+}
+
+impl FromIterator<(String, Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Fields {
+        Fields::from(iter.into_iter().collect::<Map<String, Value>>())
+    }
+}
+
+impl Deref for Fields {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Map<String, Value> {
+        self.decoded()
+    }
+}
+
+impl DerefMut for Fields {
+    fn deref_mut(&mut self) -> &mut Map<String, Value> {
+        self.decoded();
+        // Edited from here on: the text no longer says what the map holds.
+        self.encoded = None;
+        if self.map.get().is_none() {
+            self.map = OnceLock::from(Map::new());
+        }
+        match self.map.get_mut() {
+            Some(m) => m,
+            None => unreachable!("initialised above"),
+        }
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.map.get(), &self.encoded) {
+            (Some(m), _) => m.fmt(f),
+            (None, Some(t)) => f.debug_tuple("Encoded").field(t).finish(),
+            (None, None) => f.write_str("{}"),
+        }
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Fields) -> bool {
+        self.decoded() == other.decoded()
+    }
+}
+
+/// Reads one member of a JSON object, skipping the others unparsed.
+struct PickMember<'k> {
+    key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for PickMember<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PickMember<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
+        let mut found = None;
+        while let Some(hit) = map.next_key_seed(KeyIs(self.key))? {
+            if hit && found.is_none() {
+                found = Some(map.next_value::<Value>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// A map key compared with a wanted one, without allocating.
+struct KeyIs<'k>(&'k str);
+
+impl<'de> DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        Ok(v == self.0)
+    }
+}
+
+/// Appends `s` to `out` as a JSON string literal.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let clean = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if clean {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Serializing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encoded_fields_read_like_a_map_and_edits_drop_the_text() {
+        let mut f =
+            Fields::from_encoded(r#"{"a":1,"obj":{"resource":"secrets"},"s":"x\"y"}"#.to_string());
+        assert_eq!(
+            f.get_value("obj").as_deref(),
+            Some(&json!({"resource": "secrets"}))
+        );
+        assert_eq!(f.get_value("missing"), None);
+        assert_eq!(
+            f.encoded_members(),
+            Some(r#""a":1,"obj":{"resource":"secrets"},"s":"x\"y""#)
+        );
+        assert_eq!(f["s"], "x\"y");
+        assert_eq!(f.len(), 3);
+        // Read only: still encoded.
+        assert!(f.encoded_members().is_some());
+        f.insert("b".into(), json!(2));
+        assert_eq!(f.encoded_members(), None);
+        assert_eq!(f.get_value("b").as_deref(), Some(&json!(2)));
+        assert_eq!(f.len(), 4);
+    }
+
+    #[test]
+    fn a_map_converts_and_compares() {
+        let mut m = Map::new();
+        m.insert("k".into(), json!("v"));
+        let f = Fields::from(m.clone());
+        assert_eq!(f.encoded_members(), None);
+        assert_eq!(f, Fields::from_encoded(r#"{"k":"v"}"#.into()));
+        assert_eq!(*f, m);
+        // Text that is not an object reads as no fields.
+        assert!(Fields::from_encoded("[1]".into()).is_empty());
+        assert_eq!(Fields::from_encoded("[1]".into()).get_value("k"), None);
+    }
+
+    #[test]
+    fn strings_are_escaped_only_when_needed() {
+        for s in ["plain", "quote\"", "back\\slash", "ctl\u{1}", "ünïcode", ""] {
+            let mut out = Vec::new();
+            write_json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+}
