@@ -10,7 +10,10 @@
 //! ```
 //! TEMPLATE is a JSON-lines audit log (real apiserver lines); every generated event is one of
 //! its lines with the `auditID` replaced by a unique one of the same length, so bodies are the
-//! real shapes and sizes and no two events share a dedup key.
+//! real shapes and sizes and no two events share a dedup key. Each pass over the template
+//! moves its timestamps (`requestReceivedTimestamp`, `stageTimestamp`, same format and length)
+//! forward by the template's time span plus a second, so time advances through the generated
+//! log as it does through a real one instead of repeating the template's few seconds.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -27,6 +30,58 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 /// 36-byte id.
 struct Template {
     lines: Vec<(Vec<u8>, Vec<u8>)>,
+    /// How far each pass over the template moves its timestamps, in microseconds.
+    period_us: i64,
+}
+
+/// What precedes a timestamp value the generator moves.
+const TS_KEY: &[u8] = b"Timestamp\":\"";
+/// `2026-11-27T00:16:44.307833Z`
+const TS_LEN: usize = 27;
+
+fn parse_ts(b: &[u8]) -> Option<time::OffsetDateTime> {
+    let s = std::str::from_utf8(b).ok()?;
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Positions of the timestamp values in `line` (microsecond RFC 3339, 27 bytes).
+fn ts_positions(line: &[u8]) -> Vec<usize> {
+    let mut at = Vec::new();
+    let mut i = 0;
+    while let Some(p) = line[i..].windows(TS_KEY.len()).position(|w| w == TS_KEY) {
+        let start = i + p + TS_KEY.len();
+        if line.len() >= start + TS_LEN
+            && line[start + TS_LEN - 1] == b'Z'
+            && parse_ts(&line[start..start + TS_LEN]).is_some()
+        {
+            at.push(start);
+        }
+        i = start;
+    }
+    at
+}
+
+/// Moves every timestamp value of `line` by `shift_us`.
+fn shift_timestamps(line: &mut [u8], shift_us: i64) {
+    for start in ts_positions(line) {
+        let Some(t) = parse_ts(&line[start..start + TS_LEN]) else {
+            continue;
+        };
+        let t = t + time::Duration::microseconds(shift_us);
+        let s = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        );
+        if s.len() == TS_LEN {
+            line[start..start + TS_LEN].copy_from_slice(s.as_bytes());
+        }
+    }
 }
 
 impl Template {
@@ -47,12 +102,29 @@ impl Template {
         if lines.is_empty() {
             return Err("the template has no audit lines".into());
         }
-        Ok(Template { lines })
+        let stamps: Vec<i64> = lines
+            .iter()
+            .flat_map(|(h, t)| [h, t])
+            .flat_map(|part| {
+                ts_positions(part)
+                    .into_iter()
+                    .filter_map(|s| parse_ts(&part[s..s + TS_LEN]))
+                    .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let span = stamps.iter().max().unwrap_or(&0) - stamps.iter().min().unwrap_or(&0);
+        Ok(Template {
+            lines,
+            period_us: span + 1_000_000,
+        })
     }
 
     /// Appends event number `n` (a unique auditID) to `out`.
     fn write(&self, n: u64, out: &mut Vec<u8>) {
         let (head, tail) = &self.lines[(n % self.lines.len() as u64) as usize];
+        let pass = (n / self.lines.len() as u64) as i64;
+        let start = out.len();
         out.extend_from_slice(head);
         // A UUID-shaped id: 8-4-4-4-12 hex digits.
         let _ = write!(
@@ -62,6 +134,9 @@ impl Template {
             n & 0xffff_ffff_ffff
         );
         out.extend_from_slice(tail);
+        if pass > 0 {
+            shift_timestamps(&mut out[start..], pass * self.period_us);
+        }
     }
 }
 

@@ -20,9 +20,9 @@ use crate::store::{pragma, read_checkpoint};
 /// How much of a segment a read fetches at once (more when one record is larger).
 const READ_BLOCK: usize = 1 << 20;
 
-/// Page cache of a reader, in KiB: queue reads are sequential and read each page once, so a
-/// small cache is enough.
-const READER_CACHE_KIB: i64 = 4 * 1024;
+/// Page cache of a reader, in KiB: readers look up a queue's bounds and checkpoints only
+/// (records are in segment files), a few pages.
+const READER_CACHE_KIB: i64 = 256;
 
 /// A read-only connection to the state database. `Send`, not `Sync`: one per thread.
 pub struct Reader {

@@ -77,7 +77,7 @@ const JOURNAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 
 /// Page cache of the write connection, in KiB. The dedup b-tree is written at random
 /// positions; keeping its inner pages and hot leaves cached avoids re-reading them every batch.
-const WRITER_CACHE_KIB: i64 = 8 * 1024;
+const WRITER_CACHE_KIB: i64 = 4 * 1024;
 
 /// Prepared statements kept per connection: every statement the hot paths use stays cached.
 const STATEMENT_CACHE: usize = 32;

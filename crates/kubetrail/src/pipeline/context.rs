@@ -52,6 +52,22 @@ pub struct Prepared {
     bytes: u64,
 }
 
+impl Prepared {
+    /// Appends records prepared after these.
+    pub fn append(&mut self, more: Prepared) {
+        self.entries.extend(more.entries);
+        self.records += more.records;
+        self.filtered += more.filtered;
+        self.unrouted += more.unrouted;
+        self.bytes += more.bytes;
+    }
+
+    /// Encoded bytes of the records.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
 /// What became of a submission's records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SubmitOutcome {
@@ -89,12 +105,7 @@ impl Pipeline {
             Some(p) if sub.records.is_empty() => p,
             Some(mut p) => {
                 // Records added after preparing: prepare them too, after the others.
-                let more = self.prepare(std::mem::take(&mut sub.records), sub.dedup_retention);
-                p.entries.extend(more.entries);
-                p.records += more.records;
-                p.filtered += more.filtered;
-                p.unrouted += more.unrouted;
-                p.bytes += more.bytes;
+                p.append(self.prepare(std::mem::take(&mut sub.records), sub.dedup_retention));
                 p
             }
             None => self.prepare(std::mem::take(&mut sub.records), sub.dedup_retention),
@@ -224,11 +235,7 @@ impl SourceContext {
         let p = self.pipeline.prepare(records, sub.dedup_retention);
         sub.prepared = Some(match sub.prepared.take() {
             Some(mut before) => {
-                before.entries.extend(p.entries);
-                before.records += p.records;
-                before.filtered += p.filtered;
-                before.unrouted += p.unrouted;
-                before.bytes += p.bytes;
+                before.append(p);
                 before
             }
             None => p,

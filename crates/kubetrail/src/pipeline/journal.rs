@@ -128,12 +128,19 @@ impl JournalHandle {
     }
 
     pub async fn ack(&self, ack: Ack) -> Result<(), PipelineError> {
+        self.ack_begin(ack).await?.wait().await
+    }
+
+    /// Hands an acknowledgement to the journal and returns at once with what resolves when
+    /// it is committed, so that an output can deliver its next batch meanwhile. Acks are
+    /// committed in the order they are handed over.
+    pub async fn ack_begin(&self, ack: Ack) -> Result<PendingAck, PipelineError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Ack { ack, reply })
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
-        rx.await.map_err(|_| PipelineError::ShuttingDown)?
+        Ok(PendingAck { rx })
     }
 
     pub async fn checkpoint(&self, stream: String) -> Result<Option<Checkpoint>, PipelineError> {
@@ -143,6 +150,18 @@ impl JournalHandle {
             .await
             .map_err(|_| PipelineError::ShuttingDown)?;
         rx.await.map_err(|_| PipelineError::ShuttingDown)?
+    }
+}
+
+/// An acknowledgement handed to the journal, not yet known to be committed.
+pub(crate) struct PendingAck {
+    rx: oneshot::Receiver<Result<(), PipelineError>>,
+}
+
+impl PendingAck {
+    /// Waits until the acknowledgement is committed (or failed).
+    pub async fn wait(self) -> Result<(), PipelineError> {
+        self.rx.await.map_err(|_| PipelineError::ShuttingDown)?
     }
 }
 

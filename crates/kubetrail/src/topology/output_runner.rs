@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::DeliveryOptions;
 use crate::outputs::dead_letter::DeadLetterWriter;
-use crate::pipeline::journal::JournalHandle;
+use crate::pipeline::journal::{JournalHandle, PendingAck};
 use crate::pipeline::{DeliveryError, Output};
 use crate::shutdown::Shutdown;
 use crate::telemetry::ComponentMetrics;
@@ -91,6 +91,9 @@ impl OutputRunner {
             }
         }
         let mut after = 0u64;
+        // The acknowledgement of the last delivered batch, while the next one is delivered:
+        // it is committed (or has failed) before the next acknowledgement is handed over.
+        let mut in_flight: Option<(PendingAck, usize, usize)> = None;
         loop {
             if self.stop.is_fired() {
                 break;
@@ -106,6 +109,12 @@ impl OutputRunner {
                 }
             };
             let Some(last) = batch.last().map(|i| i.seq) else {
+                // Nothing new: settle the acknowledgement in flight before waiting.
+                if let Some(pending) = in_flight.take()
+                    && !self.settle(pending).await
+                {
+                    break;
+                }
                 if self.drain.is_fired() {
                     break;
                 }
@@ -118,29 +127,53 @@ impl OutputRunner {
                 }
                 continue;
             };
-            match self.deliver_with_retries(&batch).await {
-                Some(state) => {
-                    let ack = Ack {
-                        queue: self.queue,
-                        up_to_seq: last,
-                        state: state.map(|s| (state_stream(&self.name), s)),
-                    };
-                    if let Err(e) = self.journal.ack(ack).await {
-                        // Not acknowledged: the batch stays queued and is delivered again
-                        // after a restart; outputs with committed state cut back to it.
-                        tracing::error!(output = %self.name, error = %e, "acknowledging a delivered batch failed");
-                        break;
-                    }
-                    after = last;
-                    let bytes: usize = batch.iter().map(|i| i.data.len()).sum();
-                    self.metrics.records_out.add(batch.len() as u64);
-                    self.metrics.bytes_out.add(bytes as u64);
-                }
-                None => break, // stopped while retrying
+            let Some(state) = self.deliver_with_retries(&batch).await else {
+                break; // stopped while retrying
+            };
+            if let Some(pending) = in_flight.take()
+                && !self.settle(pending).await
+            {
+                break;
             }
+            let ack = Ack {
+                queue: self.queue,
+                up_to_seq: last,
+                state: state.map(|s| (state_stream(&self.name), s)),
+            };
+            match self.journal.ack_begin(ack).await {
+                Ok(pending) => {
+                    let bytes: usize = batch.iter().map(|i| i.data.len()).sum();
+                    in_flight = Some((pending, batch.len(), bytes));
+                    after = last;
+                }
+                Err(e) => {
+                    tracing::error!(output = %self.name, error = %e, "acknowledging a delivered batch failed");
+                    break;
+                }
+            }
+        }
+        if let Some(pending) = in_flight.take() {
+            self.settle(pending).await;
         }
         if let Err(e) = self.output.close().await {
             tracing::warn!(output = %self.name, error = %e, "closing the output failed");
+        }
+    }
+
+    /// Waits for an acknowledgement handed to the journal; counts its batch as delivered.
+    /// Returns false when it failed (the batch stays queued and is delivered again after a
+    /// restart; outputs with committed state cut back to it).
+    async fn settle(&self, (pending, records, bytes): (PendingAck, usize, usize)) -> bool {
+        match pending.wait().await {
+            Ok(()) => {
+                self.metrics.records_out.add(records as u64);
+                self.metrics.bytes_out.add(bytes as u64);
+                true
+            }
+            Err(e) => {
+                tracing::error!(output = %self.name, error = %e, "acknowledging a delivered batch failed");
+                false
+            }
         }
     }
 

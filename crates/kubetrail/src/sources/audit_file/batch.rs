@@ -70,7 +70,7 @@ struct Item {
 }
 
 /// The lines of a batch.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct LineStore {
     data: Vec<u8>,
     items: Vec<Item>,
@@ -105,6 +105,23 @@ impl LineStore {
             path: path.clone(),
         });
         self.files.len() - 1
+    }
+
+    /// Appends another store's lines after this one's.
+    pub fn append(&mut self, other: LineStore) {
+        let base = self.data.len();
+        let files: Vec<usize> = other
+            .files
+            .iter()
+            .map(|f| self.file_index(f.fp, &f.path))
+            .collect();
+        self.data.extend_from_slice(&other.data);
+        self.items.extend(other.items.into_iter().map(|mut i| {
+            i.file = files[i.file];
+            i.start += base;
+            i.end += base;
+            i
+        }));
     }
 
     /// Adds what the splitter found. Blank lines are not records and are left out.
@@ -153,9 +170,19 @@ pub struct LineError {
 /// Makes the records of the lines in `store`: `k8s_audit` records, and `error` records for
 /// lines that are not audit events (returned as well, for counting and logging).
 pub fn build_records(store: &LineStore, cx: &RecordContext) -> (Vec<Record>, Vec<LineError>) {
-    let mut records = Vec::with_capacity(store.items.len());
+    build_records_of(store, 0..store.items.len(), cx)
+}
+
+/// [`build_records`] for the lines numbered `range` only.
+pub fn build_records_of(
+    store: &LineStore,
+    range: std::ops::Range<usize>,
+    cx: &RecordContext,
+) -> (Vec<Record>, Vec<LineError>) {
+    let items = store.items.get(range).unwrap_or_default();
+    let mut records = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
-    for item in &store.items {
+    for item in items {
         let file = &store.files[item.file];
         let bytes = &store.data[item.start..item.end];
         let record = match item.kind {
@@ -255,6 +282,27 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Whether `next` can be appended to this batch (both prepared, or neither).
+    pub fn can_absorb(&self, next: &Batch) -> bool {
+        self.prepared.is_some() == next.prepared.is_some()
+    }
+
+    /// Appends the next batch (in reading order) to this one: its lines, records and
+    /// checkpoints (which replace older values of the same stream); its seq becomes this one's.
+    pub fn absorb(&mut self, next: Batch) {
+        self.seq = next.seq;
+        self.lines.append(next.lines);
+        self.records.extend(next.records);
+        match (&mut self.prepared, next.prepared) {
+            (Some(a), Some(b)) => a.append(b),
+            (slot @ None, Some(b)) => *slot = Some(b),
+            (_, None) => {}
+        }
+        for (stream, value) in next.checkpoints {
+            self.set_checkpoint(&stream, value);
+        }
+    }
+
     /// Sets (or replaces) the checkpoint of a stream.
     pub fn set_checkpoint(&mut self, stream: &str, value: String) {
         match self.checkpoints.iter_mut().find(|(s, _)| s == stream) {
@@ -398,5 +446,76 @@ mod tests {
                 ("s/fp:2".to_string(), "b".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn absorbed_batches_keep_line_order_files_and_latest_checkpoints() {
+        let a_path: Arc<str> = Arc::from("/var/log/a.log");
+        let b_path: Arc<str> = Arc::from("/var/log/b.log");
+        let line = |id: &str| EVENT.replace("a-1", id);
+        let mut first = Batch::default();
+        let l1 = line("x-1");
+        first.lines.push(
+            Fingerprint(1),
+            &a_path,
+            Event::Line {
+                offset: 0,
+                line: l1.as_bytes(),
+            },
+        );
+        first.set_checkpoint("a", "10".into());
+        let mut second = Batch {
+            seq: 7,
+            ..Batch::default()
+        };
+        let (l2, l3) = (line("x-2"), line("x-3"));
+        second.lines.push(
+            Fingerprint(2),
+            &b_path,
+            Event::Line {
+                offset: 0,
+                line: b"{oops",
+            },
+        );
+        second.lines.push(
+            Fingerprint(1),
+            &a_path,
+            Event::Line {
+                offset: 50,
+                line: l2.as_bytes(),
+            },
+        );
+        second.lines.push(
+            Fingerprint(2),
+            &b_path,
+            Event::Line {
+                offset: 9,
+                line: l3.as_bytes(),
+            },
+        );
+        second.set_checkpoint("a", "99".into());
+        second.set_checkpoint("b", "5".into());
+        assert!(first.can_absorb(&second));
+        first.absorb(second);
+        assert_eq!(first.seq, 7);
+        assert_eq!(
+            first.checkpoints,
+            vec![
+                ("a".to_string(), "99".to_string()),
+                ("b".to_string(), "5".to_string())
+            ]
+        );
+        let (records, errors) = build_records(&first.lines, &cx());
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids[0], "x-1/ResponseComplete");
+        assert!(ids[1].starts_with("audit_file:"), "{ids:?}");
+        assert_eq!(&ids[2..], ["x-2/ResponseComplete", "x-3/ResponseComplete"]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(&*errors[0].path, "/var/log/b.log");
+        // Halves made apart are the same records as the whole.
+        let (left, _) = build_records_of(&first.lines, 0..2, &cx());
+        let (right, _) = build_records_of(&first.lines, 2..4, &cx());
+        let halves: Vec<String> = left.iter().chain(&right).map(|r| r.id.clone()).collect();
+        assert_eq!(halves, ids);
     }
 }

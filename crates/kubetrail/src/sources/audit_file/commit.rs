@@ -21,6 +21,8 @@ use crate::telemetry::Counter;
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// The longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// At most this many batches are committed together.
+pub(crate) const MAX_MERGED: usize = 4;
 
 /// Where batches go: the pipeline (through [`SourceContext`]), or a fake in tests.
 #[async_trait::async_trait]
@@ -85,7 +87,31 @@ impl<C: Committer> CommitLoop<C> {
     /// committed when it stops is simply not committed: its lines are read again at the next
     /// start, from the committed offsets.
     pub async fn run(self, mut rx: mpsc::Receiver<Batch>) {
-        while let Some(mut batch) = rx.recv().await {
+        let mut carry: Option<Batch> = None;
+        loop {
+            let mut batch = match carry.take() {
+                Some(b) => b,
+                None => match rx.recv().await {
+                    Some(b) => b,
+                    None => return,
+                },
+            };
+            // Batches the reader finished while the last one committed go into this
+            // submission too: one transaction (and one fsync) for all of them.
+            let mut merged = 1;
+            while merged < MAX_MERGED {
+                match rx.try_recv() {
+                    Ok(next) if batch.can_absorb(&next) => {
+                        batch.absorb(next);
+                        merged += 1;
+                    }
+                    Ok(next) => {
+                        carry = Some(next);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
             let mut attempt: u32 = 0;
             loop {
                 let sub = Submission {

@@ -112,8 +112,9 @@ pub(crate) async fn run<C: Committer>(
     cx: RecordContext,
     readiness: Option<Arc<Readiness>>,
 ) -> Result<(), SourceError> {
-    // One batch queued while one is being submitted: the reader gets ahead by that much only.
-    let (tx, rx) = mpsc::channel(1);
+    // Two batches queued while one is being submitted (the committer merges what queued up):
+    // the reader gets ahead by that much only.
+    let (tx, rx) = mpsc::channel(2);
     let committed = Arc::new(AtomicU64::new(0));
     let commit = CommitLoop {
         committer: committer.clone(),

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::batch::{Batch, FileCheckpoint, RecordContext, build_records};
+use super::batch::{Batch, FileCheckpoint, RecordContext, build_records_of};
 use super::commit::Committer;
 use super::config::AuditFileConfig;
 use super::files::{self, Found, Handle, Meta, ScanCache, StepEnd, StepParams};
@@ -46,6 +46,8 @@ use crate::telemetry::{ComponentMetrics, Counter, Gauge};
 pub const READ_CHUNK: usize = 64 << 10;
 /// Batches read from one file before the others (and the scan) get a turn.
 const BATCHES_PER_TURN: usize = 16;
+/// Batches of at least this many lines are made on two threads.
+const SPLIT_AT: usize = 64;
 
 /// Why the tailer stopped.
 #[derive(Debug)]
@@ -567,23 +569,58 @@ impl<C: Committer> Tailer<C> {
                 ..Batch::default()
             },
         );
-        let cx = self.cx.clone();
-        let committer = self.committer.clone();
-        let dedup_retention = self.cfg.dedup_retention;
-        let (batch, errors) = tokio::task::spawn_blocking(move || {
-            let (records, errors) = build_records(&batch.lines, &cx);
-            // Filters and encoding too, while the committer waits for the previous batch.
-            let sub = committer.prepare(Submission {
-                records,
-                dedup_retention,
-                ..Submission::default()
-            });
-            batch.records = sub.records;
-            batch.prepared = sub.prepared;
-            (batch, errors)
-        })
-        .await
-        .map_err(|e| Stop::Failed(format!("making audit records failed: {e}")))?;
+        // Parsing, filtering and encoding take most of the source's CPU: a large batch is
+        // cut in two halves made on two blocking threads, then joined in order.
+        let lines = Arc::new(std::mem::take(&mut batch.lines));
+        let n = lines.len();
+        let cut = if n >= SPLIT_AT { n / 2 } else { n };
+        let make = |range: std::ops::Range<usize>| {
+            let lines = lines.clone();
+            let cx = self.cx.clone();
+            let committer = self.committer.clone();
+            let dedup_retention = self.cfg.dedup_retention;
+            tokio::task::spawn_blocking(move || {
+                let (records, errors) = build_records_of(&lines, range, &cx);
+                // Filters and encoding too, while the committer waits for the previous batch.
+                let sub = committer.prepare(Submission {
+                    records,
+                    dedup_retention,
+                    ..Submission::default()
+                });
+                (sub, errors)
+            })
+        };
+        let first = make(0..cut);
+        let second = (cut < n).then(|| make(cut..n));
+        let failed =
+            |e: tokio::task::JoinError| Stop::Failed(format!("making audit records failed: {e}"));
+        let (mut sub, mut errors) = first.await.map_err(failed)?;
+        if let Some(second) = second {
+            let (more, more_errors) = second.await.map_err(failed)?;
+            // The same committer prepared both halves, so both are prepared or neither is.
+            match (&mut sub.prepared, more.prepared) {
+                (Some(a), Some(b)) => a.append(b),
+                (Some(_), None) | (None, None) => sub.records.extend(more.records),
+                (None, Some(b)) => {
+                    let first_half = std::mem::take(&mut sub.records);
+                    let mut p = self.committer.prepare(Submission {
+                        records: first_half,
+                        dedup_retention: self.cfg.dedup_retention,
+                        ..Submission::default()
+                    });
+                    match &mut p.prepared {
+                        Some(a) => a.append(b),
+                        None => p.prepared = Some(b),
+                    }
+                    sub = p;
+                }
+            }
+            errors.extend(more_errors);
+        }
+        // Both tasks are done, so this is the only reference (a copy otherwise).
+        batch.lines = Arc::try_unwrap(lines).unwrap_or_else(|shared| (*shared).clone());
+        batch.records = sub.records;
+        batch.prepared = sub.prepared;
         if let Some(first) = errors.first() {
             self.metrics.errors.add(errors.len() as u64);
             tracing::warn!(
