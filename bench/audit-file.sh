@@ -42,15 +42,9 @@ sync
 start=$(date +%s.%N)
 target/release/kubetrail run -c "$tmp/kubetrail.yaml" 2> "$tmp/kubetrail.log" &
 kt_pid=$!
-deadline=$(( $(date +%s) + 1800 ))
-while :; do
-  got=$(wc -l < "$tmp/out/kubetrail.jsonl" 2>/dev/null || echo 0)
-  [ "$got" -ge "$lines" ] && break
-  if [ "$(date +%s)" -ge "$deadline" ] || ! kill -0 "$kt_pid" 2>/dev/null; then
-    echo "audit-file: only $got of $lines lines after the deadline" >&2; tail -5 "$tmp/kubetrail.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
+if ! got=$(bench/wait-lines.py "$tmp/out/kubetrail.jsonl" "$lines" "$kt_pid" 1800); then
+  echo "audit-file: only $got of $lines lines after the deadline" >&2; tail -5 "$tmp/kubetrail.log" >&2; exit 1
+fi
 end=$(date +%s.%N)
 hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$kt_pid/status")
 python3 - "$start" "$end" "$bytes" "$lines" "$hwm_kib" <<'PY'

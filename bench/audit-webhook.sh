@@ -44,11 +44,7 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && brea
 echo "audit-webhook: $TOTAL events from $(basename "$TEMPLATE"), 8 connections, 400 events per EventList"
 target/release/examples/audit_load post "https://127.0.0.1:$port" "$tmp/certs/ca.crt" bench-token 8 400 "$TOTAL" "$TEMPLATE"
 hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$kt_pid/status")
-for _ in $(seq 1 600); do
-  lines=$(wc -l < "$tmp/out/kubetrail.jsonl" 2>/dev/null || echo 0)
-  [ "$lines" -ge "$TOTAL" ] && break
-  sleep 0.1
-done
+lines=$(bench/wait-lines.py "$tmp/out/kubetrail.jsonl" "$TOTAL" "$kt_pid" 60 || true)
 echo "  records in the file output: $lines"
 echo "  kubetrail peak RSS:         $((hwm_kib / 1024)) MiB (target <= 128)"
 echo "  (target >= 240,000 events/s; Fluent Bit's http input: 80,000/s, answering before anything is durable)"

@@ -53,18 +53,11 @@ YAML
 start=$(date +%s.%N)
 target/release/kubetrail run -c "$tmp/kubetrail.yaml" 2> "$tmp/kubetrail.log" &
 kt_pid=$!
-lines=0
-deadline=$(( $(date +%s) + 600 ))
-while :; do
-  lines=$(wc -l < "$tmp/out/events.jsonl" 2>/dev/null || echo 0)
-  [ "$lines" -ge "$WANT" ] && break
-  if [ "$(date +%s)" -ge "$deadline" ] || ! kill -0 "$kt_pid" 2>/dev/null; then
-    echo "events-e2e: only $lines of $WANT records after the deadline" >&2
-    tail -20 "$tmp/kubetrail.log" >&2
-    exit 1
-  fi
-  sleep 0.05
-done
+if ! lines=$(bench/wait-lines.py "$tmp/out/events.jsonl" "$WANT" "$kt_pid" 600); then
+  echo "events-e2e: only $lines of $WANT records after the deadline" >&2
+  tail -20 "$tmp/kubetrail.log" >&2
+  exit 1
+fi
 end=$(date +%s.%N)
 hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$kt_pid/status")
 kill -TERM "$kt_pid"; wait "$kt_pid" || true; kt_pid=""

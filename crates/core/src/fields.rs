@@ -179,6 +179,66 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
     }
 }
 
+/// Writes a JSON object member by member, keys given in sorted order (the order a
+/// `serde_json::Map` keeps, so encoded and decoded fields encode alike).
+pub struct ObjectWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> ObjectWriter<'a> {
+    /// Starts an object (writes `{`).
+    pub fn open(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    /// Starts a member: writes the key and returns the buffer for its value.
+    pub fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_json_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    /// A string member, if there is a value.
+    pub fn str(&mut self, key: &str, v: &Option<Cow<'_, str>>) {
+        if let Some(v) = v {
+            write_json_str(self.key(key), v);
+        }
+    }
+
+    /// A string member, if there is a value.
+    pub fn str_opt(&mut self, key: &str, v: Option<&str>) {
+        if let Some(v) = v {
+            write_json_str(self.key(key), v);
+        }
+    }
+
+    /// A list-of-strings member, if there is a value.
+    pub fn list(&mut self, key: &str, v: &Option<Vec<Cow<'_, str>>>) {
+        if let Some(list) = v {
+            let out = self.key(key);
+            out.push(b'[');
+            for (i, s) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(out, s);
+            }
+            out.push(b']');
+        }
+    }
+
+    /// Ends the object (writes `}`).
+    pub fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
 /// Appends `s` to `out` as a JSON string literal.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     let clean = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');

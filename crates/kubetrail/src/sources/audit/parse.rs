@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use kubetrail_core::fields::write_json_str;
+use kubetrail_core::fields::{ObjectWriter, write_json_str};
 use kubetrail_core::{Fields, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -239,54 +239,6 @@ struct AnnotationsRef<'a> {
     decision: Option<Cow<'a, str>>,
     #[serde(borrow, rename = "authorization.k8s.io/reason")]
     reason: Option<Cow<'a, str>>,
-}
-
-/// Writes a JSON object member by member, keys given in sorted order (the order a
-/// `serde_json::Map` keeps, so encoded and decoded fields encode alike).
-struct ObjectWriter<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
-}
-
-impl<'a> ObjectWriter<'a> {
-    fn open(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
-        out.push(b'{');
-        ObjectWriter { out, first: true }
-    }
-
-    fn key(&mut self, key: &str) -> &mut Vec<u8> {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        write_json_str(self.out, key);
-        self.out.push(b':');
-        self.out
-    }
-
-    fn str(&mut self, key: &str, v: &Option<Cow<'_, str>>) {
-        if let Some(v) = v {
-            write_json_str(self.key(key), v);
-        }
-    }
-
-    fn list(&mut self, key: &str, v: &Option<Vec<Cow<'_, str>>>) {
-        if let Some(list) = v {
-            let out = self.key(key);
-            out.push(b'[');
-            for (i, s) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_str(out, s);
-            }
-            out.push(b']');
-        }
-    }
-
-    fn close(self) {
-        self.out.push(b'}');
-    }
 }
 
 impl EventRef<'_> {

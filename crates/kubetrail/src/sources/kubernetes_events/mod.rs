@@ -242,6 +242,16 @@ impl Stream {
         };
         let ctx = self.ctx.clone();
         async move {
+            // Filters and encoding on a blocking thread, beside the fetching of the next batch.
+            let prep = ctx.clone();
+            let sub = match tokio::task::spawn_blocking(move || prep.prepare(sub)).await {
+                Ok(sub) => sub,
+                Err(e) => {
+                    return Err(PipelineError::Storage(format!(
+                        "preparing records failed: {e}"
+                    )));
+                }
+            };
             match ctx.submit(sub).await {
                 Ok(_) => Ok(true),
                 Err(PipelineError::ShuttingDown) => Ok(false),

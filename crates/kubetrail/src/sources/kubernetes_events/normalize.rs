@@ -6,10 +6,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use kubetrail_core::{DedupKey, Original, Record, RecordKind, Timestamp};
+use kubetrail_core::fields::ObjectWriter;
+use kubetrail_core::{DedupKey, Fields, Original, Record, RecordKind, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
 
 /// Why an object could not be turned into a record.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -187,12 +187,6 @@ fn first_of<'a>(candidates: &[&'a Option<Cow<'a, str>>]) -> Option<&'a str> {
     candidates.iter().find_map(|c| non_empty(c))
 }
 
-fn put(fields: &mut Map<String, Value>, key: &str, v: Option<&str>) {
-    if let Some(v) = v {
-        fields.insert(key.to_string(), Value::String(v.to_string()));
-    }
-}
-
 /// Builds the record for one Event object (`raw` = the object's exact bytes).
 pub fn normalize(
     raw: Box<RawValue>,
@@ -249,27 +243,32 @@ pub fn normalize(
         .or(ev.deprecated_count)
         .unwrap_or(1);
 
-    let mut fields = Map::new();
-    put(&mut fields, "namespace", non_empty(&ev.metadata.namespace));
-    put(&mut fields, "name", non_empty(&ev.metadata.name));
-    put(&mut fields, "uid", Some(uid));
-    put(&mut fields, "resource_version", Some(rv));
-    put(&mut fields, "api", Some(cx.api.as_str()));
-    put(&mut fields, "observed", Some(observed.as_str()));
-    put(&mut fields, "reason", non_empty(&ev.reason));
-    put(&mut fields, "type", non_empty(&ev.type_));
-    put(&mut fields, "message", first_of(&[&ev.message, &ev.note]));
-    put(&mut fields, "action", non_empty(&ev.action));
-    let mut io = Map::new();
-    put(&mut io, "kind", non_empty(&obj.kind));
-    put(&mut io, "name", non_empty(&obj.name));
-    put(&mut io, "namespace", non_empty(&obj.namespace));
-    put(&mut io, "uid", non_empty(&obj.uid));
-    put(&mut io, "api_version", non_empty(&obj.api_version));
-    put(&mut io, "field_path", non_empty(&obj.field_path));
-    fields.insert("involved_object".into(), Value::Object(io));
-    put(
-        &mut fields,
+    // Written as JSON text in key order (see kubetrail_core::Fields).
+    let mut out = Vec::with_capacity(raw.get().len() / 2 + 256);
+    let mut f = ObjectWriter::open(&mut out);
+    f.str_opt("action", non_empty(&ev.action));
+    f.str_opt("api", Some(cx.api.as_str()));
+    f.key("count")
+        .extend_from_slice(count.to_string().as_bytes());
+    f.str_opt("first_time", first_time);
+    {
+        let mut io = ObjectWriter::open(f.key("involved_object"));
+        io.str_opt("api_version", non_empty(&obj.api_version));
+        io.str_opt("field_path", non_empty(&obj.field_path));
+        io.str_opt("kind", non_empty(&obj.kind));
+        io.str_opt("name", non_empty(&obj.name));
+        io.str_opt("namespace", non_empty(&obj.namespace));
+        io.str_opt("uid", non_empty(&obj.uid));
+        io.close();
+    }
+    f.str_opt("last_time", last_time);
+    f.str_opt("message", first_of(&[&ev.message, &ev.note]));
+    f.str_opt("name", non_empty(&ev.metadata.name));
+    f.str_opt("namespace", non_empty(&ev.metadata.namespace));
+    f.str_opt("object_api_version", non_empty(&ev.api_version));
+    f.str_opt("observed", Some(observed.as_str()));
+    f.str_opt("reason", non_empty(&ev.reason));
+    f.str_opt(
         "reporting_controller",
         first_of(&[
             &ev.reporting_controller,
@@ -277,17 +276,16 @@ pub fn normalize(
             &src.component,
         ]),
     );
-    put(
-        &mut fields,
+    f.str_opt(
         "reporting_instance",
         first_of(&[&ev.reporting_instance, &src.host]),
     );
-    fields.insert("count".into(), json!(count));
-    put(&mut fields, "first_time", first_time);
-    put(&mut fields, "last_time", last_time);
-    if let Some(v) = non_empty(&ev.api_version) {
-        put(&mut fields, "object_api_version", Some(v));
-    }
+    f.str_opt("resource_version", Some(rv));
+    f.str_opt("type", non_empty(&ev.type_));
+    f.str_opt("uid", Some(uid));
+    f.close();
+    // Only complete JSON of valid strings was written.
+    let fields = Fields::from_encoded(String::from_utf8(out).unwrap_or_default());
 
     let time = last_time
         .and_then(Timestamp::parse_rfc3339)
@@ -304,7 +302,7 @@ pub fn normalize(
         cx.source.clone(),
         cx.tag.clone(),
     );
-    record.fields = fields.into();
+    record.fields = fields;
     record.raw_format = cx.raw_format;
     record.dedup = Some(DedupKey {
         scope: cx.dedup_scope.clone(),
@@ -337,6 +335,23 @@ mod tests {
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.to_string()).unwrap()
+    }
+
+    /// Fields are written as JSON text; decoded and edited they must encode the same bytes.
+    #[test]
+    fn encoded_fields_encode_like_the_decoded_map() {
+        let s: Arc<str> = Arc::from("k");
+        for (obj, api) in [(CORE, EventsApi::CoreV1), (NEW, EventsApi::EventsV1)] {
+            let r = normalize(raw(obj), Observed::Added, &cx(api, &s)).unwrap();
+            assert!(r.fields.encoded_members().is_some());
+            let mut edited = r.clone();
+            let _ = edited.fields.remove("nothing");
+            assert!(edited.fields.encoded_members().is_none());
+            assert_eq!(
+                String::from_utf8(r.encode()).unwrap(),
+                String::from_utf8(edited.encode()).unwrap()
+            );
+        }
     }
 
     #[test]
