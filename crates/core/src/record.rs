@@ -222,7 +222,15 @@ impl Record {
 
     /// The record as one line of JSON.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+        // Sized for the usual case up front: the original and the encoded fields dominate,
+        // and growing by doubling would copy a large record several times and leave up to
+        // half of its buffer unused while it waits in a queue.
+        let original = match &self.original {
+            Some(Original::Raw(raw)) => raw.get().len(),
+            _ => 0,
+        };
+        let fields = self.fields.encoded_members().map_or(0, str::len);
+        let mut out = Vec::with_capacity(original + fields + self.id.len() + 160);
         self.encode_into(&mut out);
         out
     }

@@ -22,7 +22,7 @@ const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// The longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// At most this many batches are committed together.
-pub(crate) const MAX_MERGED: usize = 4;
+pub(crate) const MAX_MERGED: usize = 2;
 
 /// Where batches go: the pipeline (through [`SourceContext`]), or a fake in tests.
 #[async_trait::async_trait]
