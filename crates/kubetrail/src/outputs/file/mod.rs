@@ -183,14 +183,28 @@ impl FileOutput {
             self.rotate()?;
         }
         self.buf.clear();
-        render(self.format, batch, &mut self.buf);
+        let json_lines = self.format == StdoutFormat::JsonLines;
+        let written: u64 = if json_lines {
+            // The records go to the file as they are, one write for many records: no copy
+            // of the batch into a buffer first.
+            batch.iter().map(|i| i.data.len() as u64 + 1).sum()
+        } else {
+            render(self.format, batch, &mut self.buf);
+            self.buf.len() as u64
+        };
         let Some(file) = self.file.as_mut() else {
             unreachable!("opened above")
         };
         use std::io::{Seek, SeekFrom};
         let result = file
             .seek(SeekFrom::Start(self.len))
-            .and_then(|_| file.write_all(&self.buf))
+            .and_then(|_| {
+                if json_lines {
+                    write_lines(file, batch)
+                } else {
+                    file.write_all(&self.buf)
+                }
+            })
             .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
         if let Err(e) = result {
             // Reopen next time and cut back to the last good length.
@@ -201,9 +215,31 @@ impl FileOutput {
                 source: e,
             });
         }
-        self.len += self.buf.len() as u64;
+        self.len += written;
         Ok(self.len)
     }
+}
+
+/// Writes each record followed by a newline with vectored writes (up to 512 records each).
+fn write_lines(file: &mut std::fs::File, batch: &[QueueItem]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    for chunk in batch.chunks(512) {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(chunk.len() * 2);
+        for item in chunk {
+            slices.push(IoSlice::new(&item.data));
+            slices.push(IoSlice::new(b"\n"));
+        }
+        let mut bufs: &mut [IoSlice<'_>] = &mut slices;
+        while !bufs.is_empty() {
+            match file.write_vectored(bufs) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
