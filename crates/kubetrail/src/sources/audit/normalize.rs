@@ -12,6 +12,9 @@ use super::parse::{AuditItem, ItemError};
 /// The dedup scope of audit records. Both audit sources use it, so the same event arriving by
 /// file and by webhook (or twice by webhook after an apiserver retry) is kept once.
 pub const DEDUP_SCOPE: &str = "audit";
+/// [`DEDUP_SCOPE`], shared: a reference count per record instead of an allocation.
+static SCOPE: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(DEDUP_SCOPE));
+
 /// The dedup scope of error records made from items that are not audit events.
 pub const ERROR_DEDUP_SCOPE: &str = "audit_error";
 /// The `source_kind` field of error records made here.
@@ -40,7 +43,7 @@ pub fn normalize(item: AuditItem, source: &Arc<str>, tag: &Arc<str>, raw_format:
         original: Some(Original::Raw(item.raw)),
         raw_format,
         dedup: Some(DedupKey {
-            scope: Arc::from(DEDUP_SCOPE),
+            scope: SCOPE.clone(),
             key,
             value: String::new(),
         }),
