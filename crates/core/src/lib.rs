@@ -7,5 +7,5 @@ pub mod record;
 pub mod time;
 
 pub use fields::Fields;
-pub use record::{DedupKey, Original, Record, RecordKind};
+pub use record::{DedupKey, Original, RawJson, Record, RecordKind};
 pub use time::Timestamp;

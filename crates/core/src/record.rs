@@ -49,11 +49,41 @@ impl RecordKind {
     }
 }
 
+/// The exact text of one JSON value, as received.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    /// Text that the caller has just parsed completely as one JSON value (every byte: a
+    /// typed parse that skips members with `IgnoredAny` still checks their syntax), so that
+    /// it need not be scanned a second time. Surrounding whitespace must be trimmed.
+    pub fn trusted(text: String) -> RawJson {
+        RawJson(text.into_boxed_str())
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Box<RawValue>> for RawJson {
+    fn from(raw: Box<RawValue>) -> RawJson {
+        RawJson(Box::<str>::from(raw))
+    }
+}
+
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The original object a record was made from.
 #[derive(Debug, Clone)]
 pub enum Original {
     /// The exact bytes received (valid JSON), passed through untouched.
-    Raw(Box<RawValue>),
+    Raw(RawJson),
     /// A parsed tree, once a filter needed to change it.
     Value(Value),
 }
@@ -272,7 +302,7 @@ mod tests {
             json!({"kind": "Pod", "name": "p"}),
         );
         let raw = RawValue::from_string(r#"{"metadata":{"name":"x"},"count": 3}"#.into()).unwrap();
-        r.original = Some(Original::Raw(raw));
+        r.original = Some(Original::Raw(raw.into()));
         r
     }
 

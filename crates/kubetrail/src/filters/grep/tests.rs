@@ -80,7 +80,7 @@ pub(super) fn audit_record(line: &str) -> Record {
         &v["annotations"]["authorization.k8s.io/reason"],
     );
     r.original = Some(Original::Raw(
-        RawValue::from_string(line.to_string()).unwrap(),
+        RawValue::from_string(line.to_string()).unwrap().into(),
     ));
     r
 }
@@ -117,7 +117,7 @@ pub(super) fn event_record(line: &str) -> Record {
     f.insert("count".into(), json!(v["count"].as_u64().unwrap_or(1)));
     f.insert("api".into(), json!("core/v1"));
     r.original = Some(Original::Raw(
-        RawValue::from_string(line.to_string()).unwrap(),
+        RawValue::from_string(line.to_string()).unwrap().into(),
     ));
     r
 }
@@ -726,7 +726,7 @@ proptest! {
     ) {
         let mut r = rec(Value::Object(fields.into_iter().collect()));
         r.original = original.map(|o| if raw {
-            Original::Raw(RawValue::from_string(o.to_string()).unwrap())
+            Original::Raw(RawValue::from_string(o.to_string()).unwrap().into())
         } else {
             Original::Value(o)
         });

@@ -57,7 +57,7 @@ fn event_record(line: &str) -> Record {
     f.insert("count".into(), json!(v["count"].as_u64().unwrap_or(1)));
     f.insert("api".into(), json!("core/v1"));
     r.original = Some(Original::Raw(
-        RawValue::from_string(line.to_string()).unwrap(),
+        RawValue::from_string(line.to_string()).unwrap().into(),
     ));
     r
 }

@@ -76,7 +76,7 @@ fn audit_record(line: &str) -> Record {
         &v["annotations"]["authorization.k8s.io/decision"],
     );
     r.original = Some(Original::Raw(
-        RawValue::from_string(line.to_string()).unwrap(),
+        RawValue::from_string(line.to_string()).unwrap().into(),
     ));
     r
 }
@@ -444,7 +444,7 @@ proptest! {
         );
         r.fields = fields.into_iter().collect();
         r.original = original.map(|o| if raw {
-            Original::Raw(RawValue::from_string(o.to_string()).unwrap())
+            Original::Raw(RawValue::from_string(o.to_string()).unwrap().into())
         } else {
             Original::Value(o)
         });

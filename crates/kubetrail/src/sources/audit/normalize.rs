@@ -93,7 +93,7 @@ pub fn invalid_input_record(
     error_record(
         ItemError {
             reason: reason.to_string(),
-            raw,
+            raw: raw.into(),
         },
         source,
         tag,

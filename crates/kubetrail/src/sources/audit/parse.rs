@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use kubetrail_core::fields::{ObjectWriter, write_json_str};
-use kubetrail_core::{Fields, Timestamp};
+use kubetrail_core::{Fields, RawJson, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -23,7 +23,7 @@ const AUDIT_GROUP_PREFIX: &str = "audit.k8s.io/";
 #[derive(Debug, Clone)]
 pub struct AuditItem {
     /// The event's bytes exactly as received (for list items: the item inside `items`).
-    pub raw: Box<RawValue>,
+    pub raw: RawJson,
     /// `auditID`.
     pub audit_id: String,
     /// `stage`.
@@ -42,7 +42,7 @@ pub struct ItemError {
     /// Why the item is not an audit event.
     pub reason: String,
     /// The item's bytes exactly as received.
-    pub raw: Box<RawValue>,
+    pub raw: RawJson,
 }
 
 impl fmt::Display for ItemError {
@@ -67,8 +67,29 @@ pub enum AuditParseError {
 /// Parses one audit log line (one JSON object; surrounding whitespace, including the line end,
 /// is ignored).
 pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
+    // The typed read of an audit event checks the syntax of every byte (skipped members
+    // included), so a line it accepts is one JSON value and is kept without a second scan.
+    // Anything else goes the careful way, which tells "not JSON" from "not an audit event".
+    let json_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let start = line.iter().position(|b| !json_ws(b)).unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|b| !json_ws(b))
+        .map_or(start, |i| i + 1);
+    let trimmed = &line[start..end.max(start)];
+    if let Ok(text) = std::str::from_utf8(trimmed)
+        && let Ok(p) = read_event(text, None)
+    {
+        return Ok(AuditItem {
+            raw: RawJson::trusted(text.to_owned()),
+            audit_id: p.audit_id,
+            stage: p.stage,
+            time: p.time,
+            fields: p.fields,
+        });
+    }
     let raw: Box<RawValue> = serde_json::from_slice(line).map_err(AuditParseError::Json)?;
-    parse_item(raw, None).map_err(AuditParseError::NotAnEvent)
+    parse_item(raw.into(), None).map_err(AuditParseError::NotAnEvent)
 }
 
 /// Parses a webhook body: an `EventList` (`{"kind":"EventList","items":[...]}`, or an object
@@ -84,22 +105,25 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, Audi
             let api_version = api_version.filter(|v| v.starts_with(AUDIT_GROUP_PREFIX));
             Ok(items
                 .into_iter()
-                .map(|raw| parse_item(raw, api_version.as_deref()))
+                .map(|raw| parse_item(raw.into(), api_version.as_deref()))
                 .collect())
         }
-        BodyShape::Array(items) => Ok(items.into_iter().map(|raw| parse_item(raw, None)).collect()),
+        BodyShape::Array(items) => Ok(items
+            .into_iter()
+            .map(|raw| parse_item(raw.into(), None))
+            .collect()),
         BodyShape::Single => {
             // Walked once already, so this cannot fail on syntax; it still reports rather than
             // panics if it somehow did.
             let raw: Box<RawValue> = serde_json::from_slice(body).map_err(AuditParseError::Json)?;
-            Ok(vec![parse_item(raw, None)])
+            Ok(vec![parse_item(raw.into(), None)])
         }
     }
 }
 
 /// Reads one item into an [`AuditItem`]. `list_api_version` is the enclosing list's
 /// `apiVersion`, which list items (written without `kind`/`apiVersion`) inherit.
-fn parse_item(raw: Box<RawValue>, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
+fn parse_item(raw: RawJson, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
     match read_event(raw.get(), list_api_version) {
         Ok(p) => Ok(AuditItem {
             raw,

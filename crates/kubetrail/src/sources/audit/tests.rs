@@ -260,6 +260,28 @@ fn duplicate_envelope_keys_take_the_last() {
 }
 
 proptest! {
+    /// A line is kept as its original without a second scan only when the typed read accepted
+    /// every byte of it: whatever is accepted must be exactly one valid JSON value, the same
+    /// text a full JSON parser takes, or else be refused.
+    #[test]
+    fn accepted_lines_are_exactly_one_valid_json_value(
+        at in 0usize..700, len in 0usize..4, bytes in proptest::collection::vec(any::<u8>(), 0..4),
+        pad in "[ \t\r\n\x0c]{0,2}",
+    ) {
+        let mut line = V1.as_bytes().to_vec();
+        let at = at.min(line.len());
+        let end = (at + len).min(line.len());
+        line.splice(at..end, bytes);
+        let mut padded = pad.clone().into_bytes();
+        padded.extend_from_slice(&line);
+        padded.extend_from_slice(pad.as_bytes());
+        if let Ok(item) = parse_line(&padded) {
+            let strict: Result<Box<serde_json::value::RawValue>, _> = serde_json::from_slice(&padded);
+            let strict = strict.expect("parse_line accepted what serde_json refuses");
+            prop_assert_eq!(item.raw.get(), strict.get());
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = parse_body(&bytes);

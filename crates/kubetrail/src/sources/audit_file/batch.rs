@@ -222,7 +222,7 @@ pub fn build_records_of(
 fn original_of(line: &[u8]) -> Original {
     match serde_json::from_slice::<&RawValue>(line) {
         Ok(raw) => match RawValue::from_string(raw.get().to_string()) {
-            Ok(owned) => Original::Raw(owned),
+            Ok(owned) => Original::Raw(owned.into()),
             Err(_) => snippet(line),
         },
         Err(_) => snippet(line),

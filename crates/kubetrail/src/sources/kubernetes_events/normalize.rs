@@ -310,7 +310,7 @@ pub fn normalize(
         value,
     });
     drop(ev);
-    record.original = Some(Original::Raw(raw));
+    record.original = Some(Original::Raw(raw.into()));
     Ok(record)
 }
 
