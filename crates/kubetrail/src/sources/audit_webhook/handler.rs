@@ -44,12 +44,20 @@ const RETRY_AFTER_SECONDS: &str = "5";
 #[async_trait::async_trait]
 pub trait Commit: Send + Sync {
     async fn commit(&self, submission: Submission) -> Result<SubmitOutcome, PipelineError>;
+    /// Does the CPU part of a later `commit` now (filters, encoding), on a blocking thread.
+    fn prepare(&self, submission: Submission) -> Submission {
+        submission
+    }
 }
 
 #[async_trait::async_trait]
 impl Commit for SourceContext {
     async fn commit(&self, submission: Submission) -> Result<SubmitOutcome, PipelineError> {
         self.try_submit(submission).await
+    }
+
+    fn prepare(&self, submission: Submission) -> Submission {
+        SourceContext::prepare(self, submission)
     }
 }
 
@@ -214,10 +222,22 @@ where
         shared.tag.clone(),
         shared.options.raw_format,
     );
-    let parsed =
-        tokio::task::spawn_blocking(move || decode(body, gzip, limit, &name, &tag, raw_format))
-            .await;
-    let decoded = match parsed {
+    let commit = shared.commit.clone();
+    let dedup_retention = shared.options.dedup_retention;
+    let parsed = tokio::task::spawn_blocking(move || {
+        decode(body, gzip, limit, &name, &tag, raw_format).map(|d| {
+            let n = d.records.len();
+            // Filters and encoding too, off the async threads.
+            let submission = commit.prepare(Submission {
+                records: d.records,
+                dedup_retention,
+                ..Submission::default()
+            });
+            (submission, n, d.invalid, d.first_reason)
+        })
+    })
+    .await;
+    let (submission, n, invalid, first_reason) = match parsed {
         Ok(Ok(d)) => d,
         Ok(Err(DecodeError::TooLarge)) => {
             tracing::warn!(component = %shared.name, %peer, limit, "audit webhook body too large once decompressed");
@@ -238,22 +258,15 @@ where
             return reply(StatusCode::INTERNAL_SERVER_ERROR, "internal error", false);
         }
     };
-    if decoded.invalid > 0 {
-        shared.metrics.errors.add(decoded.invalid as u64);
-        tracing::warn!(component = %shared.name, %peer, invalid = decoded.invalid,
-            first_reason = decoded.first_reason.as_deref().unwrap_or(""),
+    if invalid > 0 {
+        shared.metrics.errors.add(invalid as u64);
+        tracing::warn!(component = %shared.name, %peer, invalid,
+            first_reason = first_reason.as_deref().unwrap_or(""),
             "audit webhook items that are not audit events were kept as error records");
     }
-    if decoded.records.is_empty() {
+    if n == 0 {
         return reply(StatusCode::OK, "", false);
     }
-    let n = decoded.records.len();
-    let submission = Submission {
-        records: decoded.records,
-        checkpoints: Vec::new(),
-        dedup_retention: shared.options.dedup_retention,
-        ..Submission::default()
-    };
     match shared.commit.commit(submission).await {
         Ok(out) => {
             tracing::debug!(component = %shared.name, records = n, accepted = out.accepted, duplicates = out.duplicates, "audit batch committed");
