@@ -379,9 +379,7 @@ impl Store {
                 let rid: String = row.get(1).map_err(sql("convert queue: read rows"))?;
                 let data: Vec<u8> = row.get(2).map_err(sql("convert queue: read rows"))?;
                 let seq = (k as u64) & MAX_SEQ;
-                if let Some(prev) = first.map(|_| seq_end)
-                    && seq != prev
-                {
+                if first.is_some() && seq != seq_end {
                     return Err(StateError::Corrupt {
                         what: format!("queue {name:?} has a hole before seq {seq}"),
                     });

@@ -61,11 +61,6 @@ impl Prepared {
         self.unrouted += more.unrouted;
         self.bytes += more.bytes;
     }
-
-    /// Encoded bytes of the records.
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
 }
 
 /// What became of a submission's records.
