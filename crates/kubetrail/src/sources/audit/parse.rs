@@ -2,10 +2,12 @@
 //! webhook body (an `EventList`, a single `Event`, or a JSON array of Events).
 //!
 //! Speed matters here (a busy cluster writes gigabytes of audit log a day), so nothing is
-//! parsed into a generic `serde_json::Value`. A body is walked once to split it into per-item
-//! [`RawValue`]s (the exact bytes, which become the record's original), and each item is then
-//! read into a small borrowed struct that names only the fields the record needs; serde skips
-//! everything else (`requestObject`, `responseObject`, ...) without building anything.
+//! parsed into a generic `serde_json::Value`. Each event is read into a small borrowed struct
+//! that names only the fields the record needs; serde skips everything else
+//! (`requestObject`, `responseObject`, ...) without building anything, but checks its syntax,
+//! so the bytes the read accepted are kept as the record's original without a second scan.
+//! A webhook body is walked once, its items read where they lie (see `one_pass`); unusual
+//! bodies are first split into per-item [`RawValue`]s, then read.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -97,6 +99,29 @@ pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
 /// on its own: an item that is not an audit event becomes an [`ItemError`] while the others
 /// are kept. The error is for a body that is not JSON at all.
 pub fn parse_body(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, AuditParseError> {
+    // The usual bodies (UTF-8, an EventList or an array, plain keys) in one pass; anything
+    // else, and every error, the careful way, which has the same results (a property test
+    // checks it) and the precise error messages.
+    if let Ok(text) = std::str::from_utf8(body)
+        && let Some(items) = one_pass::parse_body(text)
+    {
+        return Ok(items);
+    }
+    parse_body_split(body)
+}
+
+/// The one-pass reading alone (`None` where [`parse_body`] goes the careful way), for tests
+/// that compare the two.
+#[cfg(test)]
+pub(super) fn parse_body_one_pass(text: &str) -> Option<Vec<Result<AuditItem, ItemError>>> {
+    one_pass::parse_body(text)
+}
+
+/// [`parse_body`] in two passes: the body is split into items (each copied as a
+/// [`RawValue`]), then each item is read. Handles every shape and reports every error.
+pub(super) fn parse_body_split(
+    body: &[u8],
+) -> Result<Vec<Result<AuditItem, ItemError>>, AuditParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let shape = BodyShape::deserialize(&mut de).map_err(AuditParseError::Json)?;
     de.end().map_err(AuditParseError::Json)?;
@@ -118,6 +143,190 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, Audi
             let raw: Box<RawValue> = serde_json::from_slice(body).map_err(AuditParseError::Json)?;
             Ok(vec![parse_item(raw.into(), None)])
         }
+    }
+}
+
+/// The body walked once: each item is read into an [`EventRef`] straight from the body, and
+/// its span (where the read ended) becomes its original. serde_json reports where a value
+/// ended only through its `StreamDeserializer`, so each item (and each envelope key and
+/// value) is read by one started at its first byte; the commas, colons and brackets between
+/// them are checked here. Whatever is unusual (an escaped envelope key, `items` that is not
+/// an array, a body that is a single Event, any syntax error) gives `None`, and the body goes
+/// the careful way.
+mod one_pass {
+    use super::*;
+
+    /// An item read from the body, waiting for the list's `apiVersion` (which may come after
+    /// `items`).
+    enum Pending<'a> {
+        Event(EventRef<'a>, &'a str),
+        NotEvent(String, &'a str),
+    }
+
+    impl Pending<'_> {
+        fn finish(self, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
+            match self {
+                Pending::Event(ev, span) => match check_event(&ev, list_api_version) {
+                    Ok(p) => Ok(AuditItem {
+                        // The typed read checked every byte of the span.
+                        raw: RawJson::trusted(span.to_owned()),
+                        audit_id: p.audit_id,
+                        stage: p.stage,
+                        time: p.time,
+                        fields: p.fields,
+                    }),
+                    Err(reason) => Err(ItemError {
+                        reason,
+                        raw: RawJson::trusted(span.to_owned()),
+                    }),
+                },
+                Pending::NotEvent(reason, span) => Err(ItemError {
+                    reason,
+                    raw: RawJson::trusted(span.to_owned()),
+                }),
+            }
+        }
+    }
+
+    pub(super) fn parse_body(text: &str) -> Option<Vec<Result<AuditItem, ItemError>>> {
+        let b = text.as_bytes();
+        let start = skip_ws(b, 0);
+        let (api_version, items, end) = match b.get(start)? {
+            b'[' => {
+                let (items, end) = items_at(text, start)?;
+                (None, items, end)
+            }
+            b'{' => envelope_at(text, start)?,
+            _ => return None,
+        };
+        if skip_ws(b, end) != b.len() {
+            return None;
+        }
+        let api_version = api_version.filter(|v| v.starts_with(AUDIT_GROUP_PREFIX));
+        Some(
+            items
+                .into_iter()
+                .map(|p| p.finish(api_version.as_deref()))
+                .collect(),
+        )
+    }
+
+    /// An EventList's `apiVersion`, its items, and where it ends; `None` when the object is
+    /// not a list (a single Event) or is unusual.
+    #[allow(clippy::type_complexity)]
+    fn envelope_at(text: &str, at: usize) -> Option<(Option<String>, Vec<Pending<'_>>, usize)> {
+        let b = text.as_bytes();
+        // Duplicate keys: the last one wins, as in the apiserver's (Go) decoder.
+        let mut kind: Option<&RawValue> = None;
+        let mut api_version: Option<&RawValue> = None;
+        let mut items: Option<Vec<Pending<'_>>> = None;
+        let mut i = skip_ws(b, at + 1);
+        if b.get(i) == Some(&b'}') {
+            return None;
+        }
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (key, end) = value_at::<&str>(text, i).ok()?;
+            i = skip_ws(b, end);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i = skip_ws(b, i + 1);
+            i = match key {
+                "items" => {
+                    if b.get(i) != Some(&b'[') {
+                        return None;
+                    }
+                    let (list, end) = items_at(text, i)?;
+                    items = Some(list);
+                    end
+                }
+                "kind" | "apiVersion" => {
+                    let (raw, end) = value_at::<&RawValue>(text, i).ok()?;
+                    if key == "kind" {
+                        kind = Some(raw);
+                    } else {
+                        api_version = Some(raw);
+                    }
+                    end
+                }
+                _ => value_at::<IgnoredAny>(text, i).ok()?.1,
+            };
+            i = skip_ws(b, i);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => break,
+                _ => return None,
+            }
+        }
+        let as_str =
+            |r: Option<&RawValue>| r.and_then(|r| serde_json::from_str::<String>(r.get()).ok());
+        let is_list = match (kind, &items) {
+            (Some(k), _) => as_str(Some(k)).as_deref() == Some("EventList"),
+            (None, Some(_)) => true,
+            (None, None) => false,
+        };
+        if !is_list {
+            return None;
+        }
+        Some((as_str(api_version), items.unwrap_or_default(), i + 1))
+    }
+
+    /// The items of the array that starts at `at`, and where it ends.
+    fn items_at(text: &str, at: usize) -> Option<(Vec<Pending<'_>>, usize)> {
+        let b = text.as_bytes();
+        let mut items = Vec::new();
+        let mut i = skip_ws(b, at + 1);
+        if b.get(i) == Some(&b']') {
+            return Some((items, i + 1));
+        }
+        loop {
+            let (item, end) = item_at(text, i)?;
+            items.push(item);
+            i = skip_ws(b, end);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b']') => return Some((items, i + 1)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// One item: an audit event read in one pass, or, when the typed read refuses it, any
+    /// JSON value (kept with the reason).
+    fn item_at(text: &str, at: usize) -> Option<(Pending<'_>, usize)> {
+        match value_at::<EventRef<'_>>(text, at) {
+            Ok((ev, end)) => Some((Pending::Event(ev, &text[at..end]), end)),
+            Err(reason) => {
+                let (_, end) = value_at::<&RawValue>(text, at).ok()?;
+                Some((Pending::NotEvent(reason?.to_string(), &text[at..end]), end))
+            }
+        }
+    }
+
+    /// Reads the JSON value that starts at `at` into `T`, and says where it ended. `Err(None)`
+    /// when there is no value there.
+    fn value_at<'a, T: Deserialize<'a>>(
+        text: &'a str,
+        at: usize,
+    ) -> Result<(T, usize), Option<serde_json::Error>> {
+        let rest = text.get(at..).ok_or(None)?;
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<T>();
+        match values.next() {
+            Some(Ok(v)) => Ok((v, at + values.byte_offset())),
+            Some(Err(e)) => Err(Some(e)),
+            None => Err(None),
+        }
+    }
+
+    /// The first index at or after `i` that is not JSON whitespace.
+    fn skip_ws(b: &[u8], mut i: usize) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+            i += 1;
+        }
+        i
     }
 }
 
@@ -147,6 +356,11 @@ struct Parsed {
 /// Reads and checks one item; the error is the reason it is not an audit event.
 fn read_event(json: &str, list_api_version: Option<&str>) -> Result<Parsed, String> {
     let ev: EventRef<'_> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    check_event(&ev, list_api_version)
+}
+
+/// Checks that a read item is an audit event, and takes what the record needs from it.
+fn check_event(ev: &EventRef<'_>, list_api_version: Option<&str>) -> Result<Parsed, String> {
     if let Some(kind) = ev.kind.as_deref()
         && kind != "Event"
     {

@@ -259,7 +259,96 @@ fn duplicate_envelope_keys_take_the_last() {
     );
 }
 
+#[test]
+fn usual_bodies_are_read_in_one_pass() {
+    let items = [
+        V1.to_string(),
+        event("o-1", "ResponseComplete"),
+        "17".to_string(),
+    ]
+    .join(",");
+    for body in [
+        format!(
+            r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{items}]}}"#
+        ),
+        format!(r#" {{ "items" : [ {items} ] , "apiVersion" : "audit.k8s.io/v1" }} "#),
+        format!("[{items}]\n"),
+    ] {
+        let fast = parse::parse_body_one_pass(&body).expect("read in one pass");
+        assert_eq!(fast.len(), 3);
+        assert_eq!(fast[1].as_ref().unwrap().audit_id, "o-1");
+        assert_eq!(fast[2].as_ref().unwrap_err().raw.get(), "17");
+        assert_eq!(
+            format!("{fast:?}"),
+            format!("{:?}", parse::parse_body_split(body.as_bytes()).unwrap())
+        );
+    }
+    // A single Event, escaped envelope keys: the careful way.
+    assert!(parse::parse_body_one_pass(V1).is_none());
+    assert!(parse::parse_body_one_pass(r#"{"it\u0065ms":[]}"#).is_none());
+}
+
+/// The pieces webhook bodies are made of in the property test below: events of every
+/// version, items that are not events, and JSON that is odd but valid.
+fn body_item(n: usize) -> String {
+    match n % 12 {
+        0 => V1.to_string(),
+        1 => event(&format!("e-{n}"), "RequestReceived"),
+        2 => r#"{"kind":"Other","auditID":"x","stage":"s"}"#.to_string(),
+        3 => "1".to_string(),
+        4 => r#""a string""#.to_string(),
+        5 => "null".to_string(),
+        6 => r#"[1, {"auditID":"in-array"}]"#.to_string(),
+        7 => r#"{"audit\u0049D":"esc","stage":"s","user":{"username":"\u00e9"}}"#.to_string(),
+        8 => r#"{"auditID":"dup","auditID":"dup2","stage":"s"}"#.to_string(),
+        9 => r#"{"apiVersion":"audit.k8s.io/v1beta1","auditID":"b1","stage":"ResponseComplete","timestamp":"2026-11-27T00:00:02Z"}"#.to_string(),
+        10 => r#"{"auditID":"","stage":"s"}"#.to_string(),
+        _ => r#"{ "auditID" : "spaced" , "stage" : "ResponseStarted" , "sourceIPs" : [ ] }"#.to_string(),
+    }
+}
+
 proptest! {
+    /// The one-pass reading of webhook bodies must say exactly what the careful two-pass one
+    /// says, for every body it takes (it may decline any; it must not differ on one).
+    #[test]
+    fn one_pass_bodies_read_like_the_careful_way(
+        items in proptest::collection::vec(0usize..12, 0..6),
+        shape in 0usize..6,
+        order in 0usize..6,
+        ws in proptest::collection::vec("[ \t\r\n]{0,2}", 8),
+        api in 0usize..4,
+        mutate in proptest::option::of((0usize..4000, 0usize..3, proptest::collection::vec(any::<u8>(), 0..3))),
+    ) {
+        let list = format!("[{}{}]", ws[0], items.iter().map(|&n| body_item(n)).collect::<Vec<_>>().join(&format!("{},{}", ws[1], ws[2])));
+        let api = ["", r#""apiVersion":"audit.k8s.io/v1""#, r#""apiVersion":"v1""#, r#""apiVersion":"audit.k8s.io/v1beta1""#][api];
+        let kind = [r#""kind":"EventList""#, "", r#""kind":"Event""#, r#""kind":1"#, r#""kind":"EventList""#, r#""kind":"EventList""#][shape];
+        let mut members: Vec<String> = [kind.to_string(), api.to_string(), r#""metadata":{"resourceVersion":"1"}"#.to_string(), format!(r#""items"{}:{}{list}"#, ws[3], ws[4])]
+            .into_iter().filter(|m| !m.is_empty()).collect();
+        let n = members.len();
+        members.rotate_left(order % n);
+        if shape == 5 {
+            members.push(r#""items":"x""#.to_string());
+            members.rotate_right(1);
+        }
+        let body = if shape == 4 {
+            list
+        } else {
+            format!("{}{{{}}}{}", ws[5], members.join(&format!("{},{}", ws[6], ws[6])), ws[7])
+        };
+        let mut body = body.into_bytes();
+        if let Some((at, len, bytes)) = mutate {
+            let at = at.min(body.len());
+            let end = (at + len).min(body.len());
+            body.splice(at..end, bytes);
+        }
+        let Ok(text) = std::str::from_utf8(&body) else { return Ok(()) };
+        if let Some(fast) = parse::parse_body_one_pass(text) {
+            let careful = parse::parse_body_split(&body);
+            prop_assert!(careful.is_ok(), "one pass took a body the careful way refuses: {text}");
+            prop_assert_eq!(format!("{fast:?}"), format!("{:?}", careful.unwrap()), "{}", text);
+        }
+    }
+
     /// A line is kept as its original without a second scan only when the typed read accepted
     /// every byte of it: whatever is accepted must be exactly one valid JSON value, the same
     /// text a full JSON parser takes, or else be refused.
