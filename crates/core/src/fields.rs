@@ -6,8 +6,8 @@
 //! escaping pass to encode. Most records are never looked into by a filter, so a source may
 //! hand over the fields already encoded ([`Fields::from_encoded`]): encoding then copies the
 //! text, and the map is decoded only when something reads (`Deref`, once, cached) or edits
-//! (`DerefMut`, which drops the text) it. [`Fields::get_value`] reads one member without
-//! decoding the rest.
+//! (`DerefMut`, which drops the text) it. [`Fields::get_member`] reads one member without
+//! decoding anything.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -15,6 +15,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::OnceLock;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Normalized fields; dereferences to a `serde_json::Map`.
@@ -53,19 +54,72 @@ impl Fields {
         let t = self.encoded.as_deref()?.trim();
         t.strip_prefix('{')?.strip_suffix('}')
     }
+}
 
-    /// One member, without decoding the others when the fields are still encoded.
-    pub fn get_value(&self, key: &str) -> Option<Cow<'_, Value>> {
-        if let Some(m) = self.map.get() {
-            return m.get(key).map(Cow::Borrowed);
+/// One member of [`Fields`], borrowed: JSON text while the fields are still encoded, else the
+/// map's value.
+#[derive(Debug, Clone, Copy)]
+pub enum Member<'a> {
+    Encoded(&'a RawValue),
+    Value(&'a Value),
+}
+
+impl<'a> Member<'a> {
+    /// Reads the member into `T`, borrowing from the fields where `T` can; `None` if it has
+    /// another shape.
+    pub fn read<T: serde::Deserialize<'a>>(self) -> Option<T> {
+        match self {
+            Member::Encoded(raw) => serde_json::from_str(raw.get()).ok(),
+            Member::Value(v) => T::deserialize(v).ok(),
         }
-        let text = self.encoded.as_deref()?;
-        let mut de = serde_json::Deserializer::from_str(text);
-        PickMember { key }
-            .deserialize(&mut de)
-            .ok()
-            .flatten()
-            .map(Cow::Owned)
+    }
+}
+
+impl Fields {
+    /// One member, borrowed and not decoded: nothing is allocated to look at it.
+    pub fn get_member(&self, key: &str) -> Option<Member<'_>> {
+        if let Some(text) = self.encoded.as_deref() {
+            let mut de = serde_json::Deserializer::from_str(text);
+            return PickRaw { key }
+                .deserialize(&mut de)
+                .ok()
+                .flatten()
+                .map(Member::Encoded);
+        }
+        self.map.get()?.get(key).map(Member::Value)
+    }
+}
+
+/// Reads one member of a JSON object as its text, skipping the others unparsed.
+struct PickRaw<'k> {
+    key: &'k str,
+}
+
+impl<'de> DeserializeSeed<'de> for PickRaw<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<&'de RawValue>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PickRaw<'_> {
+    type Value = Option<&'de RawValue>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(hit) = map.next_key_seed(KeyIs(self.key))? {
+            if hit && found.is_none() {
+                found = Some(map.next_value::<&'de RawValue>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -120,39 +174,6 @@ impl fmt::Debug for Fields {
 impl PartialEq for Fields {
     fn eq(&self, other: &Fields) -> bool {
         self.decoded() == other.decoded()
-    }
-}
-
-/// Reads one member of a JSON object, skipping the others unparsed.
-struct PickMember<'k> {
-    key: &'k str,
-}
-
-impl<'de> DeserializeSeed<'de> for PickMember<'_> {
-    type Value = Option<Value>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for PickMember<'_> {
-    type Value = Option<Value>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Value>, A::Error> {
-        let mut found = None;
-        while let Some(hit) = map.next_key_seed(KeyIs(self.key))? {
-            if hit && found.is_none() {
-                found = Some(map.next_value::<Value>()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(found)
     }
 }
 
@@ -262,11 +283,15 @@ mod tests {
     fn encoded_fields_read_like_a_map_and_edits_drop_the_text() {
         let mut f =
             Fields::from_encoded(r#"{"a":1,"obj":{"resource":"secrets"},"s":"x\"y"}"#.to_string());
-        assert_eq!(
-            f.get_value("obj").as_deref(),
-            Some(&json!({"resource": "secrets"}))
-        );
-        assert_eq!(f.get_value("missing"), None);
+        let obj = f.get_member("obj").unwrap();
+        assert!(matches!(obj, Member::Encoded(_)));
+        assert_eq!(obj.read::<Value>(), Some(json!({"resource": "secrets"})));
+        #[derive(serde::Deserialize)]
+        struct Probe<'a> {
+            resource: &'a str,
+        }
+        assert_eq!(obj.read::<Probe<'_>>().map(|p| p.resource), Some("secrets"));
+        assert!(f.get_member("missing").is_none());
         assert_eq!(
             f.encoded_members(),
             Some(r#""a":1,"obj":{"resource":"secrets"},"s":"x\"y""#)
@@ -277,7 +302,16 @@ mod tests {
         assert!(f.encoded_members().is_some());
         f.insert("b".into(), json!(2));
         assert_eq!(f.encoded_members(), None);
-        assert_eq!(f.get_value("b").as_deref(), Some(&json!(2)));
+        let b = f.get_member("b").unwrap();
+        assert!(matches!(b, Member::Value(_)));
+        assert_eq!(b.read::<i64>(), Some(2));
+        assert_eq!(
+            f.get_member("obj")
+                .unwrap()
+                .read::<Probe<'_>>()
+                .map(|p| p.resource),
+            Some("secrets")
+        );
         assert_eq!(f.len(), 4);
     }
 
@@ -291,7 +325,7 @@ mod tests {
         assert_eq!(*f, m);
         // Text that is not an object reads as no fields.
         assert!(Fields::from_encoded("[1]".into()).is_empty());
-        assert_eq!(Fields::from_encoded("[1]".into()).get_value("k"), None);
+        assert!(Fields::from_encoded("[1]".into()).get_member("k").is_none());
     }
 
     #[test]

@@ -6,6 +6,6 @@ pub mod fields;
 pub mod record;
 pub mod time;
 
-pub use fields::Fields;
+pub use fields::{Fields, Member};
 pub use record::{DedupKey, Original, RawJson, Record, RecordKind};
 pub use time::Timestamp;

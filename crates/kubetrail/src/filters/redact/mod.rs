@@ -55,9 +55,11 @@
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
+
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_core::record::{ENVELOPE_KEYS, ORIGINAL_KEY};
-use kubetrail_core::{Original, Record, RecordKind};
+use kubetrail_core::{Fields, Original, Record, RecordKind};
 use serde_json::Value;
 
 use crate::pipeline::Filter;
@@ -186,16 +188,11 @@ impl Redact {
         // escapes decoded: when it is there, it settles the question without looking inside
         // the original. Without it (an event with no objectRef, or fields changed by an
         // earlier filter), the original itself is checked.
-        let object_ref = if check_secret {
-            record.fields.get_value("object_ref")
+        let (fields_say_secret, fields_settle) = if check_secret {
+            object_ref_says_secret(&record.fields)
         } else {
-            None
+            (false, false)
         };
-        let fields_say_secret = object_ref
-            .as_deref()
-            .and_then(|o| o.get("resource"))
-            .is_some_and(is_secrets);
-        let fields_settle = object_ref.as_deref().is_some_and(Value::is_object);
         let Some(original) = record.original.as_mut() else {
             return;
         };
@@ -245,6 +242,25 @@ impl Filter for Redact {
 
 fn is_secrets(v: &Value) -> bool {
     v.as_str() == Some("secrets")
+}
+
+/// What the normalized `object_ref` says: (its `resource` is `secrets`, it is an object and so
+/// settles the question). Read borrowed: nothing is decoded or allocated.
+fn object_ref_says_secret(fields: &Fields) -> (bool, bool) {
+    #[derive(serde::Deserialize)]
+    struct ObjectRef<'a> {
+        #[serde(borrow)]
+        resource: Option<Cow<'a, str>>,
+    }
+    // An `object_ref` of another shape (not an object, a resource that is not a string)
+    // settles nothing: the original is checked.
+    match fields
+        .get_member("object_ref")
+        .and_then(|m| m.read::<ObjectRef<'_>>())
+    {
+        Some(o) => (o.resource.as_deref() == Some("secrets"), true),
+        None => (false, false),
+    }
 }
 
 /// Whether an audit event's `objectRef.resource` is `secrets`.
