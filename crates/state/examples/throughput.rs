@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     value: "1".into(),
                     expires_at_unix_ms: i64::MAX,
                 }),
-                queues: vec![],
+                queues: [].into(),
                 id: String::new(),
                 data: vec![],
             })
@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     value: "1".into(),
                     expires_at_unix_ms: i64::MAX,
                 }),
-                queues: vec![q],
+                queues: [q].into(),
                 id: key,
                 data: payload.clone(),
             });

@@ -1,5 +1,7 @@
 //! The values passed to and returned from `Store::commit`: what one transaction writes.
 
+use std::sync::Arc;
+
 use crate::queue::QueueId;
 
 /// Everything one transaction writes. Many submissions from the pipeline are merged into one
@@ -33,7 +35,8 @@ pub struct Entry {
     /// Its dedup key; `None` means it is never a duplicate.
     pub dedup: Option<Dedup>,
     /// Every output queue it goes to. Empty: only the dedup key is stored.
-    pub queues: Vec<QueueId>,
+    /// (Shared: the records of a batch mostly go to the same queues.)
+    pub queues: Arc<[QueueId]>,
     /// The record's stable id.
     pub id: String,
     /// The encoded record.
@@ -45,8 +48,8 @@ pub struct Entry {
 /// value = its resourceVersion).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dedup {
-    /// Namespace of the key, typically the source instance.
-    pub scope: String,
+    /// Namespace of the key, typically the source instance (shared by its records).
+    pub scope: Arc<str>,
     /// The key.
     pub key: String,
     /// The value compared for equality.

@@ -22,7 +22,7 @@
 //!             value: "rv-7".into(),
 //!             expires_at_unix_ms: 1_700_000_000_000,
 //!         }),
-//!         queues: vec![stdout],
+//!         queues: [stdout].into(),
 //!         id: "uid-1/rv-7".into(),
 //!         data: br#"{"kind":"k8s_event"}"#.to_vec(),
 //!     }],

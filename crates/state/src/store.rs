@@ -152,6 +152,9 @@ pub struct Store {
     names: HashMap<String, QueueId>,
     hints: Arc<Hints>,
     scratch: Vec<u8>,
+    /// Append buffers kept from one commit to the next (growing a fresh one to a megabyte at
+    /// every commit cost more than the frames' copy into it).
+    append_bufs: Vec<Vec<u8>>,
     _lock: File,
 }
 
@@ -267,6 +270,7 @@ impl Store {
             names: HashMap::new(),
             hints: Arc::new(Hints::default()),
             scratch: Vec::new(),
+            append_bufs: Vec::new(),
             _lock: lock,
         };
         store.load_queues()?;
@@ -556,6 +560,7 @@ impl Store {
             hints,
             scratch,
             sync,
+            append_bufs,
             ..
         } = self;
         let result = (|| {
@@ -568,6 +573,7 @@ impl Store {
                 files,
                 hints,
                 scratch,
+                append_bufs,
                 pending: &mut pending,
             };
             // On error `tx` is dropped, which rolls the transaction back.
@@ -584,9 +590,12 @@ impl Store {
                     f.appender.rollback(committed.head_pos);
                 }
             }
+            keep_buffers(append_bufs, pending.into_iter().map(|p| p.buf));
             return Err(e);
         }
+        let mut bufs = Vec::with_capacity(pending.len());
         for p in pending {
+            bufs.push(p.buf);
             if let Some(state) = queues.get_mut(&p.id) {
                 let moved = p.state.tail_pos != state.tail_pos;
                 *state = p.state;
@@ -596,7 +605,19 @@ impl Store {
                 }
             }
         }
+        keep_buffers(append_bufs, bufs);
         Ok(outcome)
+    }
+}
+
+/// Keeps a commit's append buffers for the next one: emptied, at most a few, and none that a
+/// huge record grew far past the usual size.
+fn keep_buffers(pool: &mut Vec<Vec<u8>>, bufs: impl IntoIterator<Item = Vec<u8>>) {
+    for mut b in bufs {
+        if pool.len() < 4 && b.capacity() <= 2 * APPEND_BUFFER {
+            b.clear();
+            pool.push(b);
+        }
     }
 }
 
@@ -607,6 +628,7 @@ struct Writer<'a, 't> {
     files: &'a mut HashMap<QueueId, QueueFiles>,
     hints: &'a Hints,
     scratch: &'a mut Vec<u8>,
+    append_bufs: &'a mut Vec<Vec<u8>>,
     /// The queues this transaction changes, with their new bounds.
     pending: &'a mut Vec<PendingQueue>,
 }
@@ -624,7 +646,7 @@ impl Writer<'_, '_> {
             id: q,
             state,
             began: false,
-            buf: Vec::new(),
+            buf: self.append_bufs.pop().unwrap_or_default(),
             buf_pos: state.head_pos,
         });
         Ok(self.pending.len() - 1)
@@ -698,7 +720,7 @@ impl Writer<'_, '_> {
                     // the same value: one b-tree descent both decides and records it.
                     Some(d) => {
                         dedup
-                            .execute(params![d.scope, d.key, d.value, d.expires_at_unix_ms])
+                            .execute(params![&*d.scope, d.key, d.value, d.expires_at_unix_ms])
                             .map_err(sql("commit: upsert dedup key"))?
                             > 0
                     }
@@ -716,7 +738,7 @@ impl Writer<'_, '_> {
                         bytes: len,
                     });
                 }
-                for &q in &entry.queues {
+                for &q in entry.queues.iter() {
                     let i = self.pending_for(q)?;
                     if !self.pending[i].began {
                         let head = self.pending[i].state.head_pos;
@@ -966,7 +988,7 @@ mod tests {
     fn entry(id: &str, dedup: Option<Dedup>, queues: &[QueueId], data: &[u8]) -> Entry {
         Entry {
             dedup,
-            queues: queues.to_vec(),
+            queues: queues.into(),
             id: id.into(),
             data: data.to_vec(),
         }
@@ -1586,7 +1608,7 @@ mod trim_tests {
         let entries = (0..10)
             .map(|i| Entry {
                 dedup: None,
-                queues: vec![q],
+                queues: [q].into(),
                 id: i.to_string(),
                 data: vec![b'x'; 100],
             })

@@ -70,7 +70,7 @@ fn crash_child_writer() {
                     value: "v".into(),
                     expires_at_unix_ms: i64::MAX,
                 }),
-                queues: vec![q1, q2],
+                queues: [q1, q2].into(),
                 id: format!("{batch}-{i}"),
                 data: record(batch, i),
             })
@@ -86,7 +86,7 @@ fn crash_child_writer() {
                         value: "v".into(),
                         expires_at_unix_ms: i64::MAX,
                     }),
-                    queues: vec![q1, q2],
+                    queues: [q1, q2].into(),
                     id: "repeat".into(),
                     data: b"repeat".to_vec(),
                 },

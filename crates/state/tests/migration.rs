@@ -156,7 +156,7 @@ fn queued_records_of_a_version_1_database_are_moved_into_segments() {
         .commit(&kubetrail_state::CommitBatch {
             entries: vec![kubetrail_state::Entry {
                 dedup: None,
-                queues: vec![a, empty],
+                queues: [a, empty].into(),
                 id: "new".into(),
                 data: b"n".to_vec(),
             }],

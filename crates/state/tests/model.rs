@@ -111,7 +111,7 @@ fn build_entries(specs: &[EntrySpec], ids: &[QueueId], counter: &mut u64) -> Vec
             *counter += 1;
             Entry {
                 dedup: spec.dedup.map(|(scope, key, value, expires)| Dedup {
-                    scope: SCOPES[scope].to_string(),
+                    scope: SCOPES[scope].into(),
                     key: format!("k{key}"),
                     value: format!("v{value}"),
                     expires_at_unix_ms: expires,
@@ -135,7 +135,7 @@ impl Model {
         for entry in &batch.entries {
             let fresh = match &entry.dedup {
                 Some(d) => {
-                    let key = (d.scope.clone(), d.key.clone());
+                    let key = (d.scope.to_string(), d.key.clone());
                     match self.dedup.get(&key) {
                         Some((value, _)) if *value == d.value => false,
                         _ => {
@@ -149,7 +149,7 @@ impl Model {
             };
             inserted.push(fresh);
             if fresh {
-                for q in &entry.queues {
+                for q in entry.queues.iter() {
                     let mq = &mut self.queues[index(*q)];
                     mq.items
                         .insert(mq.next_seq, (entry.id.clone(), entry.data.clone()));
@@ -311,7 +311,7 @@ proptest! {
                     let mut batch_entries = build_entries(&entries, &ids, &mut counter);
                     batch_entries.push(Entry {
                         dedup: None,
-                        queues: vec![ids[0], foreign],
+                        queues: [ids[0], foreign].into(),
                         id: "doomed".into(),
                         data: b"doomed".to_vec(),
                     });

@@ -118,6 +118,8 @@ impl Pipeline {
         let n = records.len();
         let mut entries = Vec::with_capacity(n);
         let mut unrouted = 0;
+        // The records of a batch mostly share a tag, so their queue list is shared too.
+        let mut last_route: Option<(Arc<str>, Arc<[QueueId]>)> = None;
         'records: for mut record in records {
             for (_, matcher, filter) in &self.filters {
                 if matcher.matches(&record.tag) && !filter.apply(&mut record) {
@@ -125,14 +127,21 @@ impl Pipeline {
                     continue 'records;
                 }
             }
-            let queues: Vec<QueueId> = self
-                .routes
-                .iter()
-                .filter(|r| r.matcher.matches(&record.tag))
-                .map(|r| r.queue)
-                .collect();
+            let queues = match &last_route {
+                Some((tag, queues)) if *tag == record.tag => queues.clone(),
+                _ => {
+                    let queues: Arc<[QueueId]> = self
+                        .routes
+                        .iter()
+                        .filter(|r| r.matcher.matches(&record.tag))
+                        .map(|r| r.queue)
+                        .collect();
+                    last_route = Some((record.tag.clone(), queues.clone()));
+                    queues
+                }
+            };
             let dedup = record.dedup.take().map(|d| Dedup {
-                scope: d.scope.to_string(),
+                scope: d.scope,
                 key: d.key,
                 value: d.value,
                 expires_at_unix_ms: expires,

@@ -198,6 +198,15 @@ fn run(
         }
 
         let mut batch = CommitBatch::default();
+        batch.entries.reserve(
+            round
+                .iter()
+                .map(|c| match c {
+                    Cmd::Submit { entries, .. } => entries.len(),
+                    _ => 0,
+                })
+                .sum(),
+        );
         // Per submit command: the range of its entries in the batch, and its reply.
         let mut submits = Vec::new();
         let mut acks = Vec::new();
@@ -229,7 +238,7 @@ fn run(
                         }
                     }
                     for e in &entries {
-                        for q in &e.queues {
+                        for q in e.queues.iter() {
                             *pending.entry(*q).or_default() += framed(e);
                             if !touched.contains(q) {
                                 touched.push(*q);
@@ -352,7 +361,7 @@ fn make_room(
 ) -> Room {
     let mut adds: HashMap<QueueId, (u64, u64)> = HashMap::new();
     for e in entries.iter() {
-        for q in &e.queues {
+        for q in e.queues.iter() {
             let a = adds.entry(*q).or_default();
             a.0 += 1;
             a.1 += framed(e);
@@ -371,7 +380,9 @@ fn make_room(
             OnFull::Backpressure => return Room::Refused(slot.name.clone()),
             OnFull::DropNewest => {
                 for e in entries.iter_mut() {
-                    e.queues.retain(|x| *x != q);
+                    if e.queues.contains(&q) {
+                        e.queues = e.queues.iter().copied().filter(|x| *x != q).collect();
+                    }
                 }
                 slot.dropped.add(records);
                 slot.gaps.inc();
@@ -426,7 +437,7 @@ fn drop_gap(queue: QueueId, output: &str, policy: &str, records: Option<u64>, by
     );
     Entry {
         dedup: None,
-        queues: vec![queue],
+        queues: [queue].into(),
         id,
         data: r.encode(),
     }
@@ -476,7 +487,7 @@ mod tests {
     fn entry(q: QueueId, id: &str) -> Entry {
         Entry {
             dedup: None,
-            queues: vec![q],
+            queues: [q].into(),
             id: id.into(),
             data: vec![b'x'; 600],
         }
