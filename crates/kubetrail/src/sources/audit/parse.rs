@@ -157,7 +157,9 @@ mod one_pass {
     use super::*;
 
     /// An item read from the body, waiting for the list's `apiVersion` (which may come after
-    /// `items`).
+    /// `items`). Not boxed: one vector per body holds them, and a box would be one more
+    /// allocation per item.
+    #[allow(clippy::large_enum_variant)]
     enum Pending<'a> {
         Event(EventRef<'a>, &'a str),
         NotEvent(String, &'a str),
