@@ -17,6 +17,14 @@
 //! committed head (and fsynced, in `SyncMode::Full`) before the SQLite transaction that moves
 //! the head commits. Bytes past the committed head are garbage by definition: readers never
 //! look at them, the writer overwrites them, and opening the store cuts them off.
+//!
+//! A segment whose frames are all acknowledged is not deleted but kept as the queue's spare
+//! (`spare.seg`, one at most), and the next new segment is that file renamed and overwritten
+//! from its start, as databases recycle their write-ahead log files: writing into pages the
+//! page cache already holds is several times cheaper than growing a new file (the kernel
+//! allocates, zeroes and maps every new page). The old frames past what the new segment
+//! holds are never read: a segment's bytes end where the next segment starts, and the last
+//! segment's at the committed head.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -34,6 +42,8 @@ pub(crate) const SEGMENT_TARGET: u64 = 32 << 20;
 /// How much a reader or a scan reads at once.
 const BLOCK: usize = 1 << 20;
 const SEGMENT_EXT: &str = "seg";
+/// The name of a queue's recycled segment (not a segment name: listings ignore it).
+const SPARE: &str = "spare.seg";
 
 /// The bytes a record takes in its queue's log: what queue depths and
 /// `storage.total_limit_size` count.
@@ -314,6 +324,8 @@ pub(crate) struct Appender {
     dirty: bool,
     /// Segment size after which a commit starts a new one.
     target: u64,
+    /// Whether the directory holds a spare segment file to reuse.
+    spare: bool,
 }
 
 impl Appender {
@@ -382,6 +394,7 @@ impl Appender {
             }
             current = Some((last, f));
         }
+        let spare = dir.join(SPARE).is_file();
         Ok(Appender {
             dir,
             starts,
@@ -389,6 +402,7 @@ impl Appender {
             created: false,
             dirty: false,
             target,
+            spare,
         })
     }
 
@@ -403,11 +417,22 @@ impl Appender {
         };
         if roll {
             let p = segment_path(&self.dir, head);
+            // The spare, renamed, keeps its old bytes: they are past the head until
+            // overwritten. (A crash before the head moves leaves a segment starting at the
+            // committed head, which opening the store cuts back to nothing.)
+            let reuse = std::mem::take(&mut self.spare)
+                && match fs::rename(self.dir.join(SPARE), &p) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot reuse the spare queue segment; creating a new one");
+                        false
+                    }
+                };
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
-                .truncate(true)
+                .truncate(!reuse)
                 .open(&p)
                 .map_err(|source| LogError::Io {
                     path: p.clone(),
@@ -472,13 +497,23 @@ impl Appender {
         self.dirty = false;
     }
 
-    /// Deletes the segments whose every frame is before `tail` (all acknowledged or trimmed).
-    /// Failing to delete only wastes space until the next start, so errors are logged.
-    pub fn release_before(&mut self, tail: u64) {
+    /// Releases the segments whose every frame is before `tail` (all acknowledged or
+    /// trimmed): the first becomes the spare when `recycle` allows and there is none yet (and
+    /// it is not outsized), the others are deleted. `recycle` must be false when a reader may
+    /// still be inside them (a trim moved the tail past an output's reads): an open file that
+    /// is deleted keeps its bytes, a recycled one does not. Failing to delete only wastes space
+    /// until the next start, so errors are logged.
+    pub fn release_before(&mut self, tail: u64, recycle: bool) {
         let mut removed = false;
         while self.starts.len() > 1 && self.starts[1] <= tail {
             let p = segment_path(&self.dir, self.starts[0]);
-            if let Err(e) = fs::remove_file(&p) {
+            let fits = self.starts[1] - self.starts[0] <= 2 * self.target;
+            let result = if recycle && fits && !self.spare {
+                fs::rename(&p, self.dir.join(SPARE)).map(|()| self.spare = true)
+            } else {
+                fs::remove_file(&p)
+            };
+            if let Err(e) = result {
                 tracing::warn!(path = %p.display(), error = %e, "cannot remove an acknowledged queue segment");
                 break;
             }

@@ -600,7 +600,10 @@ impl Store {
                 let moved = p.state.tail_pos != state.tail_pos;
                 *state = p.state;
                 if moved && let Some(f) = files.get_mut(&p.id) {
-                    f.appender.release_before(state.tail_pos);
+                    // Trimmed segments may still be under an output's reader: deleted, not
+                    // recycled.
+                    let trimmed = batch.trims.iter().any(|t| t.queue == p.id);
+                    f.appender.release_before(state.tail_pos, !trimmed);
                     f.segments.set_starts(f.appender.starts());
                 }
             }
@@ -1585,6 +1588,129 @@ mod tests {
             .expect("ack");
         assert_eq!(store.segment_count(q), 1);
         assert!(all(&store, q).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod recycle_tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::batch::{Ack, Entry, Trim};
+
+    fn commit_records(store: &mut Store, q: QueueId, c: u8, n: usize, len: usize) {
+        let entries = (0..n)
+            .map(|i| Entry {
+                dedup: None,
+                queues: [q].into(),
+                id: format!("{c}-{i}"),
+                data: vec![c; len],
+            })
+            .collect();
+        store
+            .commit(&CommitBatch {
+                entries,
+                ..CommitBatch::default()
+            })
+            .expect("commit");
+    }
+
+    fn ack(store: &mut Store, q: QueueId, up_to_seq: u64) {
+        store
+            .commit(&CommitBatch {
+                acks: vec![Ack {
+                    queue: q,
+                    up_to_seq,
+                    state: None,
+                }],
+                ..CommitBatch::default()
+            })
+            .expect("ack");
+    }
+
+    fn read_all(store: &Store, q: QueueId) -> Vec<(u64, String, Vec<u8>)> {
+        let mut r = store.reader().expect("reader");
+        r.read_queue(q, 0, usize::MAX, usize::MAX)
+            .expect("read")
+            .into_iter()
+            .map(|i| (i.seq, i.id, i.data))
+            .collect()
+    }
+
+    #[test]
+    fn acknowledged_segments_are_recycled_and_their_old_bytes_never_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kubetrail.db");
+        let opts = StoreOptions {
+            segment_bytes: 10_000,
+            ..StoreOptions::default()
+        };
+        let mut store = Store::open(&db, &opts).expect("open");
+        let q = store.queue_id("q").expect("queue");
+        let qdir = crate::segments::queue_dir(&crate::segments::queues_root(&db), q);
+        let spare = qdir.join("spare.seg");
+        // Two commits of 3 × 2,000 bytes fill a segment; the third starts the second one.
+        for c in 1..=3 {
+            commit_records(&mut store, q, c, 3, 2000);
+        }
+        assert_eq!(store.segment_count(q), 2);
+        ack(&mut store, q, 6);
+        assert_eq!(store.segment_count(q), 1);
+        let spare_inode = std::fs::metadata(&spare)
+            .expect("the drained segment is kept")
+            .ino();
+        // Small records now: the next segment (the spare, renamed) holds fewer bytes than the
+        // old frames still in the file.
+        commit_records(&mut store, q, 4, 3, 2000);
+        commit_records(&mut store, q, 5, 2, 10);
+        assert!(!spare.exists(), "the spare became the new segment");
+        let starts = crate::segments::list_segments(&qdir).expect("list");
+        assert_eq!(starts.len(), 2);
+        let last = qdir.join(format!("{:020}.seg", starts[1]));
+        let meta = std::fs::metadata(&last).expect("stat");
+        assert_eq!(meta.ino(), spare_inode);
+        let committed = store.queues[&q].head_pos - starts[1];
+        assert!(meta.len() > committed, "old bytes remain past the head");
+        let expect: Vec<(u64, String, Vec<u8>)> = (7..=9)
+            .map(|s| (s, format!("3-{}", s - 7), vec![3; 2000]))
+            .chain((10..=12).map(|s| (s, format!("4-{}", s - 10), vec![4; 2000])))
+            .chain((13..=14).map(|s| (s, format!("5-{}", s - 13), vec![5; 10])))
+            .collect();
+        assert_eq!(read_all(&store, q), expect);
+        // Reopening cuts the old bytes and keeps every record; appends go on.
+        drop(store);
+        let mut store = Store::open(&db, &opts).expect("reopen");
+        assert_eq!(std::fs::metadata(&last).expect("stat").len(), committed);
+        assert_eq!(read_all(&store, q), expect);
+        commit_records(&mut store, q, 6, 1, 10);
+        assert_eq!(read_all(&store, q).len(), expect.len() + 1);
+    }
+
+    #[test]
+    fn trimmed_segments_are_deleted_not_recycled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kubetrail.db");
+        let opts = StoreOptions {
+            segment_bytes: 10_000,
+            ..StoreOptions::default()
+        };
+        let mut store = Store::open(&db, &opts).expect("open");
+        let q = store.queue_id("q").expect("queue");
+        for c in 1..=3 {
+            commit_records(&mut store, q, c, 3, 2000);
+        }
+        store
+            .commit(&CommitBatch {
+                trims: vec![Trim {
+                    queue: q,
+                    free_bytes: 12_000,
+                }],
+                ..CommitBatch::default()
+            })
+            .expect("trim");
+        assert_eq!(store.segment_count(q), 1);
+        let qdir = crate::segments::queue_dir(&crate::segments::queues_root(&db), q);
+        assert!(!qdir.join("spare.seg").exists());
     }
 }
 
