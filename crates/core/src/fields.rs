@@ -200,6 +200,51 @@ impl<'de> Visitor<'de> for KeyIs<'_> {
     }
 }
 
+/// A string read from JSON: borrowed from the input when it has no escapes, owned otherwise.
+/// (`Cow<'a, str>` borrows only as a struct's direct field; inside an `Option` or a `Vec` serde
+/// always copies it, which for the audit parsers was two dozen allocations per event.)
+#[derive(Clone, PartialEq, Eq)]
+pub struct JsonStr<'a>(pub Cow<'a, str>);
+
+impl Deref for JsonStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for JsonStr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<JsonStr<'a>, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(StrVisitor)
+    }
+}
+
 /// Writes a JSON object member by member, keys given in sorted order (the order a
 /// `serde_json::Map` keeps, so encoded and decoded fields encode alike).
 pub struct ObjectWriter<'a> {
@@ -226,7 +271,7 @@ impl<'a> ObjectWriter<'a> {
     }
 
     /// A string member, if there is a value.
-    pub fn str(&mut self, key: &str, v: &Option<Cow<'_, str>>) {
+    pub fn str(&mut self, key: &str, v: &Option<JsonStr<'_>>) {
         if let Some(v) = v {
             write_json_str(self.key(key), v);
         }
@@ -240,7 +285,7 @@ impl<'a> ObjectWriter<'a> {
     }
 
     /// A list-of-strings member, if there is a value.
-    pub fn list(&mut self, key: &str, v: &Option<Vec<Cow<'_, str>>>) {
+    pub fn list(&mut self, key: &str, v: &Option<Vec<JsonStr<'_>>>) {
         if let Some(list) = v {
             let out = self.key(key);
             out.push(b'[');
@@ -313,6 +358,26 @@ mod tests {
             Some("secrets")
         );
         assert_eq!(f.len(), 4);
+    }
+
+    #[test]
+    fn json_strings_borrow_unless_escaped_even_inside_options_and_lists() {
+        #[derive(serde::Deserialize)]
+        struct S<'a> {
+            #[serde(borrow)]
+            a: Option<JsonStr<'a>>,
+            #[serde(borrow)]
+            b: Option<Vec<JsonStr<'a>>>,
+        }
+        let s: S<'_> = serde_json::from_str(r#"{"a":"plain","b":["x","tab\t"]}"#).unwrap();
+        assert!(matches!(
+            s.a.as_ref().map(|v| &v.0),
+            Some(Cow::Borrowed("plain"))
+        ));
+        let b = s.b.unwrap();
+        assert!(matches!(&b[0].0, Cow::Borrowed("x")));
+        assert!(matches!(&b[1].0, Cow::Owned(t) if t == "tab\t"));
+        assert!(serde_json::from_str::<JsonStr<'_>>("1").is_err());
     }
 
     #[test]

@@ -9,10 +9,9 @@
 //! A webhook body is walked once, its items read where they lie (see `one_pass`); unusual
 //! bodies are first split into per-item [`RawValue`]s, then read.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use kubetrail_core::fields::{ObjectWriter, write_json_str};
+use kubetrail_core::fields::{JsonStr, ObjectWriter, write_json_str};
 use kubetrail_core::{Fields, RawJson, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -406,37 +405,37 @@ fn check_event(ev: &EventRef<'_>, list_api_version: Option<&str>) -> Result<Pars
 #[serde(rename_all = "camelCase")]
 struct EventRef<'a> {
     #[serde(borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    level: Option<Cow<'a, str>>,
+    level: Option<JsonStr<'a>>,
     #[serde(borrow, rename = "auditID")]
-    audit_id: Option<Cow<'a, str>>,
+    audit_id: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    stage: Option<Cow<'a, str>>,
+    stage: Option<JsonStr<'a>>,
     #[serde(borrow, rename = "requestURI")]
-    request_uri: Option<Cow<'a, str>>,
+    request_uri: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    verb: Option<Cow<'a, str>>,
+    verb: Option<JsonStr<'a>>,
     #[serde(borrow)]
     user: Option<UserRef<'a>>,
     #[serde(borrow)]
     impersonated_user: Option<UserRef<'a>>,
     #[serde(borrow, rename = "sourceIPs")]
-    source_ips: Option<Vec<Cow<'a, str>>>,
+    source_ips: Option<Vec<JsonStr<'a>>>,
     #[serde(borrow)]
-    user_agent: Option<Cow<'a, str>>,
+    user_agent: Option<JsonStr<'a>>,
     #[serde(borrow)]
     object_ref: Option<ObjectRefRef<'a>>,
     response_status: Option<StatusRef>,
     #[serde(borrow)]
-    request_received_timestamp: Option<Cow<'a, str>>,
+    request_received_timestamp: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    stage_timestamp: Option<Cow<'a, str>>,
+    stage_timestamp: Option<JsonStr<'a>>,
     /// audit.k8s.io/v1beta1 only.
     #[serde(borrow)]
-    timestamp: Option<Cow<'a, str>>,
+    timestamp: Option<JsonStr<'a>>,
     #[serde(borrow)]
     annotations: Option<AnnotationsRef<'a>>,
 }
@@ -444,28 +443,28 @@ struct EventRef<'a> {
 #[derive(Deserialize)]
 struct UserRef<'a> {
     #[serde(borrow)]
-    username: Option<Cow<'a, str>>,
+    username: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
+    uid: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    groups: Option<Vec<Cow<'a, str>>>,
+    groups: Option<Vec<JsonStr<'a>>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ObjectRefRef<'a> {
     #[serde(borrow)]
-    resource: Option<Cow<'a, str>>,
+    resource: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    subresource: Option<Cow<'a, str>>,
+    subresource: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    api_group: Option<Cow<'a, str>>,
+    api_group: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<JsonStr<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -476,9 +475,9 @@ struct StatusRef {
 #[derive(Deserialize)]
 struct AnnotationsRef<'a> {
     #[serde(borrow, rename = "authorization.k8s.io/decision")]
-    decision: Option<Cow<'a, str>>,
+    decision: Option<JsonStr<'a>>,
     #[serde(borrow, rename = "authorization.k8s.io/reason")]
-    reason: Option<Cow<'a, str>>,
+    reason: Option<JsonStr<'a>>,
 }
 
 impl EventRef<'_> {

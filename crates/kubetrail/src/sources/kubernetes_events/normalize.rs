@@ -3,10 +3,9 @@
 //!
 //! Only the fields kubetrail needs are parsed (typed serde, unknown fields skipped).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use kubetrail_core::fields::ObjectWriter;
+use kubetrail_core::fields::{JsonStr, ObjectWriter};
 use kubetrail_core::{DedupKey, Fields, Original, Record, RecordKind, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -26,41 +25,41 @@ pub enum NormalizeError {
 #[serde(rename_all = "camelCase")]
 struct ObjRef<'a> {
     #[serde(borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
+    uid: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    field_path: Option<Cow<'a, str>>,
+    field_path: Option<JsonStr<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct Meta<'a> {
     #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
+    name: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    namespace: Option<Cow<'a, str>>,
+    namespace: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
+    uid: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    resource_version: Option<Cow<'a, str>>,
+    resource_version: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    creation_timestamp: Option<Cow<'a, str>>,
+    creation_timestamp: Option<JsonStr<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct EventSource<'a> {
     #[serde(borrow)]
-    component: Option<Cow<'a, str>>,
+    component: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    host: Option<Cow<'a, str>>,
+    host: Option<JsonStr<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -68,7 +67,7 @@ struct EventSource<'a> {
 struct Series<'a> {
     count: Option<i64>,
     #[serde(borrow)]
-    last_observed_time: Option<Cow<'a, str>>,
+    last_observed_time: Option<JsonStr<'a>>,
 }
 
 /// The fields of both views that kubetrail reads.
@@ -76,51 +75,51 @@ struct Series<'a> {
 #[serde(rename_all = "camelCase")]
 struct EventObject<'a> {
     #[serde(borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    api_version: Option<Cow<'a, str>>,
+    api_version: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
     metadata: Meta<'a>,
     // core/v1
     #[serde(borrow)]
     involved_object: Option<ObjRef<'a>>,
     #[serde(borrow)]
-    message: Option<Cow<'a, str>>,
+    message: Option<JsonStr<'a>>,
     #[serde(borrow)]
     source: Option<EventSource<'a>>,
     #[serde(borrow)]
-    first_timestamp: Option<Cow<'a, str>>,
+    first_timestamp: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    last_timestamp: Option<Cow<'a, str>>,
+    last_timestamp: Option<JsonStr<'a>>,
     count: Option<i64>,
     #[serde(borrow)]
-    reporting_component: Option<Cow<'a, str>>,
+    reporting_component: Option<JsonStr<'a>>,
     // both
     #[serde(borrow)]
-    reason: Option<Cow<'a, str>>,
+    reason: Option<JsonStr<'a>>,
     #[serde(borrow, rename = "type")]
-    type_: Option<Cow<'a, str>>,
+    type_: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    action: Option<Cow<'a, str>>,
+    action: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    event_time: Option<Cow<'a, str>>,
+    event_time: Option<JsonStr<'a>>,
     #[serde(borrow)]
     series: Option<Series<'a>>,
     #[serde(borrow)]
-    reporting_instance: Option<Cow<'a, str>>,
+    reporting_instance: Option<JsonStr<'a>>,
     // events.k8s.io/v1
     #[serde(borrow)]
     regarding: Option<ObjRef<'a>>,
     #[serde(borrow)]
-    note: Option<Cow<'a, str>>,
+    note: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    reporting_controller: Option<Cow<'a, str>>,
+    reporting_controller: Option<JsonStr<'a>>,
     #[serde(borrow)]
     deprecated_source: Option<EventSource<'a>>,
     #[serde(borrow)]
-    deprecated_first_timestamp: Option<Cow<'a, str>>,
+    deprecated_first_timestamp: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    deprecated_last_timestamp: Option<Cow<'a, str>>,
+    deprecated_last_timestamp: Option<JsonStr<'a>>,
     deprecated_count: Option<i64>,
 }
 
@@ -179,11 +178,11 @@ pub struct NormalizeContext<'a> {
     pub updates: Updates,
 }
 
-fn non_empty<'a>(v: &'a Option<Cow<'a, str>>) -> Option<&'a str> {
+fn non_empty<'a>(v: &'a Option<JsonStr<'a>>) -> Option<&'a str> {
     v.as_deref().filter(|s| !s.is_empty())
 }
 
-fn first_of<'a>(candidates: &[&'a Option<Cow<'a, str>>]) -> Option<&'a str> {
+fn first_of<'a>(candidates: &[&'a Option<JsonStr<'a>>]) -> Option<&'a str> {
     candidates.iter().find_map(|c| non_empty(c))
 }
 
