@@ -23,7 +23,9 @@ use serde_json::{Map, Value};
 pub struct Fields {
     /// A JSON object (`{"k":v,...}`) with unique keys, as written by a source; `None` once
     /// the map was edited.
-    encoded: Option<Box<str>>,
+    /// (A `String`, not a `Box<str>`: boxing would shrink the writer's buffer, one more
+    /// reallocation and copy per record.)
+    encoded: Option<String>,
     /// The decoded map, made on first use.
     map: OnceLock<Map<String, Value>>,
 }
@@ -34,7 +36,7 @@ impl Fields {
     /// reads as no fields).
     pub fn from_encoded(text: String) -> Fields {
         Fields {
-            encoded: Some(text.into_boxed_str()),
+            encoded: Some(text),
             map: OnceLock::new(),
         }
     }

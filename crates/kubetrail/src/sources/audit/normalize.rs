@@ -1,6 +1,7 @@
 //! Turning parsed audit events into records (`k8s_audit`), and items that are not audit events
 //! into error records, the same way for the file and the webhook sources.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use kubetrail_core::{DedupKey, Original, Record, RecordKind, Timestamp};
@@ -25,12 +26,20 @@ pub const ERROR_SOURCE_KIND: &str = "audit";
 /// fields, and the event's exact bytes as original. `raw_format` (the `format: raw` option)
 /// makes the record encode as the original alone.
 pub fn normalize(item: AuditItem, source: &Arc<str>, tag: &Arc<str>, raw_format: bool) -> Record {
-    let id = format!("{}/{}", item.audit_id, item.stage);
+    let mut id = String::with_capacity(item.audit_id.len() + 1 + item.stage.len());
+    id.push_str(&item.audit_id);
+    id.push('/');
+    id.push_str(&item.stage);
     // The dedup key leads with the event's own time (the same event always carries the same
     // one): audit events arrive roughly in time order, so new keys land at the right edge of
     // the dedup index instead of at random places, which keeps each commit's page writes few.
     let key = match item.time {
-        Some(t) => format!("{:020}/{id}", t.unix_nanos()),
+        Some(t) => {
+            let mut key = String::with_capacity(21 + id.len());
+            let _ = write!(key, "{:020}/", t.unix_nanos());
+            key.push_str(&id);
+            key
+        }
         None => id.clone(),
     };
     Record {
