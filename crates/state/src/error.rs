@@ -140,3 +140,17 @@ pub enum StateError {
 pub(crate) fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StateError {
     move |source| StateError::Sqlite { op, source }
 }
+
+impl StateError {
+    /// For a commit error: whether the commit is known to have left nothing behind (it failed
+    /// on a check before anything was made durable). When false, the store must be reopened
+    /// before the next commit (see [`crate::Store::commit_at`]).
+    pub fn outcome_known(&self) -> bool {
+        matches!(
+            self,
+            StateError::UnknownQueue { .. }
+                | StateError::RecordTooLarge { .. }
+                | StateError::SeqExhausted { .. }
+        )
+    }
+}

@@ -50,4 +50,4 @@ pub use queue::{MAX_SEQ, QueueDepth, QueueId, QueueItem};
 pub use reader::Reader;
 pub use schema::SCHEMA_VERSION;
 pub use segments::{LogError, frame_len};
-pub use store::{Store, StoreOptions, SyncMode};
+pub use store::{Reopen, Store, StoreOptions, SyncMode};

@@ -137,6 +137,23 @@ struct QueueFiles {
     segments: Segments,
 }
 
+/// A closed [`Store`], ready to be opened again (see [`Store::close_for_reopen`]).
+#[derive(Debug, Clone)]
+pub struct Reopen {
+    path: PathBuf,
+    opts: StoreOptions,
+    hints: Arc<Hints>,
+}
+
+impl Reopen {
+    /// Opens the database again, as [`Store::open`] does.
+    pub fn open(&self) -> Result<Store, StateError> {
+        let mut store = Store::open(&self.path, &self.opts)?;
+        store.hints = self.hints.clone();
+        Ok(store)
+    }
+}
+
 /// The state database, write side. Owned by one writer thread; `Send` but not `Sync`.
 pub struct Store {
     // Field order matters: fields drop in declaration order, so the connection (and SQLite's
@@ -447,6 +464,24 @@ impl Store {
         read_checkpoint(&self.conn, stream)
     }
 
+    /// Closes the store (its connection, files and lock) and returns what opens it again:
+    /// after a commit error whose outcome is unknown (see [`Store::commit_at`]), the
+    /// in-memory bounds may be behind what SQLite holds, and only opening again re-reads
+    /// them (and cuts the segments back to the committed heads). Readers made from this
+    /// store keep working; their position hints carry over.
+    pub fn close_for_reopen(self) -> Reopen {
+        let opts = StoreOptions {
+            sync: self.sync,
+            busy_timeout: self.busy_timeout,
+            segment_bytes: self.segment_bytes,
+        };
+        Reopen {
+            path: self.path.clone(),
+            opts,
+            hints: self.hints.clone(),
+        }
+    }
+
     /// The id of the queue called `name` (one per output), created empty if it does not exist.
     pub fn queue_id(&mut self, name: &str) -> Result<QueueId, StateError> {
         if let Some(id) = self.names.get(name) {
@@ -535,9 +570,11 @@ impl Store {
     /// in-memory bounds are left untouched; they change only after the commit succeeded. One
     /// caveat, inherent to any database: if the error came from the final write or fsync of
     /// the WAL, the batch may still turn out durable after a restart (entirely, never in
-    /// part). A writer that sees a commit error other than [`StateError::UnknownQueue`] should
-    /// therefore not resubmit the batch to this `Store` but reopen the database and resume
-    /// from the stored checkpoints, where the dedup keys make the replay harmless.
+    /// part). A writer that sees a commit error for which [`StateError::outcome_known`] is
+    /// false must therefore not go on with this `Store` (its bounds may be stale, and the next
+    /// commit would write over the records of that batch) but reopen the database
+    /// ([`Store::close_for_reopen`]) and let the sources resume from the stored checkpoints,
+    /// where the dedup keys make the replay harmless.
     pub fn commit_at(
         &mut self,
         batch: &CommitBatch,
@@ -1460,6 +1497,43 @@ mod tests {
             .expect("commit");
         assert_eq!(out.inserted, [true], "the rolled-back key did not survive");
         assert_eq!(seqs(&store, q), [1, 2]);
+    }
+
+    #[test]
+    fn reopening_after_an_unknown_outcome_reads_the_committed_bounds_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = open(&dir);
+        let q = store.queue_id("q").expect("queue");
+        let mut reader = store.reader().expect("reader");
+        let before = store.queues[&q];
+        store
+            .commit(&entries(vec![entry(
+                "1",
+                dedup("one", "1", 5),
+                &[q],
+                b"111",
+            )]))
+            .expect("commit");
+        // As if that commit had reported an error (a failed WAL fsync) although it is
+        // durable: the in-memory bounds were not moved.
+        store.queues.insert(q, before);
+        let again = store.close_for_reopen();
+        let mut store = again.open().expect("reopen");
+        let out = store
+            .commit(&entries(vec![
+                entry("1", dedup("one", "1", 5), &[q], b"111"),
+                entry("2", dedup("two", "1", 5), &[q], b"222"),
+            ]))
+            .expect("commit");
+        assert_eq!(out.inserted, [false, true], "the first batch is known");
+        assert_eq!(seqs(&store, q), [1, 2], "nothing written over");
+        // A reader made before the reopen goes on.
+        let items = reader.read_queue(q, 0, 10, usize::MAX).expect("read");
+        assert_eq!(
+            items.iter().map(|i| i.data.as_slice()).collect::<Vec<_>>(),
+            [&b"111"[..], b"222"]
+        );
+        assert!(StateError::UnknownQueue { queue: q }.outcome_known());
     }
 
     #[test]

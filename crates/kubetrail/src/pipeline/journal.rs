@@ -174,9 +174,10 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::channel(1024);
     let commits = metrics.counter("kubetrail_journal_commits_total", &[]);
     let failures = metrics.counter("kubetrail_journal_commit_failures_total", &[]);
+    let reopens = metrics.counter("kubetrail_journal_reopens_total", &[]);
     let handle = std::thread::Builder::new()
         .name("kubetrail-journal".into())
-        .spawn(move || run(store, queues, rx, commits, failures))?;
+        .spawn(move || run(store, queues, rx, commits, failures, reopens))?;
     Ok((JournalHandle { tx }, handle))
 }
 
@@ -186,6 +187,7 @@ fn run(
     mut rx: mpsc::Receiver<Cmd>,
     commits: Counter,
     failures: Counter,
+    reopens: Counter,
 ) {
     let mut last_purge = Instant::now();
     while let Some(first) = rx.blocking_recv() {
@@ -303,13 +305,19 @@ fn run(
                 }
                 Err(e) => {
                     failures.inc();
-                    tracing::error!(error = %e, "state commit failed; nothing of this round was committed");
+                    tracing::error!(error = %e, "state commit failed; nothing of this round was acknowledged");
                     let err = PipelineError::Storage(e.to_string());
                     for (_, reply) in submits {
                         let _ = reply.send(Err((err.clone(), None)));
                     }
                     for reply in acks {
                         let _ = reply.send(Err(err.clone()));
+                    }
+                    if !e.outcome_known() {
+                        // The round may be durable after all (a failed WAL write or fsync):
+                        // the store's bounds must be read again before the next commit.
+                        store = reopen(store);
+                        reopens.inc();
                     }
                 }
             }
@@ -328,6 +336,35 @@ fn run(
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "expired dedup keys purged"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging expired dedup keys failed"),
+            }
+        }
+    }
+}
+
+/// Closes and opens the store again after a commit whose outcome is unknown. Nothing can be
+/// committed without it, so it tries until it works (capped backoff with jitter); commands
+/// wait in the (bounded) channel meanwhile.
+fn reopen(store: Store) -> Store {
+    let again = store.close_for_reopen();
+    let mut attempt = 0;
+    loop {
+        match again.open() {
+            Ok(store) => {
+                tracing::warn!(
+                    attempts = attempt + 1,
+                    "state database reopened after a failed commit"
+                );
+                return store;
+            }
+            Err(e) => {
+                let delay = crate::topology::backoff(
+                    Duration::from_millis(50),
+                    Duration::from_secs(10),
+                    attempt,
+                );
+                tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reopen the state database");
+                std::thread::sleep(delay);
+                attempt = attempt.saturating_add(1);
             }
         }
     }
@@ -491,6 +528,62 @@ mod tests {
             id: id.into(),
             data: vec![b'x'; 600],
         }
+    }
+
+    /// A commit that fails after writing (here: the queue's directory is gone when a new
+    /// segment is due) makes the journal reopen the store, retrying until it can; the
+    /// failed submission is refused, the next one is committed after the last good one.
+    #[tokio::test]
+    async fn a_failed_commit_reopens_the_store_and_later_commits_follow_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("j.db");
+        let opts = StoreOptions {
+            sync: SyncMode::Normal,
+            segment_bytes: 100,
+            ..Default::default()
+        };
+        let mut store = Store::open(&db, &opts).unwrap();
+        let q = store.queue_id("output/out").unwrap();
+        let mut reader = store.reader().unwrap();
+        let metrics = Metrics::new();
+        let slot = QueueSlot {
+            name: "out".into(),
+            notify: Arc::new(Notify::new()),
+            limit_bytes: 1 << 20,
+            depth_records: Gauge::default(),
+            depth_bytes: Gauge::default(),
+            on_full: OnFull::Backpressure,
+            dropped: Counter::default(),
+            gaps: Counter::default(),
+        };
+        let (j, _thread) = spawn(store, [(q, slot)].into(), &metrics).unwrap();
+        j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
+        // Every segment is over 100 bytes, so the next commit starts a new file: make that
+        // impossible by putting a plain file where the queue's directory was.
+        let qdir = dir.path().join("j.db-queues").join(format!("q{}", q.get()));
+        let aside = dir.path().join("aside");
+        std::fs::rename(&qdir, &aside).unwrap();
+        std::fs::write(&qdir, b"in the way").unwrap();
+        let err = j
+            .submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PipelineError::Storage(_)), "{err:?}");
+        // The journal now retries opening the store; give it the directory back.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::remove_file(&qdir).unwrap();
+        std::fs::rename(&aside, &qdir).unwrap();
+        j.submit(vec![entry(q, "c")], vec![], None).await.unwrap();
+        let reopens = metrics.counter("kubetrail_journal_reopens_total", &[]);
+        assert_eq!(reopens.get(), 1);
+        assert_eq!(j.checkpoint("s".into()).await.unwrap(), None);
+        let items: Vec<(u64, String)> = reader
+            .read_queue(q, 0, 10, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.seq, i.id))
+            .collect();
+        assert_eq!(items, vec![(1, "a".to_string()), (2, "c".to_string())]);
     }
 
     #[tokio::test]
