@@ -118,9 +118,10 @@ pub(super) fn parse_body_one_pass(text: &str) -> Option<Vec<Result<AuditItem, It
 
 /// [`parse_body`] in two passes: the body is split into items (each copied as a
 /// [`RawValue`]), then each item is read. Handles every shape and reports every error.
-pub(super) fn parse_body_split(
-    body: &[u8],
-) -> Result<Vec<Result<AuditItem, ItemError>>, AuditParseError> {
+/// Public for the differential fuzz target, which checks that [`parse_body`] (one pass where
+/// it can) always says the same.
+#[doc(hidden)]
+pub fn parse_body_split(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, AuditParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let shape = BodyShape::deserialize(&mut de).map_err(AuditParseError::Json)?;
     de.end().map_err(AuditParseError::Json)?;
