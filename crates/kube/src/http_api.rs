@@ -8,7 +8,7 @@ use bytes::Bytes;
 use kubetrail_net::{NetError, ResponseBody};
 
 use crate::client::{KubeClient, KubeError};
-use crate::path::{ResourcePath, Selectors, list_query, watch_query};
+use crate::path::{ResourcePath, Selectors, list_query, probe_query, watch_query};
 use crate::watcher::{Api, ChunkSource, WatchError, WatchStream};
 
 /// Default limit for one LIST page body.
@@ -72,6 +72,24 @@ impl Api for HttpApi {
             let resp = self.client.get(&target).await?;
             let body = resp.into_body().read_to_end(self.max_page_bytes).await?;
             Ok::<_, KubeError>(body)
+        };
+        match tokio::time::timeout(self.list_timeout, read).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(WatchError::Request(KubeError::Net(
+                NetError::ResponseTimeout {
+                    url: self.client.url_for(&target),
+                    after: self.list_timeout,
+                },
+            ))),
+        }
+    }
+
+    async fn probe(&self, resource_version: &str) -> Result<(), WatchError> {
+        let target = probe_query(&self.path, resource_version);
+        let read = async {
+            let resp = self.client.get(&target).await?;
+            resp.into_body().read_to_end(self.max_page_bytes).await?;
+            Ok::<_, KubeError>(())
         };
         match tokio::time::timeout(self.list_timeout, read).await {
             Ok(result) => Ok(result?),

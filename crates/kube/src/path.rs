@@ -139,6 +139,17 @@ pub fn list_query(
     q
 }
 
+/// A cheap check that a resourceVersion is not ahead of the server: one item of the
+/// collection, not older than it: `?limit=1&resourceVersion=RV&resourceVersionMatch=NotOlderThan`
+/// (a future one answers 504 `ResourceVersionTooLarge`).
+pub fn probe_query(path: &ResourcePath, resource_version: &str) -> String {
+    let mut q = path.collection();
+    push(&mut q, "limit", "1");
+    push(&mut q, "resourceVersion", resource_version);
+    push(&mut q, "resourceVersionMatch", "NotOlderThan");
+    q
+}
+
 /// A WATCH from a resourceVersion:
 /// `?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N[&selectors]`.
 pub fn watch_query(
@@ -186,6 +197,15 @@ mod tests {
             assert!(ResourcePath::core_v1_events(Some(bad)).is_err(), "{bad:?}");
         }
         assert!(ResourcePath::new("/apis/x/../v1/", "events", None).is_err());
+    }
+
+    #[test]
+    fn probe_asks_for_one_item_not_older_than_the_version() {
+        let p = ResourcePath::core_v1_events(Some("fx")).unwrap();
+        assert_eq!(
+            probe_query(&p, "381"),
+            "/api/v1/namespaces/fx/events?limit=1&resourceVersion=381&resourceVersionMatch=NotOlderThan"
+        );
     }
 
     #[test]

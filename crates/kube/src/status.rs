@@ -30,13 +30,23 @@ pub struct Status {
     pub details: Option<StatusDetails>,
 }
 
-/// `Status.details`, only the field kubetrail uses.
+/// `Status.details`, only the fields kubetrail uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusDetails {
     /// Seconds the client should wait before retrying.
     #[serde(default)]
     pub retry_after_seconds: Option<u64>,
+    /// The causes (`ResourceVersionTooLarge`, field errors, ...).
+    #[serde(default)]
+    pub causes: Vec<StatusCause>,
+}
+
+/// One of `Status.details.causes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct StatusCause {
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// An error answer of the Kubernetes API (non-2xx response or watch ERROR frame).
@@ -50,6 +60,8 @@ pub struct ApiError {
     pub message: String,
     /// From the `Retry-After` header or `details.retryAfterSeconds`.
     pub retry_after: Option<Duration>,
+    /// The reasons of `details.causes`.
+    pub causes: Vec<String>,
 }
 
 impl fmt::Display for ApiError {
@@ -96,6 +108,7 @@ impl ApiError {
                 reason: canonical,
                 message: snippet(body),
                 retry_after,
+                causes: Vec::new(),
             },
         }
     }
@@ -111,7 +124,20 @@ impl ApiError {
                 .as_ref()
                 .and_then(|d| d.retry_after_seconds)
                 .map(Duration::from_secs),
+            causes: s
+                .details
+                .iter()
+                .flat_map(|d| &d.causes)
+                .filter_map(|c| c.reason.clone())
+                .collect(),
         }
+    }
+
+    /// 504 with cause `ResourceVersionTooLarge`: the resourceVersion asked for is ahead of the
+    /// server's (its data was replaced, e.g. a cluster rebuilt or etcd restored).
+    pub fn is_too_large_resource_version(&self) -> bool {
+        self.causes.iter().any(|c| c == "ResourceVersionTooLarge")
+            || (self.code == 504 && self.message.contains("Too large resource version"))
     }
 
     /// 410 Gone / reason `Expired` or `Gone`: the resourceVersion or continue token is too old.

@@ -45,6 +45,9 @@ pub trait Api: Send + Sync {
         continue_token: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<Bytes, WatchError>> + Send;
+    /// Checks that `resource_version` is not ahead of the server (one item, `NotOlderThan`);
+    /// the error of a future one is a 504 `ResourceVersionTooLarge`.
+    fn probe(&self, resource_version: &str) -> impl Future<Output = Result<(), WatchError>> + Send;
     /// Opens `?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N`.
     fn watch(
         &self,
@@ -111,6 +114,10 @@ pub enum GapReason {
     EmptyWatch,
     /// A LIST continue token expired mid-list; the list started over.
     ListContinueExpired,
+    /// The resourceVersion to resume from is ahead of the server's (its data was replaced:
+    /// a rebuilt cluster, a restored etcd). A watch from it answers nothing until it times
+    /// out, again and again; found by a probe after a watch that ended without anything.
+    ResourceVersionTooLarge,
 }
 
 impl fmt::Display for GapReason {
@@ -119,6 +126,7 @@ impl fmt::Display for GapReason {
             GapReason::WatchExpired => "watch_expired",
             GapReason::EmptyWatch => "empty_watch",
             GapReason::ListContinueExpired => "list_continue_expired",
+            GapReason::ResourceVersionTooLarge => "resource_version_too_large",
         })
     }
 }
@@ -329,6 +337,9 @@ pub struct WatcherCounters {
     pub unauthorized: u64,
     /// Watches dropped for sending nothing too long.
     pub idle_timeouts: u64,
+    /// Checks that the resourceVersion is not ahead of the server (when resuming, and after a
+    /// watch that brought nothing).
+    pub probes: u64,
 }
 
 /// Live counters plus progress times; shared with whoever reports metrics and readiness.
@@ -382,6 +393,9 @@ enum State {
     },
     /// Open a WATCH.
     Connect { resource_version: String },
+    /// Before resuming, and after a watch that lasted but brought nothing: check that the
+    /// resourceVersion is not ahead of the server before watching from it.
+    Probing { resource_version: String },
     /// Read an open WATCH.
     Watching(Box<Watching>),
     /// Wait for the backoff, then go on.
@@ -507,8 +521,11 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
         } = self;
         match state {
             State::Start { resume_from } => match resume_from.take() {
+                // A committed resourceVersion is checked first: after a restart against a
+                // rebuilt cluster it may be ahead of the server, and a watch from it would
+                // answer nothing until its timeout, again and again.
                 Some(rv) => {
-                    *state = State::Connect {
+                    *state = State::Probing {
                         resource_version: rv,
                     };
                     None
@@ -636,6 +653,55 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
                         )))
                     }
                     Err(e) => {
+                        record_error(stats, api, &e);
+                        let delay = retry_delay(backoff, config, e.retry_after());
+                        let then = State::Connect {
+                            resource_version: std::mem::take(resource_version),
+                        };
+                        *state = wait(delay, then);
+                        Some(Err(e))
+                    }
+                }
+            }
+
+            State::Probing { resource_version } => {
+                stats.count(|c| c.probes += 1);
+                match api.probe(resource_version).await {
+                    Ok(()) => {
+                        *state = State::Connect {
+                            resource_version: std::mem::take(resource_version),
+                        };
+                        None
+                    }
+                    Err(e)
+                        if e.api_error()
+                            .is_some_and(ApiError::is_too_large_resource_version) =>
+                    {
+                        let from = std::mem::take(resource_version);
+                        let message = e.api_error().map(|a| a.message.clone()).unwrap_or_default();
+                        Some(Ok(gap(
+                            state,
+                            backoff,
+                            stats,
+                            Some(from),
+                            GapReason::ResourceVersionTooLarge,
+                            message,
+                        )))
+                    }
+                    Err(e) if e.is_gone() => {
+                        let from = std::mem::take(resource_version);
+                        let message = e.api_error().map(|a| a.message.clone()).unwrap_or_default();
+                        Some(Ok(gap(
+                            state,
+                            backoff,
+                            stats,
+                            Some(from),
+                            GapReason::WatchExpired,
+                            message,
+                        )))
+                    }
+                    Err(e) => {
+                        // The probe is only a check: on any other failure, watch again.
                         record_error(stats, api, &e);
                         let delay = retry_delay(backoff, config, e.retry_after());
                         let then = State::Connect {
@@ -863,6 +929,20 @@ fn end_of_watch<A: Api, B: Backoff>(
             }
             if healthy {
                 stats.progress(false);
+            }
+            if !w.progressed && truncated.is_none() {
+                // A whole watch with nothing: a quiet collection, or a resourceVersion ahead
+                // of the server's, which would answer nothing forever. Check before watching.
+                stats.count(|c| c.watch_restarts += 1);
+                let then = State::Probing {
+                    resource_version: rv,
+                };
+                *state = if healthy {
+                    then
+                } else {
+                    wait(retry_delay(backoff, config, None), then)
+                };
+                return None;
             }
             rewatch(state, backoff, None);
             None

@@ -30,6 +30,8 @@ enum Step {
 enum Answer {
     List(Result<String, WatchError>),
     Watch(Result<Vec<Step>, WatchError>),
+    /// For a probe; a probe with no `Probe` answer next in the script is answered Ok.
+    Probe(Result<(), WatchError>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +51,8 @@ struct Script {
     answers: VecDeque<Answer>,
     fallback: Option<Fallback>,
     calls: Vec<(Duration, Call)>,
+    /// The resourceVersions probed (kept apart from `calls`, which lists and watches).
+    probes: Vec<String>,
     invalidations: usize,
     start: Instant,
 }
@@ -62,6 +66,7 @@ impl ScriptedApi {
             answers: answers.into(),
             fallback: None,
             calls: Vec::new(),
+            probes: Vec::new(),
             invalidations: 0,
             start: Instant::now(),
         })))
@@ -97,6 +102,10 @@ impl ScriptedApi {
             .collect()
     }
 
+    fn probes(&self) -> Vec<String> {
+        self.0.lock().unwrap().probes.clone()
+    }
+
     fn invalidations(&self) -> usize {
         self.0.lock().unwrap().invalidations
     }
@@ -128,7 +137,7 @@ impl Api for ScriptedApi {
         async move {
             match answer {
                 Answer::List(r) => r.map(Bytes::from),
-                Answer::Watch(_) => panic!("a LIST was answered with a WATCH script"),
+                _ => panic!("a LIST was answered with another script"),
             }
         }
     }
@@ -149,9 +158,22 @@ impl Api for ScriptedApi {
                         sleep: None,
                     }) as WatchStream
                 }),
-                Answer::List(_) => panic!("a WATCH was answered with a LIST script"),
+                _ => panic!("a WATCH was answered with another script"),
             }
         }
+    }
+
+    fn probe(&self, resource_version: &str) -> impl Future<Output = Result<(), WatchError>> + Send {
+        let mut s = self.0.lock().unwrap();
+        s.probes.push(resource_version.to_string());
+        let answer = match s.answers.front() {
+            Some(Answer::Probe(_)) => match s.answers.pop_front() {
+                Some(Answer::Probe(r)) => r,
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        async move { answer }
     }
 
     fn invalidate_credentials(&self) {
@@ -313,6 +335,7 @@ fn api_error(code: u16, reason: &str, retry_after: Option<u64>) -> WatchError {
             reason: reason.into(),
             message: format!("status {code}"),
             retry_after: retry_after.map(Duration::from_secs),
+            causes: Vec::new(),
         },
     })
 }
@@ -817,6 +840,95 @@ async fn a_watch_that_runs_its_course_is_reopened_at_once_and_a_short_one_after_
         0,
         "an ordinary end is not a gap"
     );
+}
+
+/// A resourceVersion ahead of the server's (a cluster rebuilt under kept state): the watch
+/// answers nothing until its timeout, forever. The probe after such a watch finds it out,
+/// and the watcher relists with a gap instead of waiting silently.
+#[tokio::test(start_paused = true)]
+async fn a_resource_version_ahead_of_the_server_is_found_after_a_quiet_watch_and_relisted() {
+    let too_large = WatchError::Request(KubeError::Api {
+        url: "https://kube.test/api/v1/events".into(),
+        error: ApiError::from_response(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            None,
+            br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Timeout: Too large resource version: 999999, current: 381","reason":"Timeout","details":{"causes":[{"reason":"ResourceVersionTooLarge","message":"Too large resource version"}]},"code":504}"#,
+        ),
+    });
+    let api = ScriptedApi::new(vec![
+        // Resuming: probed (the server was not ahead then), watched.
+        Answer::Probe(Ok(())),
+        // A quiet but valid resourceVersion: probed, watched again.
+        watch(vec![Step::Delay(Duration::from_secs(60))]),
+        Answer::Probe(Ok(())),
+        // Then the same kind of quiet watch, but the probe says it is ahead.
+        watch(vec![Step::Delay(Duration::from_secs(60))]),
+        Answer::Probe(Err(too_large)),
+        list("381", None, &[]),
+    ]);
+    let (mut w, _) = watcher(&api, Some("999999"));
+    let ev = tokio::time::timeout(Duration::from_secs(300), w.next())
+        .await
+        .expect("the watcher does not wait silently")
+        .unwrap();
+    match ev {
+        WatcherEvent::ListStarted {
+            after_gap: Some(gap),
+        } => {
+            assert_eq!(gap.reason, GapReason::ResourceVersionTooLarge);
+            assert_eq!(gap.from_resource_version.as_deref(), Some("999999"));
+            assert!(
+                gap.message.contains("Too large resource version"),
+                "{}",
+                gap.message
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        w.next().await.unwrap(),
+        WatcherEvent::ListPage { .. }
+    ));
+    assert_eq!(
+        api.calls(),
+        vec![wcall("999999"), wcall("999999"), lcall(None)]
+    );
+    assert_eq!(
+        api.probes(),
+        vec!["999999", "999999", "999999"],
+        "at the start and after each quiet watch"
+    );
+    assert_eq!(w.stats().counters().probes, 3);
+    assert_eq!(w.stats().counters().relists, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_with_changes_is_not_probed_and_a_failed_probe_only_delays_the_next_watch() {
+    let api = ScriptedApi::new(vec![
+        watch(vec![
+            data(frame("ADDED", "x", "78")),
+            Step::Delay(Duration::from_secs(60)),
+        ]),
+        watch(vec![Step::Delay(Duration::from_secs(60))]),
+        Answer::Probe(Err(connection_refused())),
+        watch(vec![Step::Hang]),
+    ]);
+    let (mut w, _) = watcher(&api, Some("77"));
+    assert!(matches!(
+        w.next().await.unwrap(),
+        WatcherEvent::Frames { .. }
+    ));
+    // The first watch ends (it brought a change: no probe), the second one ends quiet: probe,
+    // which fails; the watcher reports the error and watches again after a backoff.
+    assert!(w.next().await.is_err());
+    let _ = tokio::time::timeout(Duration::from_secs(100), w.next()).await;
+    assert_eq!(api.calls(), vec![wcall("77"), wcall("78"), wcall("78")]);
+    assert_eq!(
+        api.probes(),
+        vec!["77", "78"],
+        "when resuming, and after the quiet watch"
+    );
+    assert_eq!(w.stats().counters().relists, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -507,6 +507,38 @@ async fn compaction_while_away_becomes_a_gap_and_a_relist() {
     assert_eq!(stats.counters().relists, 1);
 }
 
+/// State kept, cluster rebuilt: the committed resourceVersion is ahead of the new server's.
+/// A watch from it would answer nothing until its timeout, forever; the probe when resuming
+/// finds it out and the watcher relists at once, with a gap.
+#[tokio::test]
+async fn a_resource_version_ahead_of_the_server_relists_at_once() {
+    let s = setup(EmulatorOptions::default()).await;
+    let uids: BTreeSet<String> = (0..4)
+        .map(|i| create(&s.emu, "fx", &format!("r{i}")).uid)
+        .collect();
+    let client = s.client(&[]);
+    let current: u64 = s.emu.current_resource_version().parse().unwrap();
+    let ahead = (current + 100_000).to_string();
+    let (mut rx, stats) = spawn(watcher(&client, None, Some(ahead.clone())));
+    let Ok(WatcherEvent::ListStarted {
+        after_gap: Some(gap),
+    }) = next(&mut rx).await
+    else {
+        panic!("expected a gap")
+    };
+    assert_eq!(gap.reason, GapReason::ResourceVersionTooLarge);
+    assert_eq!(gap.from_resource_version.as_deref(), Some(ahead.as_str()));
+    assert!(
+        gap.message.contains("Too large resource version"),
+        "{}",
+        gap.message
+    );
+    collect_until(&mut rx, &uids).await;
+    let fresh = create(&s.emu, "fx", "after-relist").uid;
+    collect_until(&mut rx, &BTreeSet::from([fresh])).await;
+    assert_eq!(stats.counters().relists, 1);
+}
+
 #[tokio::test]
 async fn garbage_frames_are_counted_and_collection_goes_on() {
     let s = setup(EmulatorOptions::default()).await;
