@@ -53,6 +53,13 @@ pub fn main() -> ExitCode {
         Command::Check { config } => match load_plan(&config) {
             Ok(plan) => {
                 print!("{}", plan.describe());
+                let problems = plan.preflight();
+                if !problems.is_empty() {
+                    for p in &problems {
+                        eprintln!("error: {p}");
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
                 println!("configuration OK: {}", config.display());
                 ExitCode::SUCCESS
             }

@@ -31,6 +31,13 @@ pub trait Source: Send {
     /// Runs the source. Returns when `ctx.shutdown` fires (after finishing the submission in
     /// flight) or on an error it cannot recover from.
     async fn run(self: Box<Self>, ctx: SourceContext) -> Result<(), SourceError>;
+
+    /// Reads what the source will read from disk when it starts (certificates, keys, CA
+    /// bundles, token files, kubeconfig), for `kubetrail check`: a configuration that parses
+    /// but names a missing or broken file is reported before it is deployed.
+    fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A source's unrecoverable error.
@@ -60,6 +67,12 @@ pub enum DeliveryError {
 pub trait Output: Send + Sync {
     /// Called once before the first delivery with the state last committed with an ack.
     async fn open(&mut self, committed_state: Option<String>) -> Result<(), DeliveryError>;
+
+    /// Reads what the output will read from disk when it connects (TLS material), for
+    /// `kubetrail check` (see [`Source::preflight`]).
+    fn preflight(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Delivers a batch (each item's `data` is one encoded record, a JSON line without
     /// newline). Returns the state to commit with the acknowledgement.
     async fn deliver(&mut self, batch: &[QueueItem]) -> Result<Option<String>, DeliveryError>;

@@ -72,6 +72,25 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Reads every file the components will read when they start (certificates, keys, CA
+    /// bundles, token and password files, kubeconfig) and says which ones are missing or
+    /// broken: `component: problem`, one per failing component.
+    pub fn preflight(&self) -> Vec<String> {
+        let inputs = self.inputs.iter().filter_map(|i| {
+            i.source
+                .preflight()
+                .err()
+                .map(|e| format!("input {}: {e}", i.name))
+        });
+        let outputs = self.outputs.iter().filter_map(|o| {
+            o.output
+                .preflight()
+                .err()
+                .map(|e| format!("output {}: {e}", o.name))
+        });
+        inputs.chain(outputs).collect()
+    }
+
     /// A human-readable description of the resolved pipeline (for `kubetrail check`).
     pub fn describe(&self) -> String {
         use std::fmt::Write as _;

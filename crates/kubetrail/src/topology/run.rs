@@ -38,6 +38,8 @@ pub enum RunError {
     Server(#[from] ServerError),
     #[error("input {name} failed: {message}")]
     Source { name: String, message: String },
+    #[error("output {name} cannot start: {message}")]
+    Output { name: String, message: String },
 }
 
 impl Plan {
@@ -52,6 +54,16 @@ impl Plan {
         stop: impl Future<Output = ()> + Send,
         metrics: Arc<Metrics>,
     ) -> Result<(), RunError> {
+        // An output connects only when its first batch is due and retries what fails then;
+        // a TLS file that is missing is no reason to retry for ever, so it stops the start.
+        for o in &self.outputs {
+            if let Err(message) = o.output.preflight() {
+                return Err(RunError::Output {
+                    name: o.name.clone(),
+                    message,
+                });
+            }
+        }
         let Plan {
             service,
             inputs,

@@ -487,6 +487,15 @@ impl NatsOutput {
 
 #[async_trait::async_trait]
 impl Output for NatsOutput {
+    fn preflight(&self) -> Result<(), String> {
+        if let Some(opts) = &self.config.tls {
+            let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
+            settings.use_webpki_roots = true;
+            settings.build().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     async fn open(&mut self, committed: Option<String>) -> Result<(), DeliveryError> {
         // Connecting waits for the first batch, so a server that is down goes through the
         // same retries as any failed delivery.

@@ -349,6 +349,19 @@ where
 
 #[async_trait::async_trait]
 impl Output for PostgresqlOutput {
+    fn preflight(&self) -> Result<(), String> {
+        if let Some(opts) = &self.config.tls {
+            let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
+            settings.use_webpki_roots = true;
+            settings.build().map_err(|e| e.to_string())?;
+        }
+        if let Some(path) = &self.config.password_file {
+            std::fs::metadata(path)
+                .map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
     async fn open(&mut self, _committed: Option<String>) -> Result<(), DeliveryError> {
         // Connecting waits for the first batch: a server that is down then goes through
         // the same retries as any failed delivery.

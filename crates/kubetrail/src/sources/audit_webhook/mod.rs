@@ -166,4 +166,14 @@ impl Source for AuditWebhook {
             .await
             .map_err(|e| SourceError(e.to_string()))
     }
+
+    fn preflight(&self) -> Result<(), String> {
+        if let Some(t) = &self.options.tls {
+            tls::server_config(t).map_err(|e| e.to_string())?;
+        }
+        if let Some(p) = &self.options.token_file {
+            auth::TokenFile::load(p).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }

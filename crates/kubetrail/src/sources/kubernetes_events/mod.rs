@@ -106,6 +106,16 @@ impl Source for KubernetesEvents {
         }
         result
     }
+
+    fn preflight(&self) -> Result<(), String> {
+        let resolved = self
+            .config
+            .connection
+            .resolve(&Environment::from_process())
+            .map_err(|e| e.to_string())?;
+        KubeClient::new(&resolved).map_err(|e| e.to_string())?;
+        Ok(())
+    }
 }
 
 /// One collection watched: all namespaces, or one.
