@@ -26,8 +26,53 @@ pub struct Fields {
     /// (A `String`, not a `Box<str>`: boxing would shrink the writer's buffer, one more
     /// reallocation and copy per record.)
     encoded: Option<String>,
+    /// Where the top-level members of `encoded` start, when its writer recorded them.
+    index: Option<MemberIndex>,
     /// The decoded map, made on first use.
     map: OnceLock<Map<String, Value>>,
+}
+
+/// Where the top-level members of an encoded object start (the offset of each key's opening
+/// quote), as its [`ObjectWriter`] wrote them: finding one member is then a comparison per
+/// member instead of a parse of the whole object.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberIndex {
+    starts: [u32; MemberIndex::MAX],
+    len: u8,
+    /// More members than it can hold, or offsets past `u32`: not usable.
+    overflow: bool,
+}
+
+impl MemberIndex {
+    const MAX: usize = 24;
+
+    pub fn new() -> MemberIndex {
+        MemberIndex {
+            starts: [0; MemberIndex::MAX],
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    fn push(&mut self, at: usize) {
+        match u32::try_from(at) {
+            Ok(at) if usize::from(self.len) < MemberIndex::MAX => {
+                self.starts[usize::from(self.len)] = at;
+                self.len += 1;
+            }
+            _ => self.overflow = true,
+        }
+    }
+
+    fn starts(&self) -> Option<&[u32]> {
+        (!self.overflow).then(|| &self.starts[..usize::from(self.len)])
+    }
+}
+
+impl Default for MemberIndex {
+    fn default() -> Self {
+        MemberIndex::new()
+    }
 }
 
 impl Fields {
@@ -37,6 +82,17 @@ impl Fields {
     pub fn from_encoded(text: String) -> Fields {
         Fields {
             encoded: Some(text),
+            index: None,
+            map: OnceLock::new(),
+        }
+    }
+
+    /// Like [`Fields::from_encoded`], with the index of its top-level members that an
+    /// [`ObjectWriter::open_indexed`] recorded while writing `text` (and nothing else).
+    pub fn from_encoded_indexed(text: String, index: MemberIndex) -> Fields {
+        Fields {
+            encoded: Some(text),
+            index: Some(index),
             map: OnceLock::new(),
         }
     }
@@ -62,7 +118,8 @@ impl Fields {
 /// map's value.
 #[derive(Debug, Clone, Copy)]
 pub enum Member<'a> {
-    Encoded(&'a RawValue),
+    /// The member's JSON text.
+    Encoded(&'a str),
     Value(&'a Value),
 }
 
@@ -71,7 +128,7 @@ impl<'a> Member<'a> {
     /// another shape.
     pub fn read<T: serde::Deserialize<'a>>(self) -> Option<T> {
         match self {
-            Member::Encoded(raw) => serde_json::from_str(raw.get()).ok(),
+            Member::Encoded(text) => serde_json::from_str(text).ok(),
             Member::Value(v) => T::deserialize(v).ok(),
         }
     }
@@ -81,15 +138,43 @@ impl Fields {
     /// One member, borrowed and not decoded: nothing is allocated to look at it.
     pub fn get_member(&self, key: &str) -> Option<Member<'_>> {
         if let Some(text) = self.encoded.as_deref() {
+            // Keys are compared as written, so one that JSON would escape takes the parse.
+            let plain = key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+            if plain && let Some(starts) = self.index.as_ref().and_then(MemberIndex::starts) {
+                return indexed_member(text, starts, key).map(Member::Encoded);
+            }
             let mut de = serde_json::Deserializer::from_str(text);
             return PickRaw { key }
                 .deserialize(&mut de)
                 .ok()
                 .flatten()
-                .map(Member::Encoded);
+                .map(|raw| Member::Encoded(raw.get()));
         }
         self.map.get()?.get(key).map(Member::Value)
     }
+}
+
+/// The text of member `key` of `text`, an object written by an [`ObjectWriter`] whose members
+/// start at `starts`: `"key":value` each, separated by single commas, inside `{` `}`.
+fn indexed_member<'t>(text: &'t str, starts: &[u32], key: &str) -> Option<&'t str> {
+    let b = text.as_bytes();
+    for (i, &start) in starts.iter().enumerate() {
+        let s = start as usize;
+        let k = s + 1;
+        let matches = b.get(s) == Some(&b'"')
+            && b.get(k..k + key.len()) == Some(key.as_bytes())
+            && b.get(k + key.len()..k + key.len() + 2) == Some(&b"\":"[..]);
+        if matches {
+            let value_start = k + key.len() + 2;
+            // The comma before the next member, or the closing brace.
+            let value_end = match starts.get(i + 1) {
+                Some(&next) => (next as usize).checked_sub(1)?,
+                None => b.len().checked_sub(1)?,
+            };
+            return text.get(value_start..value_end);
+        }
+    }
+    None
 }
 
 /// Reads one member of a JSON object as its text, skipping the others unparsed.
@@ -129,6 +214,7 @@ impl From<Map<String, Value>> for Fields {
     fn from(map: Map<String, Value>) -> Fields {
         Fields {
             encoded: None,
+            index: None,
             map: OnceLock::from(map),
         }
     }
@@ -153,6 +239,7 @@ impl DerefMut for Fields {
         self.decoded();
         // Edited from here on: the text no longer says what the map holds.
         self.encoded = None;
+        self.index = None;
         if self.map.get().is_none() {
             self.map = OnceLock::from(Map::new());
         }
@@ -252,13 +339,29 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonStr<'a> {
 pub struct ObjectWriter<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
+    index: Option<&'a mut MemberIndex>,
 }
 
 impl<'a> ObjectWriter<'a> {
     /// Starts an object (writes `{`).
     pub fn open(out: &'a mut Vec<u8>) -> ObjectWriter<'a> {
         out.push(b'{');
-        ObjectWriter { out, first: true }
+        ObjectWriter {
+            out,
+            first: true,
+            index: None,
+        }
+    }
+
+    /// Starts an object at the start of `out`, recording where each of its members starts
+    /// (for [`Fields::from_encoded_indexed`]).
+    pub fn open_indexed(out: &'a mut Vec<u8>, index: &'a mut MemberIndex) -> ObjectWriter<'a> {
+        out.push(b'{');
+        ObjectWriter {
+            out,
+            first: true,
+            index: Some(index),
+        }
     }
 
     /// Starts a member: writes the key and returns the buffer for its value.
@@ -267,6 +370,9 @@ impl<'a> ObjectWriter<'a> {
             self.out.push(b',');
         }
         self.first = false;
+        if let Some(ix) = self.index.as_deref_mut() {
+            ix.push(self.out.len());
+        }
         write_json_str(self.out, key);
         self.out.push(b':');
         self.out
@@ -380,6 +486,57 @@ mod tests {
         assert!(matches!(&b[0].0, Cow::Borrowed("x")));
         assert!(matches!(&b[1].0, Cow::Owned(t) if t == "tab\t"));
         assert!(serde_json::from_str::<JsonStr<'_>>("1").is_err());
+    }
+
+    #[test]
+    fn indexed_members_are_found_without_parsing_and_read_like_parsed_ones() {
+        let mut out = Vec::new();
+        let mut index = MemberIndex::new();
+        let mut f = ObjectWriter::open_indexed(&mut out, &mut index);
+        f.str_opt("a", Some("x,\"y\":1"));
+        let mut m = ObjectWriter::open(f.key("ab"));
+        m.str_opt("a", Some("nested"));
+        m.close();
+        f.list(
+            "b",
+            &Some(vec![
+                JsonStr(Cow::Borrowed("1")),
+                JsonStr(Cow::Borrowed("2")),
+            ]),
+        );
+        f.key("z").extend_from_slice(b"17");
+        f.close();
+        let text = String::from_utf8(out).unwrap();
+        let indexed = Fields::from_encoded_indexed(text.clone(), index);
+        let parsed = Fields::from_encoded(text);
+        for key in ["a", "ab", "b", "z", "missing", "", "a\"", "zz"] {
+            let i = indexed.get_member(key).and_then(|m| m.read::<Value>());
+            let p = parsed.get_member(key).and_then(|m| m.read::<Value>());
+            assert_eq!(i, p, "{key:?}");
+            assert_eq!(i.as_ref(), parsed.get(key), "{key:?}");
+        }
+        assert!(matches!(
+            indexed.get_member("ab"),
+            Some(Member::Encoded(r#"{"a":"nested"}"#))
+        ));
+        assert!(matches!(
+            indexed.get_member("z"),
+            Some(Member::Encoded("17"))
+        ));
+        // Too many members for the index: found by parsing.
+        let mut out = Vec::new();
+        let mut index = MemberIndex::new();
+        let mut f = ObjectWriter::open_indexed(&mut out, &mut index);
+        for k in 0..30 {
+            f.key(&format!("k{k:02}"))
+                .extend_from_slice(k.to_string().as_bytes());
+        }
+        f.close();
+        let many = Fields::from_encoded_indexed(String::from_utf8(out).unwrap(), index);
+        assert_eq!(
+            many.get_member("k29").and_then(|m| m.read::<u32>()),
+            Some(29)
+        );
     }
 
     #[test]

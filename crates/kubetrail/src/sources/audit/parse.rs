@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use kubetrail_core::fields::{JsonStr, ObjectWriter, write_json_str};
+use kubetrail_core::fields::{JsonStr, MemberIndex, ObjectWriter, write_json_str};
 use kubetrail_core::{Fields, RawJson, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -486,7 +486,8 @@ impl EventRef<'_> {
     /// JSON object with keys in sorted order.
     fn fields(&self, audit_id: &str, stage: &str, api_version: Option<&str>) -> Fields {
         let mut out = Vec::with_capacity(512);
-        let mut f = ObjectWriter::open(&mut out);
+        let mut index = MemberIndex::new();
+        let mut f = ObjectWriter::open_indexed(&mut out, &mut index);
         if let Some(v) = api_version {
             write_json_str(f.key("api_version"), v);
         }
@@ -532,7 +533,7 @@ impl EventRef<'_> {
         f.str("verb", &self.verb);
         f.close();
         // Only complete JSON was written: object syntax and string literals of valid str.
-        Fields::from_encoded(String::from_utf8(out).unwrap_or_default())
+        Fields::from_encoded_indexed(String::from_utf8(out).unwrap_or_default(), index)
     }
 }
 

@@ -411,6 +411,12 @@ fn encoded_fields_encode_like_the_decoded_map() {
     for line in [V1.to_string(), escaped, event("e-1", "ResponseStarted")] {
         let r = normalize(parse_line(line.as_bytes()).unwrap(), &s, &t, false);
         assert!(r.fields.encoded_members().is_some(), "fields start encoded");
+        // Every member is found through the writer's index, as the decoded map has it.
+        for (k, v) in r.fields.iter() {
+            let m = r.fields.get_member(k).and_then(|m| m.read::<Value>());
+            assert_eq!(m.as_ref(), Some(v), "{k}");
+        }
+        assert!(r.fields.get_member("object").is_none());
         let mut edited = r.clone();
         let _ = edited.fields.insert("zz".into(), json!(1));
         let _ = edited.fields.remove("zz");

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use kubetrail_core::fields::{JsonStr, ObjectWriter};
+use kubetrail_core::fields::{JsonStr, MemberIndex, ObjectWriter};
 use kubetrail_core::{DedupKey, Fields, Original, Record, RecordKind, Timestamp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -244,7 +244,8 @@ pub fn normalize(
 
     // Written as JSON text in key order (see kubetrail_core::Fields).
     let mut out = Vec::with_capacity(raw.get().len() / 2 + 256);
-    let mut f = ObjectWriter::open(&mut out);
+    let mut index = MemberIndex::new();
+    let mut f = ObjectWriter::open_indexed(&mut out, &mut index);
     f.str_opt("action", non_empty(&ev.action));
     f.str_opt("api", Some(cx.api.as_str()));
     f.key("count")
@@ -284,7 +285,7 @@ pub fn normalize(
     f.str_opt("uid", Some(uid));
     f.close();
     // Only complete JSON of valid strings was written.
-    let fields = Fields::from_encoded(String::from_utf8(out).unwrap_or_default());
+    let fields = Fields::from_encoded_indexed(String::from_utf8(out).unwrap_or_default(), index);
 
     let time = last_time
         .and_then(Timestamp::parse_rfc3339)
@@ -343,6 +344,14 @@ mod tests {
         for (obj, api) in [(CORE, EventsApi::CoreV1), (NEW, EventsApi::EventsV1)] {
             let r = normalize(raw(obj), Observed::Added, &cx(api, &s)).unwrap();
             assert!(r.fields.encoded_members().is_some());
+            // Every member is found through the writer's index, as the decoded map has it.
+            for (k, v) in r.fields.iter() {
+                let m = r
+                    .fields
+                    .get_member(k)
+                    .and_then(|m| m.read::<serde_json::Value>());
+                assert_eq!(m.as_ref(), Some(v), "{k}");
+            }
             let mut edited = r.clone();
             let _ = edited.fields.remove("nothing");
             assert!(edited.fields.encoded_members().is_none());
