@@ -45,8 +45,8 @@ fn post_body(n: usize) -> Vec<u8> {
 /// Checks what must hold for every parsed event against the event itself (read generically).
 fn check(item: &AuditItem, line: &[u8]) -> Record {
     let v: Value = serde_json::from_slice(line).unwrap();
-    assert_eq!(item.audit_id, v["auditID"].as_str().unwrap());
-    assert_eq!(item.stage, v["stage"].as_str().unwrap());
+    assert_eq!(item.audit_id(), v["auditID"].as_str().unwrap());
+    assert_eq!(item.stage(), v["stage"].as_str().unwrap());
     let expected_time = ["stageTimestamp", "requestReceivedTimestamp", "timestamp"]
         .iter()
         .find_map(|k| v[*k].as_str().and_then(Timestamp::parse_rfc3339));
@@ -54,7 +54,7 @@ fn check(item: &AuditItem, line: &[u8]) -> Record {
     assert_eq!(item.time, expected_time);
     let (s, t) = names();
     let r = audit::normalize(item.clone(), &s, &t, false);
-    assert_eq!(r.id, format!("{}/{}", item.audit_id, item.stage));
+    assert_eq!(r.id, format!("{}/{}", item.audit_id(), item.stage()));
     assert_eq!(r.kind, RecordKind::K8sAudit);
     let d = r.dedup.clone().unwrap();
     let key = format!("{:020}/{}", expected_time.unwrap().unix_nanos(), r.id);
@@ -134,7 +134,7 @@ fn every_audit_log_line_parses_and_normalizes() {
             let item = audit::parse_line(&line).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             let r = check(&item, &line);
             *counts
-                .entry((f.file_name().unwrap().to_owned(), item.stage.clone()))
+                .entry((f.file_name().unwrap().to_owned(), item.stage().to_string()))
                 .or_insert(0) += 1;
             assert_eq!(r.fields["api_version"], "audit.k8s.io/v1");
         }

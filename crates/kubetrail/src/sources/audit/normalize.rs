@@ -26,10 +26,7 @@ pub const ERROR_SOURCE_KIND: &str = "audit";
 /// fields, and the event's exact bytes as original. `raw_format` (the `format: raw` option)
 /// makes the record encode as the original alone.
 pub fn normalize(item: AuditItem, source: &Arc<str>, tag: &Arc<str>, raw_format: bool) -> Record {
-    let mut id = String::with_capacity(item.audit_id.len() + 1 + item.stage.len());
-    id.push_str(&item.audit_id);
-    id.push('/');
-    id.push_str(&item.stage);
+    let id = item.id;
     // The dedup key leads with the event's own time (the same event always carries the same
     // one): audit events arrive roughly in time order, so new keys land at the right edge of
     // the dedup index instead of at random places, which keeps each commit's page writes few.
