@@ -502,8 +502,9 @@ impl EventRef<'_> {
     /// The normalized fields, named as documented for `k8s_audit` records, written as one
     /// JSON object with keys in sorted order.
     fn fields(&self, audit_id: &str, stage: &str, api_version: Option<&str>) -> Fields {
-        // Room for the usual event's fields (600 to 900 bytes), so the buffer is not grown.
-        let mut out = Vec::with_capacity(1024);
+        // Most events' fields fit; a bigger one grows the buffer once. (More room per record
+        // costs memory: the audit_file input holds tens of thousands of records in flight.)
+        let mut out = Vec::with_capacity(512);
         let mut index = MemberIndex::new();
         let mut f = ObjectWriter::open_indexed(&mut out, &mut index);
         if let Some(v) = api_version {
