@@ -5,11 +5,24 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// jemalloc, with one arena, no thread caches and dirty pages returned after a second
+/// (`JEMALLOC_SYS_WITH_MALLOC_CONF` in .cargo/config.toml; `_RJEM_MALLOC_CONF` overrides it at
+/// run time). Records are made on one thread and freed on another (parsers, the journal, the
+/// outputs), the pattern glibc's arenas handle worst. Measured against glibc (tuned as below),
+/// runs interleaved on this project's 2-core benchmark machine: bench/audit-webhook.sh 145-159k
+/// -> 167-169k events/s with peak RSS 52-55 -> 43 MiB; bench/audit-file.sh 252-262 -> 285-298
+/// MB/s at the same peak RSS (52-58 MiB); bench/events-e2e.sh unchanged within noise
+/// (RSS 28 -> 26 MiB). Thread caches made it slower here, and more arenas only added RSS.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
     cli::main()
 }
 
+/// What still uses glibc's malloc (SQLite, and the C parts of dependencies) is tuned too.
+///
 /// glibc gives every thread that allocates its own arena (up to 8 per core); with tokio's
 /// worker and blocking threads that fragments the heap and inflates the resident size far
 /// beyond what is in use. Two arenas keep the memory bound honest at no measurable cost.
