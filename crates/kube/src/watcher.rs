@@ -640,26 +640,9 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
                         }));
                         None
                     }
-                    Err(e) if e.is_gone() => {
-                        let from = std::mem::take(resource_version);
-                        let message = e.api_error().map(|a| a.message.clone()).unwrap_or_default();
-                        Some(Ok(gap(
-                            state,
-                            backoff,
-                            stats,
-                            Some(from),
-                            GapReason::WatchExpired,
-                            message,
-                        )))
-                    }
                     Err(e) => {
-                        record_error(stats, api, &e);
-                        let delay = retry_delay(backoff, config, e.retry_after());
-                        let then = State::Connect {
-                            resource_version: std::mem::take(resource_version),
-                        };
-                        *state = wait(delay, then);
-                        Some(Err(e))
+                        let rv = std::mem::take(resource_version);
+                        failed_from(e, rv, state, api, backoff, config, stats)
                     }
                 }
             }
@@ -673,42 +656,10 @@ impl<A: Api, B: Backoff> Watcher<A, B> {
                         };
                         None
                     }
-                    Err(e)
-                        if e.api_error()
-                            .is_some_and(ApiError::is_too_large_resource_version) =>
-                    {
-                        let from = std::mem::take(resource_version);
-                        let message = e.api_error().map(|a| a.message.clone()).unwrap_or_default();
-                        Some(Ok(gap(
-                            state,
-                            backoff,
-                            stats,
-                            Some(from),
-                            GapReason::ResourceVersionTooLarge,
-                            message,
-                        )))
-                    }
-                    Err(e) if e.is_gone() => {
-                        let from = std::mem::take(resource_version);
-                        let message = e.api_error().map(|a| a.message.clone()).unwrap_or_default();
-                        Some(Ok(gap(
-                            state,
-                            backoff,
-                            stats,
-                            Some(from),
-                            GapReason::WatchExpired,
-                            message,
-                        )))
-                    }
+                    // The probe is only a check: on a failure other than a gap, watch again.
                     Err(e) => {
-                        // The probe is only a check: on any other failure, watch again.
-                        record_error(stats, api, &e);
-                        let delay = retry_delay(backoff, config, e.retry_after());
-                        let then = State::Connect {
-                            resource_version: std::mem::take(resource_version),
-                        };
-                        *state = wait(delay, then);
-                        Some(Err(e))
+                        let rv = std::mem::take(resource_version);
+                        failed_from(e, rv, state, api, backoff, config, stats)
                     }
                 }
             }
@@ -948,6 +899,43 @@ fn end_of_watch<A: Api, B: Backoff>(
             None
         }
     }
+}
+
+/// After a WATCH or a probe from `rv` failed: a 410 (compacted) or a resourceVersion ahead of
+/// the server's is a gap and a relist; anything else is reported and the watch is opened again
+/// after the backoff.
+fn failed_from<A: Api, B: Backoff>(
+    e: WatchError,
+    rv: String,
+    state: &mut State,
+    api: &A,
+    backoff: &mut B,
+    config: &WatcherConfig,
+    stats: &WatcherStats,
+) -> Option<Result<WatcherEvent, WatchError>> {
+    let reason = if e.is_gone() {
+        Some(GapReason::WatchExpired)
+    } else if e
+        .api_error()
+        .is_some_and(ApiError::is_too_large_resource_version)
+    {
+        Some(GapReason::ResourceVersionTooLarge)
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        let message = e.api_error().map(|a| a.message.clone()).unwrap_or_default();
+        return Some(Ok(gap(state, backoff, stats, Some(rv), reason, message)));
+    }
+    record_error(stats, api, &e);
+    let delay = retry_delay(backoff, config, e.retry_after());
+    *state = wait(
+        delay,
+        State::Connect {
+            resource_version: rv,
+        },
+    );
+    Some(Err(e))
 }
 
 fn wait(delay: Duration, then: State) -> State {
