@@ -1711,9 +1711,9 @@ mod recycle_tests {
             .collect()
     }
 
-    #[test]
-    fn acknowledged_segments_are_recycled_and_their_old_bytes_never_read() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A store with 10,000-byte segments and one queue: (its database path, options, store,
+    /// queue, the queue's directory).
+    fn small_segments(dir: &tempfile::TempDir) -> (PathBuf, StoreOptions, Store, QueueId, PathBuf) {
         let db = dir.path().join("kubetrail.db");
         let opts = StoreOptions {
             segment_bytes: 10_000,
@@ -1722,6 +1722,13 @@ mod recycle_tests {
         let mut store = Store::open(&db, &opts).expect("open");
         let q = store.queue_id("q").expect("queue");
         let qdir = crate::segments::queue_dir(&crate::segments::queues_root(&db), q);
+        (db, opts, store, q, qdir)
+    }
+
+    #[test]
+    fn acknowledged_segments_are_recycled_and_their_old_bytes_never_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, opts, mut store, q, qdir) = small_segments(&dir);
         let spare = qdir.join("spare.seg");
         // Two commits of 3 × 2,000 bytes fill a segment; the third starts the second one.
         for c in 1..=3 {
@@ -1763,13 +1770,7 @@ mod recycle_tests {
     #[test]
     fn trimmed_segments_are_deleted_not_recycled() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("kubetrail.db");
-        let opts = StoreOptions {
-            segment_bytes: 10_000,
-            ..StoreOptions::default()
-        };
-        let mut store = Store::open(&db, &opts).expect("open");
-        let q = store.queue_id("q").expect("queue");
+        let (_, _, mut store, q, qdir) = small_segments(&dir);
         for c in 1..=3 {
             commit_records(&mut store, q, c, 3, 2000);
         }
@@ -1783,7 +1784,6 @@ mod recycle_tests {
             })
             .expect("trim");
         assert_eq!(store.segment_count(q), 1);
-        let qdir = crate::segments::queue_dir(&crate::segments::queues_root(&db), q);
         assert!(!qdir.join("spare.seg").exists());
     }
 }
