@@ -55,9 +55,8 @@
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
-
 use kubetrail_core::config::{ConfigError, Section};
+use kubetrail_core::fields::JsonStr;
 use kubetrail_core::record::{ENVELOPE_KEYS, ORIGINAL_KEY};
 use kubetrail_core::{Fields, Original, Record, RecordKind};
 use serde_json::Value;
@@ -250,7 +249,7 @@ fn object_ref_says_secret(fields: &Fields) -> (bool, bool) {
     #[derive(serde::Deserialize)]
     struct ObjectRef<'a> {
         #[serde(borrow)]
-        resource: Option<Cow<'a, str>>,
+        resource: Option<JsonStr<'a>>,
     }
     // An `object_ref` of another shape (not an object, a resource that is not a string)
     // settles nothing: the original is checked.
