@@ -11,8 +11,9 @@ use base64::Engine;
 use kubetrail_core::config::{Section, SectionKind};
 use kubetrail_emulator::{Emulator, EmulatorOptions, EventSpec, Faults};
 use kubetrail_kube::{
-    Environment, ExponentialBackoff, GapReason, HttpApi, KubeClient, KubeConnectionOptions,
-    ResourcePath, Selectors, WatchEventType, Watcher, WatcherConfig, WatcherEvent, WatcherStats,
+    Environment, ExponentialBackoff, GapInfo, GapReason, HttpApi, KubeClient,
+    KubeConnectionOptions, ResourcePath, Selectors, WatchEventType, Watcher, WatcherConfig,
+    WatcherEvent, WatcherStats,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -115,6 +116,16 @@ async fn next(
         .await
         .expect("the watcher answers in time")
         .expect("the watcher runs")
+}
+
+/// The next event, which must be a relist after a gap.
+async fn next_gap(rx: &mut mpsc::Receiver<Result<WatcherEvent, String>>) -> GapInfo {
+    match next(rx).await {
+        Ok(WatcherEvent::ListStarted {
+            after_gap: Some(gap),
+        }) => gap,
+        other => panic!("expected a gap, got {other:?}"),
+    }
 }
 
 /// Receives until every uid in `want` was seen in list pages or frames; returns what was seen.
@@ -489,12 +500,7 @@ async fn compaction_while_away_becomes_a_gap_and_a_relist() {
     s.emu.compact();
 
     let (mut rx, stats) = spawn(watcher(&client, None, Some(committed.clone())));
-    let Ok(WatcherEvent::ListStarted {
-        after_gap: Some(gap),
-    }) = next(&mut rx).await
-    else {
-        panic!("expected a gap")
-    };
+    let gap = next_gap(&mut rx).await;
     assert_eq!(
         gap.from_resource_version.as_deref(),
         Some(committed.as_str())
@@ -520,12 +526,7 @@ async fn a_resource_version_ahead_of_the_server_relists_at_once() {
     let current: u64 = s.emu.current_resource_version().parse().unwrap();
     let ahead = (current + 100_000).to_string();
     let (mut rx, stats) = spawn(watcher(&client, None, Some(ahead.clone())));
-    let Ok(WatcherEvent::ListStarted {
-        after_gap: Some(gap),
-    }) = next(&mut rx).await
-    else {
-        panic!("expected a gap")
-    };
+    let gap = next_gap(&mut rx).await;
     assert_eq!(gap.reason, GapReason::ResourceVersionTooLarge);
     assert_eq!(gap.from_resource_version.as_deref(), Some(ahead.as_str()));
     assert!(
