@@ -94,13 +94,7 @@ pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
     if let Ok(text) = std::str::from_utf8(trimmed)
         && let Ok(p) = read_event(text, None)
     {
-        return Ok(AuditItem {
-            raw: RawJson::trusted(text.to_owned()),
-            id: p.id,
-            stage_at: p.stage_at,
-            time: p.time,
-            fields: p.fields,
-        });
+        return Ok(p.with_raw(RawJson::trusted(text.to_owned())));
     }
     let raw: Box<RawValue> = serde_json::from_slice(line).map_err(AuditParseError::Json)?;
     parse_item(raw.into(), None).map_err(AuditParseError::NotAnEvent)
@@ -180,26 +174,12 @@ mod one_pass {
 
     impl Pending<'_> {
         fn finish(self, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
-            match self {
-                Pending::Event(ev, span) => match check_event(&ev, list_api_version) {
-                    Ok(p) => Ok(AuditItem {
-                        // The typed read checked every byte of the span.
-                        raw: RawJson::trusted(span.to_owned()),
-                        id: p.id,
-                        stage_at: p.stage_at,
-                        time: p.time,
-                        fields: p.fields,
-                    }),
-                    Err(reason) => Err(ItemError {
-                        reason,
-                        raw: RawJson::trusted(span.to_owned()),
-                    }),
-                },
-                Pending::NotEvent(reason, span) => Err(ItemError {
-                    reason,
-                    raw: RawJson::trusted(span.to_owned()),
-                }),
-            }
+            let (checked, span) = match self {
+                Pending::Event(ev, span) => (check_event(&ev, list_api_version), span),
+                Pending::NotEvent(reason, span) => (Err(reason), span),
+            };
+            // The read that found the span's end checked every byte of it.
+            item(checked, RawJson::trusted(span.to_owned()))
         }
     }
 
@@ -348,14 +328,13 @@ mod one_pass {
 /// Reads one item into an [`AuditItem`]. `list_api_version` is the enclosing list's
 /// `apiVersion`, which list items (written without `kind`/`apiVersion`) inherit.
 fn parse_item(raw: RawJson, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
-    match read_event(raw.get(), list_api_version) {
-        Ok(p) => Ok(AuditItem {
-            raw,
-            id: p.id,
-            stage_at: p.stage_at,
-            time: p.time,
-            fields: p.fields,
-        }),
+    item(read_event(raw.get(), list_api_version), raw)
+}
+
+/// The outcome of reading an item, with its bytes.
+fn item(checked: Result<Parsed, String>, raw: RawJson) -> Result<AuditItem, ItemError> {
+    match checked {
+        Ok(p) => Ok(p.with_raw(raw)),
         Err(reason) => Err(ItemError { reason, raw }),
     }
 }
@@ -366,6 +345,18 @@ struct Parsed {
     stage_at: usize,
     time: Option<Timestamp>,
     fields: Fields,
+}
+
+impl Parsed {
+    fn with_raw(self, raw: RawJson) -> AuditItem {
+        AuditItem {
+            raw,
+            id: self.id,
+            stage_at: self.stage_at,
+            time: self.time,
+            fields: self.fields,
+        }
+    }
 }
 
 /// Reads and checks one item; the error is the reason it is not an audit event.
