@@ -731,6 +731,26 @@ async fn a_body_that_is_not_json_is_400_with_the_reason() {
     s.stop().await;
 }
 
+/// Three bytes of body (`{},`) make a record of hundreds: a body may hold at most
+/// `MAX_BODY_ITEMS` items, so that what one request can make the process hold is bounded.
+#[tokio::test]
+async fn a_body_with_too_many_items_is_413_and_nothing_is_committed() {
+    let s = Server::start(&[]).await;
+    let max = kubetrail::sources::audit::MAX_BODY_ITEMS;
+    let body = format!("[{}]", vec!["{}"; max + 1].join(","));
+    let a = s
+        .send_tls(
+            None,
+            &post(body.as_bytes(), &[("Authorization", &bearer())]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.status, 413, "{a:?}");
+    assert!(a.body.contains("--audit-webhook-batch-max-size"), "{a:?}");
+    assert_eq!(s.fake.calls(), 0);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn items_that_are_not_audit_events_become_error_records_beside_the_good_ones() {
     let s = Server::start(&[]).await;

@@ -19,7 +19,10 @@ pub use normalize::{
     DEDUP_SCOPE, ERROR_DEDUP_SCOPE, ERROR_SOURCE_KIND, error_record, invalid_input_record,
     normalize,
 };
-pub use parse::{AuditItem, AuditParseError, ItemError, parse_body, parse_body_split, parse_line};
+pub use parse::{
+    AuditItem, AuditParseError, BodyParseError, ItemError, MAX_BODY_ITEMS, parse_body,
+    parse_body_split, parse_line,
+};
 
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,24 @@ pub enum AuditParseError {
     NotAnEvent(#[source] ItemError),
 }
 
+/// Why a webhook body was refused as a whole (items that are not audit events are not a
+/// reason: they become [`ItemError`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyParseError {
+    /// The body is not JSON (or not one JSON value).
+    #[error("not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    /// More items than [`MAX_BODY_ITEMS`].
+    #[error("more than {max} items in one body")]
+    TooManyItems { max: usize },
+}
+
+/// The most items a webhook body may hold. The apiserver sends batches of 400 by default
+/// (`--audit-webhook-batch-max-size`); the cap bounds what one body can make a request hold
+/// in memory: an item can be as small as `{}`, three bytes of a 12 MiB body, but becomes a
+/// record of hundreds.
+pub const MAX_BODY_ITEMS: usize = 10_000;
+
 /// Parses one audit log line (one JSON object; surrounding whitespace, including the line end,
 /// is ignored).
 pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
@@ -103,8 +121,9 @@ pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
 /// Parses a webhook body: an `EventList` (`{"kind":"EventList","items":[...]}`, or an object
 /// with `items` and no `kind`), a JSON array of Events, or a single Event. Each item is parsed
 /// on its own: an item that is not an audit event becomes an [`ItemError`] while the others
-/// are kept. The error is for a body that is not JSON at all.
-pub fn parse_body(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, AuditParseError> {
+/// are kept. The error is for a body that is not JSON at all, or holds more than
+/// [`MAX_BODY_ITEMS`] items.
+pub fn parse_body(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, BodyParseError> {
     // The usual bodies (UTF-8, an EventList or an array, plain keys) in one pass; anything
     // else, and every error, the careful way, which has the same results (a property test
     // checks it) and the precise error messages.
@@ -128,10 +147,10 @@ pub(super) fn parse_body_one_pass(text: &str) -> Option<Vec<Result<AuditItem, It
 /// Public for the differential fuzz target, which checks that [`parse_body`] (one pass where
 /// it can) always says the same.
 #[doc(hidden)]
-pub fn parse_body_split(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, AuditParseError> {
+pub fn parse_body_split(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, BodyParseError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let shape = BodyShape::deserialize(&mut de).map_err(AuditParseError::Json)?;
-    de.end().map_err(AuditParseError::Json)?;
+    let shape = BodyShape::deserialize(&mut de).map_err(BodyParseError::Json)?;
+    de.end().map_err(BodyParseError::Json)?;
     match shape {
         BodyShape::List { api_version, items } => {
             let api_version = api_version.filter(|v| v.starts_with(AUDIT_GROUP_PREFIX));
@@ -144,10 +163,13 @@ pub fn parse_body_split(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>
             .into_iter()
             .map(|raw| parse_item(raw.into(), None))
             .collect()),
+        BodyShape::TooMany => Err(BodyParseError::TooManyItems {
+            max: MAX_BODY_ITEMS,
+        }),
         BodyShape::Single => {
             // Walked once already, so this cannot fail on syntax; it still reports rather than
             // panics if it somehow did.
-            let raw: Box<RawValue> = serde_json::from_slice(body).map_err(AuditParseError::Json)?;
+            let raw: Box<RawValue> = serde_json::from_slice(body).map_err(BodyParseError::Json)?;
             Ok(vec![parse_item(raw.into(), None)])
         }
     }
@@ -278,6 +300,10 @@ mod one_pass {
             return Some((items, i + 1));
         }
         loop {
+            // Past the cap, the careful way decides (and answers).
+            if items.len() == MAX_BODY_ITEMS {
+                return None;
+            }
             let (item, end) = item_at(text, i)?;
             items.push(item);
             i = skip_ws(b, end);
@@ -560,6 +586,8 @@ enum BodyShape {
     },
     /// A JSON array of items.
     Array(Vec<Box<RawValue>>),
+    /// A list or an array of more than [`MAX_BODY_ITEMS`] items.
+    TooMany,
     /// Anything else: the whole body is one item.
     Single,
 }
@@ -581,10 +609,23 @@ impl<'de> Visitor<'de> for BodyVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<BodyShape, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element::<Box<RawValue>>()? {
-            items.push(item);
+        while items.len() < MAX_BODY_ITEMS {
+            match seq.next_element::<Box<RawValue>>()? {
+                Some(item) => items.push(item),
+                None => return Ok(BodyShape::Array(items)),
+            }
         }
-        Ok(BodyShape::Array(items))
+        // Past the cap: the rest is only checked to be JSON (the answer for a body that is
+        // not JSON stays 400), nothing of it is kept.
+        let mut more = false;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            more = true;
+        }
+        Ok(if more {
+            BodyShape::TooMany
+        } else {
+            BodyShape::Array(items)
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BodyShape, A::Error> {
@@ -609,7 +650,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
         let kind_str = as_str(&kind);
         let is_list = match (kind_str.as_deref(), &items) {
             (Some("EventList"), _) => true,
-            (None, Some(Items::List(_))) => kind.is_none(),
+            (None, Some(Items::List(_) | Items::TooMany)) => kind.is_none(),
             _ => false,
         };
         if !is_list {
@@ -617,6 +658,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
         }
         let items = match items {
             Some(Items::List(v)) => v,
+            Some(Items::TooMany) => return Ok(BodyShape::TooMany),
             None | Some(Items::Null) => Vec::new(),
             // `"kind":"EventList"` with `items` that is not a list: not something we can split.
             Some(Items::NotAList) => return Ok(BodyShape::Single),
@@ -679,6 +721,7 @@ impl<'de> Deserialize<'de> for EnvelopeKey {
 /// An envelope's `items`: split into per-item raw values when it is a list.
 enum Items {
     List(Vec<Box<RawValue>>),
+    TooMany,
     Null,
     NotAList,
 }
@@ -701,7 +744,8 @@ impl<'de> Visitor<'de> for ItemsVisitor {
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Items, A::Error> {
         match BodyVisitor.visit_seq(seq)? {
             BodyShape::Array(items) => Ok(Items::List(items)),
-            // visit_seq only ever returns Array.
+            BodyShape::TooMany => Ok(Items::TooMany),
+            // visit_seq returns nothing else.
             _ => Ok(Items::NotAList),
         }
     }

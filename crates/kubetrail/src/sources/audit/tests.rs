@@ -215,13 +215,48 @@ fn a_body_that_is_not_json_is_an_error() {
         b"{\"kind\":\"EventList\",\"items\":[\"\xff\"]}",
     ] {
         assert!(
-            matches!(parse_body(body), Err(AuditParseError::Json(_))),
+            matches!(parse_body(body), Err(BodyParseError::Json(_))),
             "{body:?}"
         );
     }
     assert!(matches!(
         parse_line(b"{\"auditID\":"),
         Err(AuditParseError::Json(_))
+    ));
+}
+
+#[test]
+fn a_body_holds_at_most_max_body_items() {
+    let list = |n: usize| vec!["{}"; n].join(",");
+    for n in [MAX_BODY_ITEMS, MAX_BODY_ITEMS + 1] {
+        for body in [
+            format!("[{}]", list(n)),
+            format!(r#"{{"kind":"EventList","items":[{}]}}"#, list(n)),
+        ] {
+            let careful = parse::parse_body_split(body.as_bytes());
+            match parse_body(body.as_bytes()) {
+                Ok(items) => {
+                    assert_eq!(n, MAX_BODY_ITEMS);
+                    assert_eq!(items.len(), n);
+                    assert!(parse::parse_body_one_pass(&body).is_some());
+                    assert_eq!(careful.map(|v| v.len()).ok(), Some(n));
+                }
+                Err(e) => {
+                    assert_eq!(n, MAX_BODY_ITEMS + 1, "{e}");
+                    assert!(
+                        matches!(e, BodyParseError::TooManyItems { max } if max == MAX_BODY_ITEMS)
+                    );
+                    assert!(parse::parse_body_one_pass(&body).is_none());
+                    assert!(matches!(careful, Err(BodyParseError::TooManyItems { .. })));
+                }
+            }
+        }
+    }
+    // Past the cap the rest must still be JSON: a broken body stays a 400.
+    let broken = format!("[{},]", list(MAX_BODY_ITEMS + 1));
+    assert!(matches!(
+        parse_body(broken.as_bytes()),
+        Err(BodyParseError::Json(_))
     ));
 }
 

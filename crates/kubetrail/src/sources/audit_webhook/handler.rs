@@ -247,6 +247,16 @@ where
                 false,
             );
         }
+        Ok(Err(DecodeError::TooManyItems(max))) => {
+            tracing::warn!(component = %shared.name, %peer, max, "audit webhook body with too many events");
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "more than {max} audit events in one body: lower the apiserver's --audit-webhook-batch-max-size"
+                ),
+                false,
+            );
+        }
         Ok(Err(DecodeError::Bad(msg))) => {
             shared.metrics.errors.inc();
             tracing::warn!(component = %shared.name, %peer, error = %msg, "audit webhook body refused");
@@ -389,6 +399,7 @@ where
 
 enum DecodeError {
     TooLarge,
+    TooManyItems(usize),
     Bad(String),
 }
 
@@ -408,7 +419,10 @@ fn decode(
     raw_format: bool,
 ) -> Result<Decoded, DecodeError> {
     let body = if gzip { gunzip(&body, limit)? } else { body };
-    let items = audit::parse_body(&body).map_err(|e| DecodeError::Bad(e.to_string()))?;
+    let items = audit::parse_body(&body).map_err(|e| match e {
+        audit::BodyParseError::TooManyItems { max } => DecodeError::TooManyItems(max),
+        e => DecodeError::Bad(e.to_string()),
+    })?;
     let mut records = Vec::with_capacity(items.len());
     let mut invalid = 0;
     let mut first_reason = None;
