@@ -316,7 +316,11 @@ fn run(
                     if !e.outcome_known() {
                         // The round may be durable after all (a failed WAL write or fsync):
                         // the store's bounds must be read again before the next commit.
-                        store = reopen(store);
+                        match reopen(store, &rx) {
+                            Some(s) => store = s,
+                            // Everyone is gone (shutdown) while it could not be reopened.
+                            None => return,
+                        }
                         reopens.inc();
                     }
                 }
@@ -343,8 +347,9 @@ fn run(
 
 /// Closes and opens the store again after a commit whose outcome is unknown. Nothing can be
 /// committed without it, so it tries until it works (capped backoff with jitter); commands
-/// wait in the (bounded) channel meanwhile.
-fn reopen(store: Store) -> Store {
+/// wait in the (bounded) channel meanwhile. `None` when the journal's handles are all gone
+/// (shutdown) before it worked, so that shutdown does not wait for a disk that is gone.
+fn reopen(store: Store, rx: &mpsc::Receiver<Cmd>) -> Option<Store> {
     let again = store.close_for_reopen();
     let mut attempt = 0;
     loop {
@@ -354,7 +359,11 @@ fn reopen(store: Store) -> Store {
                     attempts = attempt + 1,
                     "state database reopened after a failed commit"
                 );
-                return store;
+                return Some(store);
+            }
+            Err(e) if rx.is_closed() => {
+                tracing::error!(error = %e, "cannot reopen the state database; stopping (shutdown)");
+                return None;
             }
             Err(e) => {
                 let delay = crate::topology::backoff(
@@ -530,11 +539,21 @@ mod tests {
         }
     }
 
-    /// A commit that fails after writing (here: the queue's directory is gone when a new
-    /// segment is due) makes the journal reopen the store, retrying until it can; the
-    /// failed submission is refused, the next one is committed after the last good one.
-    #[tokio::test]
-    async fn a_failed_commit_reopens_the_store_and_later_commits_follow_the_last_good_one() {
+    /// A journal over 100-byte segments with one committed record, whose next commit fails
+    /// after writing: a new segment is due and a plain file stands where the queue's
+    /// directory was (the directory is kept at `.aside`). The failed submission's error is
+    /// checked here.
+    struct Broken {
+        dir: tempfile::TempDir,
+        j: JournalHandle,
+        thread: std::thread::JoinHandle<()>,
+        q: QueueId,
+        reader: kubetrail_state::Reader,
+        metrics: Arc<Metrics>,
+        qdir: std::path::PathBuf,
+    }
+
+    async fn broken() -> Broken {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("j.db");
         let opts = StoreOptions {
@@ -544,7 +563,7 @@ mod tests {
         };
         let mut store = Store::open(&db, &opts).unwrap();
         let q = store.queue_id("output/out").unwrap();
-        let mut reader = store.reader().unwrap();
+        let reader = store.reader().unwrap();
         let metrics = Metrics::new();
         let slot = QueueSlot {
             name: "out".into(),
@@ -556,34 +575,71 @@ mod tests {
             dropped: Counter::default(),
             gaps: Counter::default(),
         };
-        let (j, _thread) = spawn(store, [(q, slot)].into(), &metrics).unwrap();
+        let (j, thread) = spawn(store, [(q, slot)].into(), &metrics).unwrap();
         j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
-        // Every segment is over 100 bytes, so the next commit starts a new file: make that
-        // impossible by putting a plain file where the queue's directory was.
         let qdir = dir.path().join("j.db-queues").join(format!("q{}", q.get()));
-        let aside = dir.path().join("aside");
-        std::fs::rename(&qdir, &aside).unwrap();
+        std::fs::rename(&qdir, dir.path().join("aside")).unwrap();
         std::fs::write(&qdir, b"in the way").unwrap();
         let err = j
             .submit(vec![entry(q, "b")], vec![("s".into(), "1".into())], None)
             .await
             .unwrap_err();
         assert!(matches!(err, PipelineError::Storage(_)), "{err:?}");
+        Broken {
+            dir,
+            j,
+            thread,
+            q,
+            reader,
+            metrics,
+            qdir,
+        }
+    }
+
+    /// A commit that fails after writing makes the journal reopen the store, retrying until it
+    /// can; the failed submission is refused, the next one is committed after the last good
+    /// one.
+    #[tokio::test]
+    async fn a_failed_commit_reopens_the_store_and_later_commits_follow_the_last_good_one() {
+        let mut b = broken().await;
         // The journal now retries opening the store; give it the directory back.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        std::fs::remove_file(&qdir).unwrap();
-        std::fs::rename(&aside, &qdir).unwrap();
-        j.submit(vec![entry(q, "c")], vec![], None).await.unwrap();
-        let reopens = metrics.counter("kubetrail_journal_reopens_total", &[]);
+        std::fs::remove_file(&b.qdir).unwrap();
+        std::fs::rename(b.dir.path().join("aside"), &b.qdir).unwrap();
+        b.j.submit(vec![entry(b.q, "c")], vec![], None)
+            .await
+            .unwrap();
+        let reopens = b.metrics.counter("kubetrail_journal_reopens_total", &[]);
         assert_eq!(reopens.get(), 1);
-        assert_eq!(j.checkpoint("s".into()).await.unwrap(), None);
-        let items: Vec<(u64, String)> = reader
-            .read_queue(q, 0, 10, usize::MAX)
+        assert_eq!(b.j.checkpoint("s".into()).await.unwrap(), None);
+        let items: Vec<(u64, String)> = b
+            .reader
+            .read_queue(b.q, 0, 10, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|i| (i.seq, i.id))
             .collect();
         assert_eq!(items, vec![(1, "a".to_string()), (2, "c".to_string())]);
+    }
+
+    /// A store that cannot be reopened does not hold shutdown: once every handle is gone, the
+    /// journal thread ends.
+    #[tokio::test]
+    async fn a_journal_that_cannot_reopen_ends_when_its_handles_are_gone() {
+        let b = broken().await;
+        drop(b.j);
+        let joined = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::task::spawn_blocking(move || b.thread.join()),
+        )
+        .await;
+        assert!(matches!(joined, Ok(Ok(Ok(())))), "the journal thread ended");
+        assert_eq!(
+            b.metrics
+                .counter("kubetrail_journal_reopens_total", &[])
+                .get(),
+            0
+        );
     }
 
     #[tokio::test]
