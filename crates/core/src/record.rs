@@ -214,7 +214,7 @@ impl Record {
         out.extend_from_slice(b"{\"id\":");
         write_json_str(out, &self.id);
         out.extend_from_slice(b",\"time\":\"");
-        out.extend_from_slice(self.time.to_rfc3339().as_bytes());
+        self.time.write_rfc3339(out);
         out.extend_from_slice(b"\",\"kind\":\"");
         out.extend_from_slice(self.kind.as_str().as_bytes());
         out.extend_from_slice(b"\",\"source\":");

@@ -206,6 +206,15 @@ impl Redact {
                 if !maybe_secret && !self.edits_original() {
                     return;
                 }
+                // Only the Secrets question is open: a typed read of `objectRef.resource`
+                // answers it without building the whole tree (events without an objectRef,
+                // such as /healthz or discovery requests, often have `\u` escapes).
+                if !fields_say_secret
+                    && !self.edits_original()
+                    && raw_names_secrets(raw.get()) == Some(false)
+                {
+                    return;
+                }
                 let mut v: Value = match serde_json::from_str(raw.get()) {
                     Ok(v) => v,
                     Err(e) => {
@@ -268,6 +277,24 @@ fn names_secrets(original: &Value) -> bool {
         .get("objectRef")
         .and_then(|o| o.get("resource"))
         .is_some_and(is_secrets)
+}
+
+/// Whether an audit event's `objectRef.resource` is `secrets`, read from its raw text without
+/// building a tree; `None` when this reading cannot tell (duplicate keys, unexpected types),
+/// and then the caller parses the whole tree, as [`names_secrets`] sees it.
+fn raw_names_secrets(raw: &str) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow, rename = "objectRef")]
+        object_ref: Option<ObjectRef<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ObjectRef<'a> {
+        #[serde(borrow)]
+        resource: Option<JsonStr<'a>>,
+    }
+    let ev: Event<'_> = serde_json::from_str(raw).ok()?;
+    Some(ev.object_ref.and_then(|o| o.resource).as_deref() == Some("secrets"))
 }
 
 /// A cheap pre-check on raw JSON text before parsing it: the word can only be absent from the

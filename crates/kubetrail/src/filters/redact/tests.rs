@@ -168,6 +168,36 @@ fn secret_bodies_are_removed_whatever_the_level_and_whichever_says_secrets() {
 }
 
 #[test]
+fn the_typed_secrets_check_agrees_with_the_tree_or_defers_to_it() {
+    let line = with_bodies(SECRET_CREATE);
+    assert_eq!(raw_names_secrets(&line), Some(true));
+    assert_eq!(raw_names_secrets(CONFIGMAP_PATCH), Some(false));
+    let escaped = line.replace(r#""resource":"secrets""#, r#""resource":"\u0073ecrets""#);
+    assert_eq!(raw_names_secrets(&escaped), Some(true));
+    assert_eq!(
+        raw_names_secrets(r#"{"objectRef":null,"x":"\u0041"}"#),
+        Some(false)
+    );
+    assert_eq!(raw_names_secrets(r#"{"objectRef":{"resource":7}}"#), None);
+    // Duplicate keys: the tree keeps the last one; the typed reading gives up.
+    let dup = r#"{"objectRef":{"resource":"pods"},"objectRef":{"resource":"secrets"},"requestObject":{"data":1}}"#;
+    assert_eq!(raw_names_secrets(dup), None);
+    let mut r = audit_record(&line);
+    r.original = Some(Original::Raw(
+        RawValue::from_string(dup.into()).unwrap().into(),
+    ));
+    r.fields.remove("object_ref");
+    redact(&[]).apply(&mut r);
+    assert!(original_value(&r).get("requestObject").is_none());
+    // An event with no objectRef and an escape keeps its exact bytes.
+    let health = r#"{"kind":"Event","auditID":"a","stage":"ResponseComplete","requestURI":"/livez?verbose\u0026x=1","verb":"get"}"#;
+    let mut r = audit_record(health);
+    assert!(r.fields.get("object_ref").is_none());
+    redact(&[]).apply(&mut r);
+    assert_eq!(raw_bytes(&r), health);
+}
+
+#[test]
 fn secret_events_without_bodies_keep_their_exact_bytes() {
     let mut r = audit_record(SECRET_CREATE);
     redact(&[]).apply(&mut r);
@@ -455,6 +485,12 @@ proptest! {
         ]);
         let was_secret = r.fields.get("object_ref").and_then(|o| o.get("resource")) == Some(&json!("secrets"))
             || r.original.as_ref().is_some_and(|o| o.to_value()["objectRef"]["resource"] == "secrets");
+        if let Some(o) = &r.original {
+            let text = o.to_value().to_string();
+            if let Some(says) = raw_names_secrets(&text) {
+                prop_assert_eq!(says, names_secrets(&o.to_value()));
+            }
+        }
         prop_assert!(f.apply(&mut r));
         if audit && !keep && was_secret && let Some(o) = &r.original {
             let v = o.to_value();

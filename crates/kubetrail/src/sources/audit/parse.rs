@@ -9,6 +9,7 @@
 //! A webhook body is walked once, its items read where they lie (see `one_pass`); unusual
 //! bodies are first split into per-item [`RawValue`]s, then read.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use kubetrail_core::fields::{JsonStr, MemberIndex, ObjectWriter, write_json_str};
@@ -519,11 +520,34 @@ impl EventRef<'_> {
     /// The normalized fields, named as documented for `k8s_audit` records, written as one
     /// JSON object with keys in sorted order.
     fn fields(&self, audit_id: &str, stage: &str, api_version: Option<&str>) -> Fields {
-        // Most events' fields fit; a bigger one grows the buffer once. (More room per record
-        // costs memory: the audit_file input holds tens of thousands of records in flight.)
-        let mut out = Vec::with_capacity(512);
+        // Written into this thread's scratch buffer, then copied into an allocation of
+        // exactly the right size: no buffer grown (and copied) member by member, no room
+        // left unused (the audit_file input holds tens of thousands of records in flight).
+        thread_local! {
+            static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+        }
+        SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            let index = self.write_fields(out, audit_id, stage, api_version);
+            // Only complete JSON was written: object syntax and string literals of valid str.
+            let text = String::from_utf8(out.as_slice().to_vec()).unwrap_or_default();
+            if out.capacity() > 64 << 10 {
+                // One huge event does not keep its buffer for the thread's lifetime.
+                *out = Vec::with_capacity(4096);
+            }
+            Fields::from_encoded_indexed(text, index)
+        })
+    }
+
+    fn write_fields(
+        &self,
+        out: &mut Vec<u8>,
+        audit_id: &str,
+        stage: &str,
+        api_version: Option<&str>,
+    ) -> MemberIndex {
         let mut index = MemberIndex::new();
-        let mut f = ObjectWriter::open_indexed(&mut out, &mut index);
+        let mut f = ObjectWriter::open_indexed(out, &mut index);
         if let Some(v) = api_version {
             write_json_str(f.key("api_version"), v);
         }
@@ -554,7 +578,7 @@ impl EventRef<'_> {
         f.str("request_uri", &self.request_uri);
         if let Some(code) = self.response_status.as_ref().and_then(|s| s.code) {
             let out = f.key("response_code");
-            out.extend_from_slice(itoa_i64(code).as_bytes());
+            write_i64(out, code);
         }
         f.list("source_ips", &self.source_ips);
         write_json_str(f.key("stage"), stage);
@@ -568,13 +592,27 @@ impl EventRef<'_> {
         f.str("user_agent", &self.user_agent);
         f.str("verb", &self.verb);
         f.close();
-        // Only complete JSON was written: object syntax and string literals of valid str.
-        Fields::from_encoded_indexed(String::from_utf8(out).unwrap_or_default(), index)
+        index
     }
 }
 
-fn itoa_i64(v: i64) -> String {
-    v.to_string()
+/// Appends `v` in decimal, without the formatting machinery's allocation.
+fn write_i64(out: &mut Vec<u8>, v: i64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[at..]);
 }
 
 /// What a webhook body turned out to be, after one pass over it.
@@ -773,5 +811,19 @@ impl<'de> Visitor<'de> for ItemsVisitor {
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Items, E> {
         Ok(Items::NotAList)
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn write_i64_is_decimal(v in any::<i64>()) {
+            let mut out = b"x".to_vec();
+            super::write_i64(&mut out, v);
+            prop_assert_eq!(out, format!("x{v}").into_bytes());
+        }
     }
 }
