@@ -51,7 +51,7 @@ fn record(i: u64) -> QueueItem {
     QueueItem {
         seq: i + 1,
         id,
-        data: data.into_bytes(),
+        data: data.into_bytes().into(),
     }
 }
 

@@ -367,7 +367,8 @@ async fn elasticsearch_bulk_ndjson_with_ids_dated_indices_and_auth() {
     batch[2].data = serde_json::to_vec(
         &json!({"id": "r3", "time": "2026-11-26T23:59:59Z", "kind": "k8s_event"}),
     )
-    .unwrap();
+    .unwrap()
+    .into();
     o.deliver(&batch).await.unwrap();
     let r = &server.requests()[0];
     assert!(r.target.starts_with("/_bulk?filter_path="), "{}", r.target);

@@ -160,7 +160,7 @@ fn event(i: usize) -> QueueItem {
     QueueItem {
         seq: i as u64 + 1,
         id,
-        data: data.into_bytes(),
+        data: data.into_bytes().into(),
     }
 }
 
@@ -172,7 +172,7 @@ fn audit(i: usize) -> QueueItem {
     QueueItem {
         seq: i as u64 + 1,
         id,
-        data: data.into_bytes(),
+        data: data.into_bytes().into(),
     }
 }
 
@@ -240,7 +240,8 @@ async fn records_over_max_payload_are_refused_the_others_published() {
         r#"{{"id":"big","kind":"k8s_audit","pad":"{}"}}"#,
         "y".repeat(2 << 20)
     )
-    .into_bytes();
+    .into_bytes()
+    .into();
     match o.deliver(&[event(1), big, event(2)]).await {
         Err(DeliveryError::Rejected { message }) => assert!(
             message.contains("big") && message.contains("max_payload"),
@@ -259,7 +260,8 @@ async fn records_over_max_payload_are_refused_the_others_published() {
         r#"{{"id":"big2","kind":"k8s_audit","pad":"{}"}}"#,
         "y".repeat(2 << 20)
     )
-    .into_bytes();
+    .into_bytes()
+    .into();
     o.deliver(&[event(3), big, event(4)])
         .await
         .expect("the others are published");

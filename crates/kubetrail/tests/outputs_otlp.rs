@@ -305,7 +305,7 @@ fn batch() -> Vec<QueueItem> {
         .map(|(i, r)| QueueItem {
             seq: i as u64 + 1,
             id: r.id.clone(),
-            data: r.encode(),
+            data: r.encode().into(),
         })
         .collect()
 }

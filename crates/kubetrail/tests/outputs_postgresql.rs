@@ -95,7 +95,7 @@ fn event(i: usize) -> QueueItem {
     QueueItem {
         seq: i as u64 + 1,
         id,
-        data: data.into_bytes(),
+        data: data.into_bytes().into(),
     }
 }
 
@@ -107,7 +107,7 @@ fn audit(i: usize) -> QueueItem {
     QueueItem {
         seq: i as u64 + 1,
         id,
-        data: data.into_bytes(),
+        data: data.into_bytes().into(),
     }
 }
 
@@ -201,7 +201,7 @@ async fn odd_records_are_stored_not_refused() {
         .map(|(i, d)| QueueItem {
             seq: i as u64,
             id: format!("odd-{i}"),
-            data: d.clone(),
+            data: d.clone().into(),
         })
         .collect();
     o.deliver(&batch).await.expect("odd records are stored");
@@ -254,10 +254,11 @@ async fn data_errors_are_refused_and_server_errors_retried() {
     // A constraint the operator added refuses a record: that batch is the problem.
     c.batch_execute(&format!("ALTER TABLE {table} ADD CONSTRAINT no_secrets CHECK (object_kind IS DISTINCT FROM 'secrets')")).await.unwrap();
     let mut secret = audit(9);
-    secret.data = String::from_utf8(secret.data)
+    secret.data = String::from_utf8(secret.data.to_vec())
         .unwrap()
         .replace("configmaps", "secrets")
-        .into_bytes();
+        .into_bytes()
+        .into();
     match o.deliver(&[event(2), secret.clone()]).await {
         Err(DeliveryError::Rejected { message }) => {
             assert!(message.contains("no_secrets"), "{message}")

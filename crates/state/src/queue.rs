@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// Bits of the row key that hold the sequence number.
 pub(crate) const SEQ_BITS: u32 = 48;
 
@@ -39,8 +41,8 @@ pub struct QueueItem {
     pub seq: u64,
     /// The record's stable id.
     pub id: String,
-    /// The encoded record.
-    pub data: Vec<u8>,
+    /// The encoded record: a slice of the block the reader read it from (shared, not copied).
+    pub data: Bytes,
 }
 
 /// How much a queue holds: records not yet acknowledged and the bytes of their frames.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::batch::Checkpoint;
@@ -17,8 +18,13 @@ use crate::queue::{QueueId, QueueItem};
 use crate::segments::{FRAME_HEADER, Hints, LogError, Segments, parse_header, queue_dir};
 use crate::store::{pragma, read_checkpoint};
 
-/// How much of a segment a read fetches at once (more when one record is larger).
+/// How much of a segment a read fetches at once at most (more when one record is larger).
 const READ_BLOCK: usize = 1 << 20;
+/// ... and at least: a read asking for few or small records fetches a smaller block, since
+/// its items keep their block in memory until they are dropped.
+const MIN_READ_BLOCK: usize = 64 << 10;
+/// Frame bytes besides the data (header, id) assumed per record when sizing a block.
+const FRAME_OVERHEAD_GUESS: usize = 64;
 
 /// Page cache of a reader, in KiB: readers look up a queue's bounds and checkpoints only
 /// (records are in segment files), a few pages.
@@ -107,6 +113,9 @@ impl QueueLog {
         Ok(pos)
     }
 
+    /// Reads the frames from `want` on, up to `max_records` and `max_bytes` of data (at least
+    /// one frame). The items' data are slices of the blocks read (no copy per record); a
+    /// block is sized for the batch asked for, so a small batch does not hold a large block.
     fn read(
         &mut self,
         hints: &Hints,
@@ -122,18 +131,20 @@ impl QueueLog {
         let mut seq = want;
         let mut items = Vec::new();
         let mut bytes = 0usize;
-        // `buf` holds the log from `block_pos` on.
+        let block_size = max_bytes
+            .saturating_add(max_records.saturating_mul(FRAME_OVERHEAD_GUESS))
+            .clamp(MIN_READ_BLOCK, READ_BLOCK);
+        // `block` holds the log from `block_pos` on.
+        let mut block = Bytes::new();
         let mut block_pos = pos;
-        self.buf.clear();
         while seq < b.next_seq && pos < b.head_pos && items.len() < max_records {
             let mut off = (pos - block_pos) as usize;
-            if off + FRAME_HEADER as usize > self.buf.len() {
-                self.segments
-                    .read_block(pos, b.head_pos, READ_BLOCK, &mut self.buf)?;
+            if off + FRAME_HEADER as usize > block.len() {
+                block = self.read_block(pos, b.head_pos, block_size)?;
                 block_pos = pos;
                 off = 0;
             }
-            let h = parse_header(&self.buf[off..])
+            let h = parse_header(&block[off..])
                 .ok_or_else(|| self.corrupt(format!("bad frame header at position {pos}")))?;
             if h.seq != seq {
                 return Err(self.corrupt(format!(
@@ -146,26 +157,25 @@ impl QueueLog {
             if !items.is_empty() && bytes.saturating_add(data_len) > max_bytes {
                 break;
             }
-            if off + total > self.buf.len() {
-                self.segments
-                    .read_block(pos, b.head_pos, total.max(READ_BLOCK), &mut self.buf)?;
+            if off + total > block.len() {
+                block = self.read_block(pos, b.head_pos, total.max(block_size))?;
                 block_pos = pos;
                 off = 0;
-                if total > self.buf.len() {
+                if total > block.len() {
                     return Err(self.corrupt(format!(
                         "the frame at position {pos} runs past its segment's committed end"
                     )));
                 }
             }
-            let frame = &self.buf[off..off + total];
-            let id_end = FRAME_HEADER as usize + h.id_len as usize;
-            let id = std::str::from_utf8(&frame[FRAME_HEADER as usize..id_end])
+            let id_start = off + FRAME_HEADER as usize;
+            let id_end = id_start + h.id_len as usize;
+            let id = std::str::from_utf8(&block[id_start..id_end])
                 .map_err(|_| self.corrupt(format!("frame {seq} has an id that is not UTF-8")))?
                 .to_owned();
             items.push(QueueItem {
                 seq,
                 id,
-                data: frame[id_end..].to_vec(),
+                data: block.slice(id_end..off + total),
             });
             bytes = bytes.saturating_add(data_len);
             pos += h.total;
@@ -174,6 +184,13 @@ impl QueueLog {
         self.cursor = Some((seq, pos));
         hints.put(q, seq, pos);
         Ok(items)
+    }
+
+    /// Reads up to `want` bytes of the log from `pos` (within one segment) into a new block.
+    fn read_block(&mut self, pos: u64, head: u64, want: usize) -> Result<Bytes, LogError> {
+        let mut buf = Vec::new();
+        self.segments.read_block(pos, head, want, &mut buf)?;
+        Ok(Bytes::from(buf))
     }
 }
 

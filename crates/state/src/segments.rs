@@ -27,7 +27,7 @@
 //! segment's at the committed head.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -99,14 +99,22 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Appends one frame to `out`.
 pub(crate) fn encode_frame(out: &mut Vec<u8>, seq: u64, id: &str, data: &[u8]) {
+    out.extend_from_slice(&frame_header(seq, id, data));
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(data);
+}
+
+/// The header of the frame holding record `id` with `data` as number `seq`; the id and the
+/// data follow it.
+pub(crate) fn frame_header(seq: u64, id: &str, data: &[u8]) -> [u8; FRAME_HEADER as usize] {
     let total = frame_len(id.len(), data.len());
     // A frame over 4 GiB cannot be described; records are bounded far below that by every
     // source (the largest input line or body is capped at 1 GiB), and the caller checks.
-    out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&(id.len() as u32).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(data);
+    let mut h = [0u8; FRAME_HEADER as usize];
+    h[0..4].copy_from_slice(&(total as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&(id.len() as u32).to_le_bytes());
+    h[8..16].copy_from_slice(&seq.to_le_bytes());
+    h
 }
 
 /// The largest record a frame can hold.
@@ -462,6 +470,39 @@ impl Appender {
                 what: "write segment",
                 source,
             })?;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Writes the frames in `slices` (headers, ids and data, in order) at log position
+    /// `pos`, inside the current segment, with vectored writes: the records go from the
+    /// batch to the file without being copied into one buffer first.
+    pub fn write_vectored_at(
+        &mut self,
+        pos: u64,
+        mut slices: &mut [IoSlice<'_>],
+    ) -> Result<(), LogError> {
+        let Some((start, f)) = &self.current else {
+            return Err(LogError::Corrupt {
+                dir: self.dir.clone(),
+                what: "append without a segment".into(),
+            });
+        };
+        let io_err = |source| LogError::Io {
+            path: segment_path(&self.dir, *start),
+            what: "write segment",
+            source,
+        };
+        let mut file = f;
+        file.seek(SeekFrom::Start(pos - start)).map_err(io_err)?;
+        while !slices.is_empty() {
+            match file.write_vectored(slices) {
+                Ok(0) => return Err(io_err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(e)),
+            }
+        }
         self.dirty = true;
         Ok(())
     }

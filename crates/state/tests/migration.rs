@@ -140,8 +140,10 @@ fn queued_records_of_a_version_1_database_are_moved_into_segments() {
         .expect("reader")
         .read_queue(a, 0, 100, usize::MAX)
         .expect("read");
-    let got: Vec<(u64, String, Vec<u8>)> =
-        items.into_iter().map(|i| (i.seq, i.id, i.data)).collect();
+    let got: Vec<(u64, String, Vec<u8>)> = items
+        .into_iter()
+        .map(|i| (i.seq, i.id, i.data.to_vec()))
+        .collect();
     assert_eq!(
         got,
         (5..8u64)

@@ -193,7 +193,7 @@ fn check(store: &Store, model: &Model, ids: &[QueueId]) {
             .map(|(seq, (id, data))| QueueItem {
                 seq: *seq,
                 id: id.clone(),
-                data: data.clone(),
+                data: data.clone().into(),
             })
             .collect();
         assert_eq!(items, expected, "queue {}", QUEUES[i]);

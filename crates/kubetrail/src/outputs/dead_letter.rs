@@ -126,12 +126,12 @@ mod tests {
         let a = QueueItem {
             seq: 1,
             id: "a".into(),
-            data: br#"{"x":1}"#.to_vec(),
+            data: br#"{"x":1}"#.to_vec().into(),
         };
         let b = QueueItem {
             seq: 2,
             id: "b".into(),
-            data: b"not json".to_vec(),
+            data: b"not json".to_vec().into(),
         };
         w.write(&[(&a, "400 mapper_parsing_exception"), (&b, "other")])
             .unwrap();

@@ -435,7 +435,7 @@ pub fn records(from: u64, n: u64) -> Vec<kubetrail_state::QueueItem> {
             kubetrail_state::QueueItem {
                 seq: i,
                 id: format!("r{i}"),
-                data: serde_json::to_vec(&rec).unwrap(),
+                data: serde_json::to_vec(&rec).unwrap().into(),
             }
         })
         .collect()

@@ -135,7 +135,9 @@ fn bulk_body_is_ndjson_with_create_actions() {
         .map(|i| QueueItem {
             seq: 10 + i,
             id: format!("uid-{i}:\"rv\""),
-            data: format!(r#"{{"time":"2026-11-2{i}T00:00:00Z","n":{i}}}"#).into_bytes(),
+            data: format!(r#"{{"time":"2026-11-2{i}T00:00:00Z","n":{i}}}"#)
+                .into_bytes()
+                .into(),
         })
         .collect();
     let body = bulk_body(&c, &batch, &[0, 2], Timestamp::now());

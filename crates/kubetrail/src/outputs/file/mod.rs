@@ -284,7 +284,7 @@ mod tests {
             .map(|i| QueueItem {
                 seq: i,
                 id: i.to_string(),
-                data: format!("{{\"n\":{i}}}").into_bytes(),
+                data: format!("{{\"n\":{i}}}").into_bytes().into(),
             })
             .collect()
     }

@@ -12,7 +12,7 @@ fn items(data: &[&str]) -> Vec<QueueItem> {
         .map(|(i, d)| QueueItem {
             seq: i as u64 + 1,
             id: format!("id{i}"),
-            data: d.as_bytes().to_vec(),
+            data: d.as_bytes().to_vec().into(),
         })
         .collect()
 }

@@ -20,7 +20,7 @@ fn item(seq: u64, v: Value) -> QueueItem {
     QueueItem {
         seq,
         id: format!("id{seq}"),
-        data: serde_json::to_vec(&v).unwrap(),
+        data: serde_json::to_vec(&v).unwrap().into(),
     }
 }
 
@@ -175,7 +175,9 @@ fn pretty_printed_records_are_one_line() {
     let it = QueueItem {
         seq: 1,
         id: "x".into(),
-        data: b"{\n  \"kind\": \"k8s_event\",\n  \"time\": \"2026-11-27T00:00:01Z\"\n}".to_vec(),
+        data: b"{\n  \"kind\": \"k8s_event\",\n  \"time\": \"2026-11-27T00:00:01Z\"\n}"
+            .to_vec()
+            .into(),
     };
     let v = body(&c, &[it]);
     assert_eq!(
@@ -235,7 +237,7 @@ proptest! {
     fn push_body_is_always_valid_json(data in proptest::collection::vec(any::<u8>(), 0..100), text in "\\PC{0,40}") {
         let c = config(&[("structured_metadata", "m=$x")]).unwrap();
         let batch = vec![
-            QueueItem { seq: 1, id: "a".into(), data },
+            QueueItem { seq: 1, id: "a".into(), data: data.into() },
             item(2, json!({"kind": text.clone(), "x": text, "time": "2026-11-27T00:00:01Z"})),
         ];
         let v: Value = serde_json::from_slice(&push_body(&c, &batch, Timestamp::now())).unwrap();

@@ -64,7 +64,7 @@ fn item(r: &Record) -> QueueItem {
     QueueItem {
         seq: 1,
         id: r.id.clone(),
-        data: r.encode(),
+        data: r.encode().into(),
     }
 }
 
@@ -394,7 +394,7 @@ fn raw_format_and_garbage_still_become_log_records() {
     let raw = QueueItem {
         seq: 1,
         id: "ev-1:305".into(),
-        data: POD_EVENT.as_bytes().to_vec(),
+        data: POD_EVENT.as_bytes().to_vec().into(),
     };
     let m = encode::map_item(&raw, &opts(true));
     assert_eq!(m.record.severity_number, SeverityNumber::Warn as i32);
@@ -415,7 +415,7 @@ fn raw_format_and_garbage_still_become_log_records() {
         &QueueItem {
             seq: 2,
             id: "a".into(),
-            data: raw_audit.into_bytes(),
+            data: raw_audit.into_bytes().into(),
         },
         &opts(true),
     );
@@ -424,7 +424,7 @@ fn raw_format_and_garbage_still_become_log_records() {
     let junk = QueueItem {
         seq: 3,
         id: "j".into(),
-        data: vec![0xff, b'x', 0],
+        data: vec![0xff, b'x', 0].into(),
     };
     let m = encode::map_item(&junk, &opts(true));
     assert_eq!(m.record.severity_number, 0);
@@ -775,7 +775,7 @@ mod properties {
             let batch: Vec<QueueItem> = items
                 .into_iter()
                 .enumerate()
-                .map(|(i, data)| QueueItem { seq: i as u64, id: format!("id-{i}"), data })
+                .map(|(i, data)| QueueItem { seq: i as u64, id: format!("id-{i}"), data: data.into() })
                 .collect();
             let req = roundtrip(&batch, &opts(object_resource));
             let uids: Vec<String> = req

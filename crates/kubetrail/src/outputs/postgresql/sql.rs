@@ -145,7 +145,8 @@ mod tests {
                 data: format!(
                     r#"{{"id":"id-{i}","kind":"k8s_event","source":"s","tag":"t","reason":"r{i}"}}"#
                 )
-                .into_bytes(),
+                .into_bytes()
+                .into(),
             })
             .collect();
         let c = Columns::from_batch(&batch);

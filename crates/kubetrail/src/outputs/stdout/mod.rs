@@ -88,7 +88,7 @@ mod tests {
         QueueItem {
             seq,
             id: format!("id{seq}"),
-            data: data.as_bytes().to_vec(),
+            data: data.as_bytes().to_vec().into(),
         }
     }
 
