@@ -252,17 +252,22 @@ impl Record {
 
     /// The record as one line of JSON.
     pub fn encode(&self) -> Vec<u8> {
-        // Sized for the usual case up front: the original and the encoded fields dominate,
-        // and growing by doubling would copy a large record several times and leave up to
-        // half of its buffer unused while it waits in a queue.
+        // Sized for the usual case up front: growing by doubling would copy a large record
+        // several times and leave up to half of its buffer unused while it waits in a queue.
+        let mut out = Vec::with_capacity(self.encoded_size_hint());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// About how many bytes [`Record::encode`] writes, in constant time: the original and
+    /// the encoded fields dominate (a parsed original or decoded fields are not counted).
+    pub fn encoded_size_hint(&self) -> usize {
         let original = match &self.original {
             Some(Original::Raw(raw)) => raw.get().len(),
             _ => 0,
         };
         let fields = self.fields.encoded_members().map_or(0, str::len);
-        let mut out = Vec::with_capacity(original + fields + self.id.len() + 160);
-        self.encode_into(&mut out);
-        out
+        original + fields + self.id.len() + 160
     }
 }
 

@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }),
                 queues: [].into(),
                 id: String::new(),
-                data: vec![],
+                data: Default::default(),
             })
             .collect();
         store.commit(&CommitBatch {
@@ -110,7 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }),
                 queues: [q].into(),
                 id: key,
-                data: payload.clone(),
+                data: payload.clone().into(),
             });
         }
         let acks = acks_rx

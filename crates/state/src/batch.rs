@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::queue::QueueId;
 
 /// Everything one transaction writes. Many submissions from the pipeline are merged into one
@@ -39,8 +41,8 @@ pub struct Entry {
     pub queues: Arc<[QueueId]>,
     /// The record's stable id.
     pub id: String,
-    /// The encoded record.
-    pub data: Vec<u8>,
+    /// The encoded record (often a slice of a buffer its batch's records share).
+    pub data: Bytes,
 }
 
 /// A dedup key. A record whose `(scope, key)` is stored with the same `value` is a duplicate;

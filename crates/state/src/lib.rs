@@ -24,7 +24,7 @@
 //!         }),
 //!         queues: [stdout].into(),
 //!         id: "uid-1/rv-7".into(),
-//!         data: br#"{"kind":"k8s_event"}"#.to_vec(),
+//!         data: br#"{"kind":"k8s_event"}"#.to_vec().into(),
 //!     }],
 //!     checkpoints: vec![("events".into(), "rv-7".into())],
 //!     ..CommitBatch::default()

@@ -1058,7 +1058,7 @@ mod tests {
             dedup,
             queues: queues.into(),
             id: id.into(),
-            data: data.to_vec(),
+            data: data.to_vec().into(),
         }
     }
 
@@ -1775,7 +1775,7 @@ mod recycle_tests {
                 dedup: None,
                 queues: [q].into(),
                 id: format!("{c}-{i}"),
-                data: vec![c; len],
+                data: vec![c; len].into(),
             })
             .collect();
         store
@@ -1907,7 +1907,7 @@ mod trim_tests {
                 dedup: None,
                 queues: [q].into(),
                 id: i.to_string(),
-                data: vec![b'x'; 100],
+                data: vec![b'x'; 100].into(),
             })
             .collect();
         store

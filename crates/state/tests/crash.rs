@@ -72,7 +72,7 @@ fn crash_child_writer() {
                 }),
                 queues: [q1, q2].into(),
                 id: format!("{batch}-{i}"),
-                data: record(batch, i),
+                data: record(batch, i).into(),
             })
             .collect();
         if batch > 1 {
@@ -88,7 +88,7 @@ fn crash_child_writer() {
                     }),
                     queues: [q1, q2].into(),
                     id: "repeat".into(),
-                    data: b"repeat".to_vec(),
+                    data: b"repeat".to_vec().into(),
                 },
             );
         }

@@ -160,7 +160,7 @@ fn queued_records_of_a_version_1_database_are_moved_into_segments() {
                 dedup: None,
                 queues: [a, empty].into(),
                 id: "new".into(),
-                data: b"n".to_vec(),
+                data: b"n".to_vec().into(),
             }],
             ..Default::default()
         })

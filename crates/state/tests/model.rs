@@ -152,7 +152,7 @@ impl Model {
                 for q in entry.queues.iter() {
                     let mq = &mut self.queues[index(*q)];
                     mq.items
-                        .insert(mq.next_seq, (entry.id.clone(), entry.data.clone()));
+                        .insert(mq.next_seq, (entry.id.clone(), entry.data.to_vec()));
                     mq.next_seq += 1;
                 }
             }
@@ -313,7 +313,7 @@ proptest! {
                         dedup: None,
                         queues: [ids[0], foreign].into(),
                         id: "doomed".into(),
-                        data: b"doomed".to_vec(),
+                        data: b"doomed".to_vec().into(),
                     });
                     let batch = CommitBatch {
                         entries: batch_entries,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use kubetrail_core::Record;
 use kubetrail_state::{Checkpoint, Dedup, Entry, QueueId};
 
@@ -120,6 +121,11 @@ impl Pipeline {
         let mut unrouted = 0;
         // The records of a batch mostly share a tag, so their queue list is shared too.
         let mut last_route: Option<(Arc<str>, Arc<[QueueId]>)> = None;
+        // Every record is encoded into one buffer, and each entry's data is a slice of it: one
+        // allocation (and one free, on the journal's thread) per batch instead of per record.
+        let mut buf: Vec<u8> =
+            Vec::with_capacity(records.iter().map(Record::encoded_size_hint).sum());
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(n);
         'records: for mut record in records {
             for (_, matcher, filter) in &self.filters {
                 if matcher.matches(&record.tag) && !filter.apply(&mut record) {
@@ -152,18 +158,28 @@ impl Pipeline {
                 continue;
             }
             // A record no output takes is still remembered (its dedup key), not encoded.
-            let data = if queues.is_empty() {
-                Vec::new()
-            } else {
-                record.encode()
-            };
-            bytes += data.len() as u64;
+            let start = buf.len();
+            if !queues.is_empty() {
+                record.encode_into(&mut buf);
+            }
+            bytes += (buf.len() - start) as u64;
+            spans.push((start, buf.len()));
             entries.push(Entry {
                 dedup,
                 queues,
                 id: record.id,
-                data,
+                data: Bytes::new(),
             });
+        }
+        if buf.capacity() > 2 * buf.len() + 4096 {
+            // Filters dropped most of the batch: its entries do not keep the room it needed.
+            buf.shrink_to_fit();
+        }
+        let shared = Bytes::from(buf);
+        for (entry, (start, end)) in entries.iter_mut().zip(spans) {
+            if end > start {
+                entry.data = shared.slice(start..end);
+            }
         }
         Prepared {
             entries,
@@ -269,5 +285,84 @@ impl SourceContext {
     /// A checkpoint stream name owned by this source: `<source name>/<suffix>`.
     pub fn stream_name(&self, suffix: &str) -> String {
         format!("{}/{}", self.name, suffix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetrail_core::{RecordKind, Timestamp};
+
+    use super::*;
+    use crate::pipeline::journal::OnFull;
+    use crate::pipeline::journal::tests::setup;
+
+    /// Drops records whose id ends in an odd digit.
+    struct DropOdd;
+
+    impl Filter for DropOdd {
+        fn apply(&self, record: &mut Record) -> bool {
+            record
+                .id
+                .bytes()
+                .last()
+                .is_some_and(|b| (b - b'0').is_multiple_of(2))
+        }
+    }
+
+    fn record(i: usize, tag: &str) -> Record {
+        let mut r = Record::new(
+            format!("r{i}"),
+            Timestamp::from_unix_nanos(i as i64),
+            RecordKind::K8sEvent,
+            Arc::from("src"),
+            Arc::from(tag),
+        );
+        r.fields.insert("n".into(), serde_json::json!(i));
+        r.fields
+            .insert("pad".into(), serde_json::json!("x".repeat(i * 37 % 500)));
+        r
+    }
+
+    #[test]
+    fn prepared_entries_share_one_buffer_and_hold_each_records_encoding() {
+        let (_dir, journal, q, _, _reader) = setup(OnFull::Backpressure);
+        let pipeline = Pipeline {
+            filters: vec![(
+                "drop-odd".into(),
+                Matcher::Wildcard("*".into()),
+                Arc::new(DropOdd),
+            )],
+            routes: vec![Route {
+                matcher: Matcher::Wildcard("routed".into()),
+                queue: q,
+            }],
+            journal,
+        };
+        let records: Vec<Record> = (0..200)
+            .map(|i| record(i, if i % 4 == 2 { "unrouted" } else { "routed" }))
+            .collect();
+        let expected: Vec<(String, Vec<u8>)> = records
+            .iter()
+            .filter(|r| r.id.bytes().last().is_some_and(|b| (b - b'0').is_multiple_of(2)))
+            .filter(|r| &*r.tag == "routed")
+            .map(|r| (r.id.clone(), r.encode()))
+            .collect();
+        let p = pipeline.prepare(records, Duration::from_secs(60));
+        assert_eq!((p.records, p.filtered, p.unrouted), (200, 100, 50));
+        let got: Vec<(String, Vec<u8>)> = p
+            .entries
+            .iter()
+            .map(|e| (e.id.clone(), e.data.to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(
+            p.bytes,
+            expected.iter().map(|(_, d)| d.len() as u64).sum::<u64>()
+        );
+        // One buffer: each entry's data follows the previous one's.
+        for pair in p.entries.windows(2) {
+            let end = pair[0].data.as_ptr() as usize + pair[0].data.len();
+            assert_eq!(pair[1].data.as_ptr() as usize, end);
+        }
     }
 }

@@ -485,16 +485,18 @@ fn drop_gap(queue: QueueId, output: &str, policy: &str, records: Option<u64>, by
         dedup: None,
         queues: [queue].into(),
         id,
-        data: r.encode(),
+        data: r.encode().into(),
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kubetrail_state::{StoreOptions, SyncMode};
 
-    fn setup(
+    /// A journal over a new store with one queue (limit 1000 bytes): (its directory, the
+    /// handle, the queue, the queue's drop counter, a reader).
+    pub(crate) fn setup(
         on_full: OnFull,
     ) -> (
         tempfile::TempDir,
@@ -535,7 +537,7 @@ mod tests {
             dedup: None,
             queues: [q].into(),
             id: id.into(),
-            data: vec![b'x'; 600],
+            data: vec![b'x'; 600].into(),
         }
     }
 
