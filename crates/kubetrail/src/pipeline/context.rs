@@ -343,7 +343,11 @@ mod tests {
             .collect();
         let expected: Vec<(String, Vec<u8>)> = records
             .iter()
-            .filter(|r| r.id.bytes().last().is_some_and(|b| (b - b'0').is_multiple_of(2)))
+            .filter(|r| {
+                r.id.bytes()
+                    .last()
+                    .is_some_and(|b| (b - b'0').is_multiple_of(2))
+            })
             .filter(|r| &*r.tag == "routed")
             .map(|r| (r.id.clone(), r.encode()))
             .collect();

@@ -60,6 +60,7 @@ use kubetrail_core::fields::JsonStr;
 use kubetrail_core::record::{ENVELOPE_KEYS, ORIGINAL_KEY};
 use kubetrail_core::{Fields, Original, Record, RecordKind};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::pipeline::Filter;
 
@@ -286,15 +287,27 @@ fn raw_names_secrets(raw: &str) -> Option<bool> {
     #[derive(serde::Deserialize)]
     struct Event<'a> {
         #[serde(borrow, rename = "objectRef")]
-        object_ref: Option<ObjectRef<'a>>,
+        object_ref: Option<&'a RawValue>,
     }
     #[derive(serde::Deserialize)]
     struct ObjectRef<'a> {
         #[serde(borrow)]
         resource: Option<JsonStr<'a>>,
     }
+    // Derived structs also accept arrays (fields by position); the tree reads only objects.
+    let object = |text: &str| text.trim_start().starts_with('{');
+    if !object(raw) {
+        return None;
+    }
     let ev: Event<'_> = serde_json::from_str(raw).ok()?;
-    Some(ev.object_ref.and_then(|o| o.resource).as_deref() == Some("secrets"))
+    let Some(object_ref) = ev.object_ref else {
+        return Some(false);
+    };
+    if !object(object_ref.get()) {
+        return None;
+    }
+    let o: ObjectRef<'_> = serde_json::from_str(object_ref.get()).ok()?;
+    Some(o.resource.as_deref() == Some("secrets"))
 }
 
 /// A cheap pre-check on raw JSON text before parsing it: the word can only be absent from the

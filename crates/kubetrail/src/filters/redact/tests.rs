@@ -179,6 +179,13 @@ fn the_typed_secrets_check_agrees_with_the_tree_or_defers_to_it() {
         Some(false)
     );
     assert_eq!(raw_names_secrets(r#"{"objectRef":{"resource":7}}"#), None);
+    // An array is not an event (a derived struct would read it by position).
+    assert_eq!(raw_names_secrets(r#"[{"resource":"secrets"}]"#), None);
+    assert_eq!(
+        raw_names_secrets(r#"[{"objectRef":{"resource":"secrets"}}]"#),
+        None
+    );
+    assert_eq!(raw_names_secrets(r#"{"objectRef":["secrets"]}"#), None);
     // Duplicate keys: the tree keeps the last one; the typed reading gives up.
     let dup = r#"{"objectRef":{"resource":"pods"},"objectRef":{"resource":"secrets"},"requestObject":{"data":1}}"#;
     assert_eq!(raw_names_secrets(dup), None);
