@@ -9,3 +9,6 @@ pub mod time;
 pub use fields::{Fields, Member};
 pub use record::{DedupKey, Original, RawJson, Record, RecordKind};
 pub use time::Timestamp;
+
+/// The shared, immutable UTF-8 buffer type raw originals can be views into.
+pub use bytestring::ByteString;

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -49,16 +50,29 @@ impl RecordKind {
     }
 }
 
-/// The exact text of one JSON value, as received.
+/// The exact text of one JSON value, as received: its own, or a view into the buffer it was
+/// received in (a webhook body), shared by the records made from that buffer.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RawJson(Box<str>);
+pub struct RawJson(ByteString);
 
 impl RawJson {
     /// Text that the caller has just parsed completely as one JSON value (every byte: a
     /// typed parse that skips members with `IgnoredAny` still checks their syntax), so that
     /// it need not be scanned a second time. Surrounding whitespace must be trimmed.
     pub fn trusted(text: String) -> RawJson {
-        RawJson(text.into_boxed_str())
+        RawJson(ByteString::from(text))
+    }
+
+    /// [`RawJson::trusted`] for `text` borrowed from `within`: a view of the same bytes, not
+    /// a copy (`within` stays allocated while the view lives). Text from anywhere else is
+    /// copied.
+    pub fn trusted_in(within: &ByteString, text: &str) -> RawJson {
+        let (base, at) = (within.as_ptr() as usize, text.as_ptr() as usize);
+        if at >= base && at + text.len() <= base + within.len() {
+            RawJson(within.slice_ref(text))
+        } else {
+            RawJson::trusted(text.to_owned())
+        }
     }
 
     /// The JSON text.
@@ -69,7 +83,7 @@ impl RawJson {
 
 impl From<Box<RawValue>> for RawJson {
     fn from(raw: Box<RawValue>) -> RawJson {
-        RawJson(Box::<str>::from(raw))
+        RawJson(ByteString::from(String::from(Box::<str>::from(raw))))
     }
 }
 
@@ -286,6 +300,29 @@ fn walk<'a>(mut v: &'a Value, path: &[&str]) -> Option<&'a Value> {
         };
     }
     Some(v)
+}
+
+#[cfg(test)]
+mod raw_json_tests {
+    use super::*;
+
+    #[test]
+    fn views_share_their_buffer_and_anything_else_is_copied() {
+        let body = ByteString::from(String::from(r#"[{"a":1},{"b":2}]"#));
+        let second = &body[9..16];
+        let view = RawJson::trusted_in(&body, second);
+        assert_eq!(view.get(), r#"{"b":2}"#);
+        assert_eq!(view.get().as_ptr(), second.as_ptr());
+        // Text from elsewhere, even equal, is copied; so is text partly outside.
+        let other = String::from(r#"{"b":2}"#);
+        let copy = RawJson::trusted_in(&body, &other);
+        assert_eq!(copy, view);
+        assert_ne!(copy.get().as_ptr(), other.as_ptr());
+        let text = format!("{body}xx");
+        let straddling = &text[10..];
+        assert_eq!(RawJson::trusted_in(&body, straddling).get(), straddling);
+        assert_eq!(RawJson::trusted_in(&body, "").get(), "");
+    }
 }
 
 #[cfg(test)]

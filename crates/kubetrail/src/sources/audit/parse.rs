@@ -12,8 +12,9 @@
 use std::cell::RefCell;
 use std::fmt;
 
+use bytes::Bytes;
 use kubetrail_core::fields::{JsonStr, MemberIndex, ObjectWriter, write_json_str};
-use kubetrail_core::{Fields, RawJson, Timestamp};
+use kubetrail_core::{ByteString, Fields, RawJson, Timestamp};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -129,18 +130,32 @@ pub fn parse_body(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>, Body
     // else, and every error, the careful way, which has the same results (a property test
     // checks it) and the precise error messages.
     if let Ok(text) = std::str::from_utf8(body)
-        && let Some(items) = one_pass::parse_body(text)
+        && let Some(items) = one_pass::parse_body(text, None)
     {
         return Ok(items);
     }
     parse_body_split(body)
 }
 
+/// [`parse_body`] for a body the caller gives away: the originals of the items read in one
+/// pass are views into it (no copy per event); the body stays allocated while they live.
+pub fn parse_body_owned(
+    body: Vec<u8>,
+) -> Result<Vec<Result<AuditItem, ItemError>>, BodyParseError> {
+    let body = Bytes::from(body);
+    if let Ok(text) = ByteString::try_from(body.clone())
+        && let Some(items) = one_pass::parse_body(&text, Some(&text))
+    {
+        return Ok(items);
+    }
+    parse_body_split(&body)
+}
+
 /// The one-pass reading alone (`None` where [`parse_body`] goes the careful way), for tests
 /// that compare the two.
 #[cfg(test)]
 pub(super) fn parse_body_one_pass(text: &str) -> Option<Vec<Result<AuditItem, ItemError>>> {
-    one_pass::parse_body(text)
+    one_pass::parse_body(text, None)
 }
 
 /// [`parse_body`] in two passes: the body is split into items (each copied as a
@@ -196,17 +211,29 @@ mod one_pass {
     }
 
     impl Pending<'_> {
-        fn finish(self, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
+        fn finish(
+            self,
+            list_api_version: Option<&str>,
+            body: Option<&ByteString>,
+        ) -> Result<AuditItem, ItemError> {
             let (checked, span) = match self {
                 Pending::Event(ev, span) => (check_event(&ev, list_api_version), span),
                 Pending::NotEvent(reason, span) => (Err(reason), span),
             };
             // The read that found the span's end checked every byte of it.
-            item(checked, RawJson::trusted(span.to_owned()))
+            let raw = match body {
+                Some(body) => RawJson::trusted_in(body, span),
+                None => RawJson::trusted(span.to_owned()),
+            };
+            item(checked, raw)
         }
     }
 
-    pub(super) fn parse_body(text: &str) -> Option<Vec<Result<AuditItem, ItemError>>> {
+    /// `body`, when given, is the buffer `text` is (originals become views into it).
+    pub(super) fn parse_body(
+        text: &str,
+        body: Option<&ByteString>,
+    ) -> Option<Vec<Result<AuditItem, ItemError>>> {
         let b = text.as_bytes();
         let start = skip_ws(b, 0);
         let (api_version, items, end) = match b.get(start)? {
@@ -224,7 +251,7 @@ mod one_pass {
         Some(
             items
                 .into_iter()
-                .map(|p| p.finish(api_version.as_deref()))
+                .map(|p| p.finish(api_version.as_deref(), body))
                 .collect(),
         )
     }

@@ -376,6 +376,11 @@ proptest! {
             let end = (at + len).min(body.len());
             body.splice(at..end, bytes);
         }
+        // Reading a body given away (originals are views into it) says the same.
+        prop_assert_eq!(
+            format!("{:?}", parse_body_owned(body.clone())),
+            format!("{:?}", parse_body(&body))
+        );
         let Ok(text) = std::str::from_utf8(&body) else { return Ok(()) };
         if let Some(fast) = parse::parse_body_one_pass(text) {
             let careful = parse::parse_body_split(&body);
@@ -409,6 +414,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = parse_body(&bytes);
+        let _ = parse_body_owned(bytes.clone());
         let _ = parse_line(&bytes);
     }
 

@@ -419,7 +419,7 @@ fn decode(
     raw_format: bool,
 ) -> Result<Decoded, DecodeError> {
     let body = if gzip { gunzip(&body, limit)? } else { body };
-    let items = audit::parse_body(&body).map_err(|e| match e {
+    let items = audit::parse_body_owned(body).map_err(|e| match e {
         audit::BodyParseError::TooManyItems { max } => DecodeError::TooManyItems(max),
         e => DecodeError::Bad(e.to_string()),
     })?;
