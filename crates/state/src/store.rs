@@ -13,7 +13,7 @@ use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
 
-use crate::batch::{Checkpoint, CommitBatch, CommitOutcome, Entry};
+use crate::batch::{Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry};
 use crate::error::{StateError, sql};
 use crate::lock;
 use crate::queue::{MAX_QUEUE_ID, MAX_SEQ, QueueDepth, QueueId};
@@ -781,18 +781,30 @@ impl Writer<'_, '_> {
                 .tx
                 .prepare_cached(UPSERT_DEDUP)
                 .map_err(sql("commit: prepare dedup upsert"))?;
-            for (e, entry) in batch.entries.iter().enumerate() {
-                let fresh = match &entry.dedup {
+            // The keys are upserted in key order (the b-tree is then walked from one leaf to
+            // the next instead of at random: audit IDs are random), the entries appended in
+            // theirs. A stable order keeps the entries with one key in batch order, so each
+            // still sees the ones before it, as when upserted one after the other.
+            let mut order: Vec<usize> = (0..batch.entries.len())
+                .filter(|&e| batch.entries[e].dedup.is_some())
+                .collect();
+            fn key(d: &Option<Dedup>) -> Option<(&str, &str)> {
+                d.as_ref().map(|d| (&*d.scope, d.key.as_str()))
+            }
+            order.sort_by(|&a, &b| key(&batch.entries[a].dedup).cmp(&key(&batch.entries[b].dedup)));
+            let mut fresh_keys = vec![true; batch.entries.len()];
+            for e in order {
+                if let Some(d) = &batch.entries[e].dedup {
                     // The upsert changes nothing (0 rows) exactly when the key is stored with
                     // the same value: one b-tree descent both decides and records it.
-                    Some(d) => {
-                        dedup
-                            .execute(params![&*d.scope, d.key, d.value, d.expires_at_unix_ms])
-                            .map_err(sql("commit: upsert dedup key"))?
-                            > 0
-                    }
-                    None => true,
-                };
+                    fresh_keys[e] = dedup
+                        .execute(params![&*d.scope, d.key, d.value, d.expires_at_unix_ms])
+                        .map_err(sql("commit: upsert dedup key"))?
+                        > 0;
+                }
+            }
+            for (e, entry) in batch.entries.iter().enumerate() {
+                let fresh = fresh_keys[e];
                 outcome.inserted.push(fresh);
                 if !fresh {
                     outcome.duplicates += 1;
