@@ -21,7 +21,7 @@ pub use normalize::{
 };
 pub use parse::{
     AuditItem, AuditParseError, BodyParseError, ItemError, MAX_BODY_ITEMS, parse_body,
-    parse_body_owned, parse_body_split, parse_line,
+    parse_body_owned, parse_body_split, parse_line, parse_line_in,
 };
 
 #[cfg(test)]

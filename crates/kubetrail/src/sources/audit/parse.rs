@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::ops::Range;
 
 use bytes::Bytes;
 use kubetrail_core::fields::{JsonStr, MemberIndex, ObjectWriter, write_json_str};
@@ -118,6 +119,19 @@ pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
     }
     let raw: Box<RawValue> = serde_json::from_slice(line).map_err(AuditParseError::Json)?;
     parse_item(raw.into(), None).map_err(AuditParseError::NotAnEvent)
+}
+
+/// [`parse_line`] for the line at `range` of `text` (a sealed batch of lines): the original
+/// of the event it reads is a view into `text`, not a copy.
+pub fn parse_line_in(text: &ByteString, range: Range<usize>) -> Result<AuditItem, AuditParseError> {
+    let Some(line) = text.get(range.clone()) else {
+        return parse_line(text.as_bytes().get(range).unwrap_or_default());
+    };
+    let trimmed = line.trim_matches([' ', '\t', '\n', '\r']);
+    if let Ok(p) = read_event(trimmed, None) {
+        return Ok(p.with_raw(RawJson::trusted_in(text, trimmed)));
+    }
+    parse_line(line.as_bytes())
 }
 
 /// Parses a webhook body: an `EventList` (`{"kind":"EventList","items":[...]}`, or an object

@@ -404,6 +404,14 @@ proptest! {
         let mut padded = pad.clone().into_bytes();
         padded.extend_from_slice(&line);
         padded.extend_from_slice(pad.as_bytes());
+        // Read in place from a batch's text, the same (text around it included).
+        if let Ok(text) = String::from_utf8(padded.clone()) {
+            let all = kubetrail_core::ByteString::from(format!("x\n{text}\ny"));
+            prop_assert_eq!(
+                format!("{:?}", parse_line_in(&all, 2..2 + text.len())),
+                format!("{:?}", parse_line(&padded))
+            );
+        }
         if let Ok(item) = parse_line(&padded) {
             let strict: Result<Box<serde_json::value::RawValue>, _> = serde_json::from_slice(&padded);
             let strict = strict.expect("parse_line accepted what serde_json refuses");

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use kubetrail_core::{DedupKey, Original, Record, RecordKind, Timestamp};
+use bytes::Bytes;
+use kubetrail_core::{ByteString, DedupKey, Original, Record, RecordKind, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -69,10 +70,14 @@ struct Item {
     kind: ItemKind,
 }
 
-/// The lines of a batch.
+/// The lines of a batch: appended to `data` while the batch is read; once it is complete,
+/// [`LineStore::seal`] turns them into a shared text (when they are UTF-8, as audit logs
+/// are), which the records made from them point into instead of copying their line.
 #[derive(Debug, Default, Clone)]
 pub struct LineStore {
     data: Vec<u8>,
+    /// The sealed lines (then `data` is empty).
+    text: Option<ByteString>,
     items: Vec<Item>,
     files: Vec<FileRef>,
 }
@@ -89,7 +94,35 @@ impl LineStore {
 
     /// Bytes of line data in the store.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.all().len()
+    }
+
+    fn all(&self) -> &[u8] {
+        match &self.text {
+            Some(t) => t.as_bytes(),
+            None => &self.data,
+        }
+    }
+
+    /// Ends the appending: the lines become one shared text if they are UTF-8 (else they stay
+    /// as they are, and records copy their lines).
+    pub fn seal(&mut self) {
+        if self.text.is_some() {
+            return;
+        }
+        let bytes = Bytes::from(std::mem::take(&mut self.data));
+        match ByteString::try_from(bytes.clone()) {
+            Ok(text) => self.text = Some(text),
+            // The only other reference is gone: this takes the allocation back, no copy.
+            Err(_) => self.data = Vec::from(bytes),
+        }
+    }
+
+    /// Makes the lines appendable again (a copy if records still point into them).
+    fn unseal(&mut self) {
+        if let Some(text) = self.text.take() {
+            self.data = Vec::from(text.into_bytes());
+        }
     }
 
     fn file_index(&mut self, fp: Fingerprint, path: &Arc<str>) -> usize {
@@ -109,13 +142,14 @@ impl LineStore {
 
     /// Appends another store's lines after this one's.
     pub fn append(&mut self, other: LineStore) {
+        self.unseal();
         let base = self.data.len();
         let files: Vec<usize> = other
             .files
             .iter()
             .map(|f| self.file_index(f.fp, &f.path))
             .collect();
-        self.data.extend_from_slice(&other.data);
+        self.data.extend_from_slice(other.all());
         self.items.extend(other.items.into_iter().map(|mut i| {
             i.file = files[i.file];
             i.start += base;
@@ -138,6 +172,7 @@ impl LineStore {
             }
         };
         let file = self.file_index(fp, path);
+        self.unseal();
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
         self.items.push(Item {
@@ -184,9 +219,13 @@ pub fn build_records_of(
     let mut errors = Vec::new();
     for item in items {
         let file = &store.files[item.file];
-        let bytes = &store.data[item.start..item.end];
+        let bytes = store.all().get(item.start..item.end).unwrap_or_default();
+        let parsed = match &store.text {
+            Some(text) => audit::parse_line_in(text, item.start..item.end),
+            None => audit::parse_line(bytes),
+        };
         let record = match item.kind {
-            ItemKind::Line => match audit::parse_line(bytes) {
+            ItemKind::Line => match parsed {
                 Ok(event) => audit::normalize(event, &cx.source, &cx.tag, cx.raw_format),
                 Err(e) => {
                     let reason = e.to_string();
@@ -330,6 +369,91 @@ mod tests {
     }
 
     const EVENT: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"a-1","stage":"ResponseComplete","requestURI":"/api","verb":"get","user":{"username":"u"},"stageTimestamp":"2024-01-01T00:00:00.000000Z"}"#;
+
+    /// Encoded records, for comparing two ways of making them (error records carry the time
+    /// they were made, which is left out).
+    fn encoded(records: &[Record]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.time = Timestamp::from_unix_nanos(0);
+                String::from_utf8(r.encode()).unwrap()
+            })
+            .collect()
+    }
+
+    fn store_of(lines: &[&[u8]]) -> LineStore {
+        let (fp, path) = (Fingerprint(7), Arc::from("/a.log"));
+        let mut store = LineStore::default();
+        let mut offset = 0;
+        for line in lines {
+            store.push(fp, &path, Event::Line { offset, line });
+            offset += line.len() as u64 + 1;
+        }
+        store
+    }
+
+    #[test]
+    fn sealed_lines_make_the_same_records_pointing_into_the_lines() {
+        let other = EVENT.replace("a-1", "a-2");
+        let owned: Vec<Vec<u8>> = vec![
+            EVENT.as_bytes().to_vec(),
+            format!("  {other}\r").into_bytes(),
+            br#"{"kind":"Pod"}"#.to_vec(),
+            b"{\"trunc".to_vec(),
+        ];
+        let lines: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let open = store_of(&lines);
+        let mut sealed = open.clone();
+        sealed.seal();
+        assert!(sealed.text.is_some() && sealed.data.is_empty());
+        assert_eq!(sealed.bytes(), open.bytes());
+        let (a, _) = build_records(&open, &cx());
+        let (b, _) = build_records(&sealed, &cx());
+        assert_eq!(encoded(&a), encoded(&b));
+        let text = sealed.text.as_ref().unwrap();
+        let range = text.as_ptr() as usize..text.as_ptr() as usize + text.len();
+        for r in &b[..2] {
+            let Some(Original::Raw(raw)) = &r.original else {
+                panic!("raw original expected")
+            };
+            assert!(
+                range.contains(&(raw.get().as_ptr() as usize)),
+                "{}",
+                raw.get()
+            );
+        }
+        // Lines added after sealing, and batches joined, read the same.
+        let mut more = sealed.clone();
+        more.push(
+            Fingerprint(7),
+            &Arc::from("/a.log"),
+            Event::Line {
+                offset: 999,
+                line: EVENT.as_bytes(),
+            },
+        );
+        let mut joined = sealed.clone();
+        joined.append(store_of(&[EVENT.as_bytes()]));
+        assert_eq!(
+            encoded(&build_records(&more, &cx()).0)[..4],
+            encoded(&a)[..]
+        );
+        assert_eq!(build_records(&more, &cx()).0.len(), 5);
+        assert_eq!(build_records(&joined, &cx()).0.len(), 5);
+    }
+
+    #[test]
+    fn lines_that_are_not_utf8_stay_unsealed_and_still_read() {
+        let mut store = store_of(&[EVENT.as_bytes(), b"{\"x\":\"\xff\"}"]);
+        store.seal();
+        assert!(store.text.is_none());
+        let (records, errors) = build_records(&store, &cx());
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].kind, RecordKind::K8sAudit);
+        assert_eq!(errors.len(), 1);
+    }
 
     #[test]
     fn lines_become_audit_and_error_records() {

@@ -148,8 +148,9 @@ impl<C: Committer> CommitLoop<C> {
                 }
                 // The records went into the failed submission: make them again from the lines.
                 let cx = self.cx.clone();
-                let lines = std::mem::take(&mut batch.lines);
+                let mut lines = std::mem::take(&mut batch.lines);
                 match tokio::task::spawn_blocking(move || {
+                    lines.seal();
                     let (records, _) = build_records(&lines, &cx);
                     (lines, records)
                 })

@@ -571,6 +571,7 @@ impl<C: Committer> Tailer<C> {
         );
         // Parsing, filtering and encoding take most of the source's CPU: a large batch is
         // cut in two halves made on two blocking threads, then joined in order.
+        batch.lines.seal();
         let lines = Arc::new(std::mem::take(&mut batch.lines));
         let n = lines.len();
         let cut = if n >= SPLIT_AT { n / 2 } else { n };
