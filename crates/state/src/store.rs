@@ -85,6 +85,9 @@ const STATEMENT_CACHE: usize = 32;
 
 /// Bytes of frames of one queue collected before they are written to its segment.
 const APPEND_BUFFER: usize = 1 << 20;
+/// Entries whose dedup keys are upserted before their frames are appended (see
+/// `Writer::write_batch`).
+const DEDUP_CHUNK: usize = 256;
 /// The longest frame list kept for the next commit.
 const MAX_KEPT_FRAMES: usize = 1 << 16;
 
@@ -781,61 +784,71 @@ impl Writer<'_, '_> {
                 .tx
                 .prepare_cached(UPSERT_DEDUP)
                 .map_err(sql("commit: prepare dedup upsert"))?;
-            // The keys are upserted in key order (the b-tree is then walked from one leaf to
-            // the next instead of at random: audit IDs are random), the entries appended in
-            // theirs. A stable order keeps the entries with one key in batch order, so each
-            // still sees the ones before it, as when upserted one after the other.
-            let mut order: Vec<usize> = (0..batch.entries.len())
-                .filter(|&e| batch.entries[e].dedup.is_some())
-                .collect();
+            // The entries go in chunks: a chunk's keys are upserted, then its fresh entries
+            // appended (their frames written once a megabyte is pending, and the disk told to
+            // start on them), so the disk writes one chunk while the next one's keys are
+            // upserted and the final fsync finds little left to do. Within a chunk the keys
+            // are upserted in key order (the b-tree is then walked leaf after leaf instead of
+            // at random: audit IDs are random); the order is stable, so entries with one key
+            // still see each other in batch order, as when upserted one after the other.
             fn key(d: &Option<Dedup>) -> Option<(&str, &str)> {
                 d.as_ref().map(|d| (&*d.scope, d.key.as_str()))
             }
-            order.sort_by(|&a, &b| key(&batch.entries[a].dedup).cmp(&key(&batch.entries[b].dedup)));
-            let mut fresh_keys = vec![true; batch.entries.len()];
-            for e in order {
-                if let Some(d) = &batch.entries[e].dedup {
-                    // The upsert changes nothing (0 rows) exactly when the key is stored with
-                    // the same value: one b-tree descent both decides and records it.
-                    fresh_keys[e] = dedup
-                        .execute(params![&*d.scope, d.key, d.value, d.expires_at_unix_ms])
-                        .map_err(sql("commit: upsert dedup key"))?
-                        > 0;
+            let n = batch.entries.len();
+            let mut fresh_keys = vec![true; n];
+            let mut order: Vec<usize> = Vec::with_capacity(n.min(DEDUP_CHUNK));
+            for first in (0..n).step_by(DEDUP_CHUNK) {
+                let chunk = first..(first + DEDUP_CHUNK).min(n);
+                order.clear();
+                order.extend(chunk.clone().filter(|&e| batch.entries[e].dedup.is_some()));
+                order.sort_by(|&a, &b| {
+                    key(&batch.entries[a].dedup).cmp(&key(&batch.entries[b].dedup))
+                });
+                for &e in &order {
+                    if let Some(d) = &batch.entries[e].dedup {
+                        // The upsert changes nothing (0 rows) exactly when the key is stored
+                        // with the same value: one b-tree descent both decides and records it.
+                        fresh_keys[e] = dedup
+                            .execute(params![&*d.scope, d.key, d.value, d.expires_at_unix_ms])
+                            .map_err(sql("commit: upsert dedup key"))?
+                            > 0;
+                    }
                 }
-            }
-            for (e, entry) in batch.entries.iter().enumerate() {
-                let fresh = fresh_keys[e];
-                outcome.inserted.push(fresh);
-                if !fresh {
-                    outcome.duplicates += 1;
-                    continue;
-                }
-                let len = frame_len(entry.id.len(), entry.data.len());
-                if len > MAX_FRAME {
-                    return Err(StateError::RecordTooLarge {
-                        id: entry.id.clone(),
-                        bytes: len,
-                    });
-                }
-                for &q in entry.queues.iter() {
-                    let i = self.pending_for(q)?;
-                    if !self.pending[i].began {
-                        let head = self.pending[i].state.head_pos;
-                        self.files(q)?.appender.begin(head)?;
+                for e in chunk {
+                    let entry = &batch.entries[e];
+                    let fresh = fresh_keys[e];
+                    outcome.inserted.push(fresh);
+                    if !fresh {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    let len = frame_len(entry.id.len(), entry.data.len());
+                    if len > MAX_FRAME {
+                        return Err(StateError::RecordTooLarge {
+                            id: entry.id.clone(),
+                            bytes: len,
+                        });
+                    }
+                    for &q in entry.queues.iter() {
+                        let i = self.pending_for(q)?;
+                        if !self.pending[i].began {
+                            let head = self.pending[i].state.head_pos;
+                            self.files(q)?.appender.begin(head)?;
+                            let p = &mut self.pending[i];
+                            p.began = true;
+                            p.buf_pos = head;
+                        }
                         let p = &mut self.pending[i];
-                        p.began = true;
-                        p.buf_pos = head;
-                    }
-                    let p = &mut self.pending[i];
-                    if p.state.next_seq > MAX_SEQ {
-                        return Err(StateError::SeqExhausted { queue: q });
-                    }
-                    p.frames.push((p.state.next_seq, e));
-                    p.buf_bytes += len;
-                    p.state.next_seq += 1;
-                    p.state.head_pos += len;
-                    if p.buf_bytes >= APPEND_BUFFER as u64 {
-                        self.flush(i, &batch.entries)?;
+                        if p.state.next_seq > MAX_SEQ {
+                            return Err(StateError::SeqExhausted { queue: q });
+                        }
+                        p.frames.push((p.state.next_seq, e));
+                        p.buf_bytes += len;
+                        p.state.next_seq += 1;
+                        p.state.head_pos += len;
+                        if p.buf_bytes >= APPEND_BUFFER as u64 {
+                            self.flush(i, &batch.entries)?;
+                        }
                     }
                 }
             }
@@ -1091,6 +1104,41 @@ mod tests {
 
     fn seqs(store: &Store, q: QueueId) -> Vec<u64> {
         all(store, q).iter().map(|i| i.seq).collect()
+    }
+
+    #[test]
+    fn dedup_holds_across_the_chunks_of_one_commit() {
+        // Keys upserted chunk by chunk (DEDUP_CHUNK entries each): a key repeated on both sides
+        // of a chunk boundary, with the same and with another value, and one repeated within
+        // a chunk in the reverse of key order.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = open(&dir);
+        let q = store.queue_id("a").expect("queue");
+        let n = 2 * DEDUP_CHUNK + 10;
+        let key_of = |i: usize| match i {
+            i if i == DEDUP_CHUNK => ("k-edge".to_string(), "v1"),
+            i if i == DEDUP_CHUNK - 1 => ("k-edge".to_string(), "v1"),
+            i if i == DEDUP_CHUNK + 1 => ("k-edge".to_string(), "v2"),
+            i if i == 2 * DEDUP_CHUNK + 3 => ("k-edge".to_string(), "v1"),
+            5 | 9 => ("k-z".to_string(), "v"),
+            i => (format!("k{:05}", n - i), "v"),
+        };
+        let batch: Vec<Entry> = (0..n)
+            .map(|i| {
+                let (k, v) = key_of(i);
+                entry(&format!("id-{i}"), dedup(&k, v, i64::MAX), &[q], b"x")
+            })
+            .collect();
+        let out = store.commit(&entries(batch)).expect("commit");
+        let dups: Vec<usize> = (0..n).filter(|&i| !out.inserted[i]).collect();
+        // k-edge: v1 new, v1 again (dup), v2 new, v1 new again; k-z: the second is a dup.
+        assert_eq!(dups, [9, DEDUP_CHUNK]);
+        let ids: Vec<String> = all(&store, q).into_iter().map(|i| i.id).collect();
+        assert_eq!(ids.len(), n - 2);
+        assert!(ids.windows(2).all(|w| {
+            let num = |s: &str| s[3..].parse::<usize>().unwrap();
+            num(&w[0]) < num(&w[1])
+        }));
     }
 
     #[test]
