@@ -47,12 +47,16 @@ if ! got=$(bench/wait-lines.py "$tmp/out/kubetrail.jsonl" "$lines" "$kt_pid" 180
 fi
 end=$(date +%s.%N)
 hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$kt_pid/status")
-python3 - "$start" "$end" "$bytes" "$lines" "$hwm_kib" <<'PY'
+# kubetrail's CPU time until the output held every line (user, system).
+cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f s user, %.2f s system", $14/hz, $15/hz}' "/proc/$kt_pid/stat")
+python3 - "$start" "$end" "$bytes" "$lines" "$hwm_kib" "$cpu" <<'PY'
 import sys
 start, end, size, lines, hwm = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+cpu = sys.argv[6]
 secs = end - start
 print(f"audit-file: {size/2**20:.0f} MiB, {lines} real apiserver lines (unique auditIDs) -> file output")
 print(f"  wall time:           {secs:.1f} s")
 print(f"  throughput:          {size/secs/1e6:.0f} MB/s, {lines/secs:,.0f} events/s   (target >= 160 MB/s; Fluent Bit tail: 53 MB/s)")
+print(f"  kubetrail CPU:       {cpu}")
 print(f"  kubetrail peak RSS:  {hwm/1024:.1f} MiB   (target <= 64)")
 PY

@@ -44,7 +44,16 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && brea
 echo "audit-webhook: $TOTAL events from $(basename "$TEMPLATE"), 8 connections, 400 events per EventList"
 target/release/examples/audit_load post "https://127.0.0.1:$port" "$tmp/certs/ca.crt" bench-token 8 400 "$TOTAL" "$TEMPLATE"
 hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$kt_pid/status")
+# kubetrail's CPU time while the load ran (user, system), and the journal thread's share:
+# steadier than the throughput on a shared machine when comparing two builds.
+cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f s user, %.2f s system", $14/hz, $15/hz}' "/proc/$kt_pid/stat")
+journal=$(for t in /proc/$kt_pid/task/*; do
+  if [ "$(cat "$t/comm")" = kubetrail-journ ]; then
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f s", ($14+$15)/hz}' "$t/stat"
+  fi
+done)
 lines=$(bench/wait-lines.py "$tmp/out/kubetrail.jsonl" "$TOTAL" "$kt_pid" 60 || true)
 echo "  records in the file output: $lines"
+echo "  kubetrail CPU:              $cpu (journal thread: $journal)"
 echo "  kubetrail peak RSS:         $((hwm_kib / 1024)) MiB (target <= 128)"
 echo "  (target >= 240,000 events/s; Fluent Bit's http input: 80,000/s, answering before anything is durable)"
