@@ -134,8 +134,8 @@ struct PendingQueue {
     /// Frames not yet written to the segment, as `(seq, index of the batch entry)`; the log
     /// position they start at and their bytes.
     frames: Vec<(u64, usize)>,
-    buf_pos: u64,
-    buf_bytes: u64,
+    frames_pos: u64,
+    frames_bytes: u64,
 }
 
 /// A queue's on-disk log: the appender (the segment being written) and a reader for walks.
@@ -169,16 +169,15 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     root: PathBuf,
-    busy_timeout: Duration,
-    sync: SyncMode,
-    segment_bytes: u64,
+    /// As opened (`segment_bytes` at least 1).
+    opts: StoreOptions,
     queues: HashMap<QueueId, QueueState>,
     files: HashMap<QueueId, QueueFiles>,
     names: HashMap<String, QueueId>,
     hints: Arc<Hints>,
     scratch: Vec<u8>,
     /// Frame lists kept from one commit to the next.
-    append_bufs: Vec<Vec<(u64, usize)>>,
+    frame_lists: Vec<Vec<(u64, usize)>>,
     _lock: File,
 }
 
@@ -286,15 +285,16 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             root,
-            busy_timeout: opts.busy_timeout,
-            sync: opts.sync,
-            segment_bytes: opts.segment_bytes.max(1),
+            opts: StoreOptions {
+                segment_bytes: opts.segment_bytes.max(1),
+                ..opts.clone()
+            },
             queues: HashMap::new(),
             files: HashMap::new(),
             names: HashMap::new(),
             hints: Arc::new(Hints::default()),
             scratch: Vec::new(),
-            append_bufs: Vec::new(),
+            frame_lists: Vec::new(),
             _lock: lock,
         };
         store.load_queues()?;
@@ -363,7 +363,7 @@ impl Store {
                 dir.clone(),
                 state.tail_pos,
                 state.head_pos,
-                self.segment_bytes,
+                self.opts.segment_bytes,
             )?;
             let mut segments = Segments::new(dir);
             segments.set_starts(appender.starts());
@@ -385,7 +385,7 @@ impl Store {
         let dir = queue_dir(&self.root, id);
         // Whatever a crashed earlier conversion left is garbage: nothing was committed.
         let _ = std::fs::remove_dir_all(&dir);
-        let mut appender = Appender::open(dir, 0, 0, self.segment_bytes)?;
+        let mut appender = Appender::open(dir, 0, 0, self.opts.segment_bytes)?;
         let lo = i64::from(id.0) << 48;
         let hi = lo | (MAX_SEQ as i64);
         let tx = self
@@ -462,7 +462,7 @@ impl Store {
             &self.path,
             self.root.clone(),
             self.hints.clone(),
-            self.busy_timeout,
+            self.opts.busy_timeout,
         )
     }
 
@@ -477,14 +477,9 @@ impl Store {
     /// them (and cuts the segments back to the committed heads). Readers made from this
     /// store keep working; their position hints carry over.
     pub fn close_for_reopen(self) -> Reopen {
-        let opts = StoreOptions {
-            sync: self.sync,
-            busy_timeout: self.busy_timeout,
-            segment_bytes: self.segment_bytes,
-        };
         Reopen {
             path: self.path.clone(),
-            opts,
+            opts: self.opts.clone(),
             hints: self.hints.clone(),
         }
     }
@@ -511,7 +506,7 @@ impl Store {
         let dir = queue_dir(&self.root, id);
         // A directory left by a queue created in a transaction that never committed.
         let _ = std::fs::remove_dir_all(&dir);
-        let appender = Appender::open(dir.clone(), 0, 0, self.segment_bytes)?;
+        let appender = Appender::open(dir.clone(), 0, 0, self.opts.segment_bytes)?;
         sync_dir(&self.root).map_err(|source| LogError::Io {
             path: self.root.clone(),
             what: "fsync the queues directory",
@@ -603,8 +598,8 @@ impl Store {
             files,
             hints,
             scratch,
-            sync,
-            append_bufs,
+            opts,
+            frame_lists,
             ..
         } = self;
         let result = (|| {
@@ -617,12 +612,12 @@ impl Store {
                 files,
                 hints,
                 scratch,
-                append_bufs,
+                frame_lists,
                 pending: &mut pending,
             };
             // On error `tx` is dropped, which rolls the transaction back.
             w.write_batch(batch, now_unix_ms, &mut outcome)?;
-            w.finish(*sync == SyncMode::Full)?;
+            w.finish(opts.sync == SyncMode::Full)?;
             tx.commit().map_err(sql("commit"))
         })();
         if let Err(e) = result {
@@ -634,12 +629,12 @@ impl Store {
                     f.appender.rollback(committed.head_pos);
                 }
             }
-            keep_buffers(append_bufs, pending.into_iter().map(|p| p.frames));
+            keep_frame_lists(frame_lists, pending.into_iter().map(|p| p.frames));
             return Err(e);
         }
-        let mut bufs = Vec::with_capacity(pending.len());
+        let mut lists = Vec::with_capacity(pending.len());
         for p in pending {
-            bufs.push(p.frames);
+            lists.push(p.frames);
             if let Some(state) = queues.get_mut(&p.id) {
                 let moved = p.state.tail_pos != state.tail_pos;
                 *state = p.state;
@@ -652,14 +647,14 @@ impl Store {
                 }
             }
         }
-        keep_buffers(append_bufs, bufs);
+        keep_frame_lists(frame_lists, lists);
         Ok(outcome)
     }
 }
 
 /// Keeps a commit's frame lists for the next one: emptied, at most a few, and none that a
 /// batch of tiny records grew far past the usual size.
-fn keep_buffers(
+fn keep_frame_lists(
     pool: &mut Vec<Vec<(u64, usize)>>,
     bufs: impl IntoIterator<Item = Vec<(u64, usize)>>,
 ) {
@@ -678,7 +673,7 @@ struct Writer<'a, 't> {
     files: &'a mut HashMap<QueueId, QueueFiles>,
     hints: &'a Hints,
     scratch: &'a mut Vec<u8>,
-    append_bufs: &'a mut Vec<Vec<(u64, usize)>>,
+    frame_lists: &'a mut Vec<Vec<(u64, usize)>>,
     /// The queues this transaction changes, with their new bounds.
     pending: &'a mut Vec<PendingQueue>,
 }
@@ -696,9 +691,9 @@ impl Writer<'_, '_> {
             id: q,
             state,
             began: false,
-            frames: self.append_bufs.pop().unwrap_or_default(),
-            buf_pos: state.head_pos,
-            buf_bytes: 0,
+            frames: self.frame_lists.pop().unwrap_or_default(),
+            frames_pos: state.head_pos,
+            frames_bytes: 0,
         });
         Ok(self.pending.len() - 1)
     }
@@ -714,7 +709,7 @@ impl Writer<'_, '_> {
     fn flush(&mut self, i: usize, entries: &[Entry]) -> Result<(), StateError> {
         let q = self.pending[i].id;
         let frames = std::mem::take(&mut self.pending[i].frames);
-        let (pos, bytes) = (self.pending[i].buf_pos, self.pending[i].buf_bytes);
+        let (pos, bytes) = (self.pending[i].frames_pos, self.pending[i].frames_bytes);
         let headers: Vec<[u8; FRAME_HEADER as usize]> = frames
             .iter()
             .map(|&(seq, e)| frame_header(seq, &entries[e].id, &entries[e].data))
@@ -734,8 +729,8 @@ impl Writer<'_, '_> {
             .appender
             .write_vectored_at(pos, &mut slices)?;
         let p = &mut self.pending[i];
-        p.buf_pos = pos + bytes;
-        p.buf_bytes = 0;
+        p.frames_pos = pos + bytes;
+        p.frames_bytes = 0;
         p.frames = frames;
         p.frames.clear();
         Ok(())
@@ -836,17 +831,17 @@ impl Writer<'_, '_> {
                             self.files(q)?.appender.begin(head)?;
                             let p = &mut self.pending[i];
                             p.began = true;
-                            p.buf_pos = head;
+                            p.frames_pos = head;
                         }
                         let p = &mut self.pending[i];
                         if p.state.next_seq > MAX_SEQ {
                             return Err(StateError::SeqExhausted { queue: q });
                         }
                         p.frames.push((p.state.next_seq, e));
-                        p.buf_bytes += len;
+                        p.frames_bytes += len;
                         p.state.next_seq += 1;
                         p.state.head_pos += len;
-                        if p.buf_bytes >= APPEND_BUFFER as u64 {
+                        if p.frames_bytes >= APPEND_BUFFER as u64 {
                             self.flush(i, &batch.entries)?;
                         }
                     }
