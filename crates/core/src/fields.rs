@@ -132,6 +132,15 @@ impl<'a> Member<'a> {
             Member::Value(v) => T::deserialize(v).ok(),
         }
     }
+
+    /// Whether the member is a JSON object. (A derived struct also reads an array, field by
+    /// position: check this first where only an object may answer.)
+    pub fn is_object(self) -> bool {
+        match self {
+            Member::Encoded(text) => text.trim_start().starts_with('{'),
+            Member::Value(v) => v.is_object(),
+        }
+    }
 }
 
 impl Fields {

@@ -58,7 +58,7 @@ mod tests;
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_core::fields::JsonStr;
 use kubetrail_core::record::{ENVELOPE_KEYS, ORIGINAL_KEY};
-use kubetrail_core::{Fields, Original, Record, RecordKind};
+use kubetrail_core::{Fields, Member, Original, Record, RecordKind};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -253,21 +253,36 @@ fn is_secrets(v: &Value) -> bool {
     v.as_str() == Some("secrets")
 }
 
+/// An `objectRef` (or the normalized `object_ref`) as far as the Secrets rule reads it.
+#[derive(serde::Deserialize)]
+struct ObjectRef<'a> {
+    #[serde(borrow)]
+    resource: Option<JsonStr<'a>>,
+}
+
+impl ObjectRef<'_> {
+    /// Reads `member` when it is an object (a derived struct would also read an array, by
+    /// position, where the tree finds no `resource`); `None` for any other shape.
+    fn of(member: Member<'_>) -> Option<ObjectRef<'_>> {
+        if member.is_object() {
+            member.read()
+        } else {
+            None
+        }
+    }
+
+    fn is_secrets(&self) -> bool {
+        self.resource.as_deref() == Some("secrets")
+    }
+}
+
 /// What the normalized `object_ref` says: (its `resource` is `secrets`, it is an object and so
 /// settles the question). Read borrowed: nothing is decoded or allocated.
 fn object_ref_says_secret(fields: &Fields) -> (bool, bool) {
-    #[derive(serde::Deserialize)]
-    struct ObjectRef<'a> {
-        #[serde(borrow)]
-        resource: Option<JsonStr<'a>>,
-    }
     // An `object_ref` of another shape (not an object, a resource that is not a string)
     // settles nothing: the original is checked.
-    match fields
-        .get_member("object_ref")
-        .and_then(|m| m.read::<ObjectRef<'_>>())
-    {
-        Some(o) => (o.resource.as_deref() == Some("secrets"), true),
+    match fields.get_member("object_ref").and_then(ObjectRef::of) {
+        Some(o) => (o.is_secrets(), true),
         None => (false, false),
     }
 }
@@ -289,25 +304,15 @@ fn raw_names_secrets(raw: &str) -> Option<bool> {
         #[serde(borrow, rename = "objectRef")]
         object_ref: Option<&'a RawValue>,
     }
-    #[derive(serde::Deserialize)]
-    struct ObjectRef<'a> {
-        #[serde(borrow)]
-        resource: Option<JsonStr<'a>>,
-    }
     // Derived structs also accept arrays (fields by position); the tree reads only objects.
-    let object = |text: &str| text.trim_start().starts_with('{');
-    if !object(raw) {
+    if !Member::Encoded(raw).is_object() {
         return None;
     }
     let ev: Event<'_> = serde_json::from_str(raw).ok()?;
-    let Some(object_ref) = ev.object_ref else {
-        return Some(false);
-    };
-    if !object(object_ref.get()) {
-        return None;
+    match ev.object_ref {
+        None => Some(false),
+        Some(o) => ObjectRef::of(Member::Encoded(o.get())).map(|o| o.is_secrets()),
     }
-    let o: ObjectRef<'_> = serde_json::from_str(object_ref.get()).ok()?;
-    Some(o.resource.as_deref() == Some("secrets"))
 }
 
 /// A cheap pre-check on raw JSON text before parsing it: the word can only be absent from the

@@ -196,6 +196,12 @@ fn the_typed_secrets_check_agrees_with_the_tree_or_defers_to_it() {
     r.fields.remove("object_ref");
     redact(&[]).apply(&mut r);
     assert!(original_value(&r).get("requestObject").is_none());
+    // A normalized object_ref that is not an object settles nothing (read by position it
+    // would say "pods"): the original decides.
+    let mut r = audit_record(&line);
+    r.fields["object_ref"] = json!(["pods"]);
+    redact(&[]).apply(&mut r);
+    assert!(original_value(&r).get("requestObject").is_none());
     // An event with no objectRef and an escape keeps its exact bytes.
     let health = r#"{"kind":"Event","auditID":"a","stage":"ResponseComplete","requestURI":"/livez?verbose\u0026x=1","verb":"get"}"#;
     let mut r = audit_record(health);
