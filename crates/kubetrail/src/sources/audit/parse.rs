@@ -99,13 +99,16 @@ pub enum BodyParseError {
 /// record of hundreds.
 pub const MAX_BODY_ITEMS: usize = 10_000;
 
+/// What JSON counts as whitespace around a value (not all of ASCII's: no form feed).
+const JSON_WS: [char; 4] = [' ', '\t', '\n', '\r'];
+
 /// Parses one audit log line (one JSON object; surrounding whitespace, including the line end,
 /// is ignored).
 pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
     // The typed read of an audit event checks the syntax of every byte (skipped members
     // included), so a line it accepts is one JSON value and is kept without a second scan.
     // Anything else goes the careful way, which tells "not JSON" from "not an audit event".
-    let json_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let json_ws = |b: &u8| JSON_WS.contains(&char::from(*b));
     let start = line.iter().position(|b| !json_ws(b)).unwrap_or(line.len());
     let end = line
         .iter()
@@ -127,7 +130,7 @@ pub fn parse_line_in(text: &ByteString, range: Range<usize>) -> Result<AuditItem
     let Some(line) = text.get(range.clone()) else {
         return parse_line(text.as_bytes().get(range).unwrap_or_default());
     };
-    let trimmed = line.trim_matches([' ', '\t', '\n', '\r']);
+    let trimmed = line.trim_matches(JSON_WS);
     if let Ok(p) = read_event(trimmed, None) {
         return Ok(p.with_raw(RawJson::trusted_in(text, trimmed)));
     }
