@@ -265,6 +265,16 @@ impl Server {
         exchange(tls, request).await
     }
 
+    /// POSTs `body` over TLS with the valid bearer token.
+    async fn post_with_token(&self, body: &str) -> Answer {
+        self.send_tls(
+            None,
+            &post(body.as_bytes(), &[("Authorization", &bearer())]),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn send_plain(&self, request: &[u8]) -> std::io::Result<Answer> {
         exchange(TcpStream::connect(self.addr).await?, request).await
     }
@@ -393,13 +403,7 @@ async fn an_event_list_is_answered_200_once_its_records_are_committed() {
         event("b2", "ResponseComplete"),
     ];
     let body = event_list(&items);
-    let a = s
-        .send_tls(
-            None,
-            &post(body.as_bytes(), &[("Authorization", &bearer())]),
-        )
-        .await
-        .unwrap();
+    let a = s.post_with_token(&body).await;
     assert_eq!(a.status, 200, "{a:?}");
     assert_eq!(s.fake.calls(), 1);
     {
@@ -738,13 +742,7 @@ async fn a_body_with_too_many_items_is_413_and_nothing_is_committed() {
     let s = Server::start(&[]).await;
     let max = kubetrail::sources::audit::MAX_BODY_ITEMS;
     let body = format!("[{}]", vec!["{}"; max + 1].join(","));
-    let a = s
-        .send_tls(
-            None,
-            &post(body.as_bytes(), &[("Authorization", &bearer())]),
-        )
-        .await
-        .unwrap();
+    let a = s.post_with_token(&body).await;
     assert_eq!(a.status, 413, "{a:?}");
     assert!(a.body.contains("--audit-webhook-batch-max-size"), "{a:?}");
     assert_eq!(s.fake.calls(), 0);
@@ -759,13 +757,7 @@ async fn items_that_are_not_audit_events_become_error_records_beside_the_good_on
         r#"{"kind": 0}"#.to_string(),
         r#"{"auditID":"no-stage"}"#.to_string(),
     ]);
-    let a = s
-        .send_tls(
-            None,
-            &post(body.as_bytes(), &[("Authorization", &bearer())]),
-        )
-        .await
-        .unwrap();
+    let a = s.post_with_token(&body).await;
     assert_eq!(a.status, 200, "{a:?}");
     let r = s.fake.records();
     let kinds: Vec<RecordKind> = r.iter().map(|r| r.kind).collect();
