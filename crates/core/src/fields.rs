@@ -148,7 +148,7 @@ impl Fields {
     pub fn get_member(&self, key: &str) -> Option<Member<'_>> {
         if let Some(text) = self.encoded.as_deref() {
             // Keys are compared as written, so one that JSON would escape takes the parse.
-            let plain = key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+            let plain = !needs_escape(key.as_bytes());
             if plain && let Some(starts) = self.index.as_ref().and_then(MemberIndex::starts) {
                 return indexed_member(text, starts, key).map(Member::Encoded);
             }
