@@ -9,7 +9,7 @@
 //!                                               are answered 200; prints events/s
 //! ```
 //! TEMPLATE is a JSON-lines audit log (real apiserver lines); every generated event is one of
-//! its lines with the `auditID` replaced by a unique one of the same length, so bodies are the
+//! its lines with the `auditID` replaced by a unique random-looking (version 4) UUID, so bodies are the
 //! real shapes and sizes and no two events share a dedup key. Each pass over the template
 //! moves its timestamps (`requestReceivedTimestamp`, `stageTimestamp`, same format and length)
 //! forward by the template's time span plus a second, so time advances through the generated
@@ -29,7 +29,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Template lines split around their auditID value, so an event is made by two copies and a
 /// 36-byte id.
 struct Template {
-    lines: Vec<(Vec<u8>, Vec<u8>)>,
+    lines: Vec<Line>,
     /// How far each pass over the template moves its timestamps, in microseconds.
     period_us: i64,
 }
@@ -61,27 +61,40 @@ fn ts_positions(line: &[u8]) -> Vec<usize> {
     at
 }
 
-/// Moves every timestamp value of `line` by `shift_us`.
-fn shift_timestamps(line: &mut [u8], shift_us: i64) {
-    for start in ts_positions(line) {
-        let Some(t) = parse_ts(&line[start..start + TS_LEN]) else {
-            continue;
-        };
-        let t = t + time::Duration::microseconds(shift_us);
-        let s = format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        );
-        if s.len() == TS_LEN {
-            line[start..start + TS_LEN].copy_from_slice(s.as_bytes());
+/// splitmix64's finalizer: a bijection on u64 that scatters consecutive inputs.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Writes `unix_us` as `2026-11-27T00:16:44.307833Z` (27 bytes) into `out`.
+fn write_ts(unix_us: i64, out: &mut [u8]) {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_us) * 1000) else {
+        return;
+    };
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
         }
-    }
+    };
+    put(0, 4, t.year().max(0) as u32);
+    put(5, 2, u32::from(u8::from(t.month())));
+    put(8, 2, u32::from(t.day()));
+    put(11, 2, u32::from(t.hour()));
+    put(14, 2, u32::from(t.minute()));
+    put(17, 2, u32::from(t.second()));
+    put(20, 6, t.microsecond());
+}
+
+/// One template line: the text before and after its auditID value, and its timestamps
+/// (offset in the generated event, which always has a 36-byte id, and time in microseconds),
+/// found once so generating an event is copies and digit writes.
+struct Line {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    stamps: Vec<(usize, i64)>,
 }
 
 impl Template {
@@ -97,21 +110,27 @@ impl Template {
             let Some(len) = line[start..].iter().position(|b| *b == b'"') else {
                 continue;
             };
-            lines.push((line[..start].to_vec(), line[start + len..].to_vec()));
+            let (head, tail) = (line[..start].to_vec(), line[start + len..].to_vec());
+            let micros = |part: &[u8], at: usize| {
+                parse_ts(&part[at..at + TS_LEN]).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
+            };
+            let mut stamps: Vec<(usize, i64)> = ts_positions(&head)
+                .into_iter()
+                .filter_map(|at| Some((at, micros(&head, at)?)))
+                .collect();
+            stamps.extend(
+                ts_positions(&tail)
+                    .into_iter()
+                    .filter_map(|at| Some((head.len() + 36 + at, micros(&tail, at)?))),
+            );
+            lines.push(Line { head, tail, stamps });
         }
         if lines.is_empty() {
             return Err("the template has no audit lines".into());
         }
         let stamps: Vec<i64> = lines
             .iter()
-            .flat_map(|(h, t)| [h, t])
-            .flat_map(|part| {
-                ts_positions(part)
-                    .into_iter()
-                    .filter_map(|s| parse_ts(&part[s..s + TS_LEN]))
-                    .map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|l| l.stamps.iter().map(|(_, us)| *us))
             .collect();
         let span = stamps.iter().max().unwrap_or(&0) - stamps.iter().min().unwrap_or(&0);
         Ok(Template {
@@ -122,20 +141,31 @@ impl Template {
 
     /// Appends event number `n` (a unique auditID) to `out`.
     fn write(&self, n: u64, out: &mut Vec<u8>) {
-        let (head, tail) = &self.lines[(n % self.lines.len() as u64) as usize];
+        let line = &self.lines[(n % self.lines.len() as u64) as usize];
         let pass = (n / self.lines.len() as u64) as i64;
         let start = out.len();
-        out.extend_from_slice(head);
-        // A UUID-shaped id: 8-4-4-4-12 hex digits.
+        out.extend_from_slice(&line.head);
+        // A version-4 UUID as the apiserver makes them (random, so dedup keys land all over
+        // the key space as real ones do; counting ids would only ever append to the right
+        // edge of the dedup index). `a` is a bijection of `n`, so ids never repeat; its 64
+        // bits fill the first 60 random bits and 4 bits of the clock sequence.
+        let a = mix64(n);
+        let b = mix64(n ^ 0x9e37_79b9_7f4a_7c15);
         let _ = write!(
             out,
-            "{:08x}-0000-4000-8000-{:012x}",
-            (n >> 48) as u32,
-            n & 0xffff_ffff_ffff
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            (a >> 32) as u32,
+            (a >> 16) & 0xffff,
+            a & 0x0fff,
+            0x8000 | (((a >> 12) & 0xf) << 10) | (b & 0x3ff),
+            (b >> 16) & 0xffff_ffff_ffff
         );
-        out.extend_from_slice(tail);
+        out.extend_from_slice(&line.tail);
         if pass > 0 {
-            shift_timestamps(&mut out[start..], pass * self.period_us);
+            for &(at, us) in &line.stamps {
+                let at = start + at;
+                write_ts(us + pass * self.period_us, &mut out[at..at + TS_LEN]);
+            }
         }
     }
 }
