@@ -128,6 +128,14 @@ pub enum StateError {
         bytes: u64,
     },
 
+    /// A thread the store runs (the background WAL checkpointer) could not be started.
+    #[error("cannot start the state database's checkpoint thread")]
+    Thread {
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A stored value is not what this build wrote (e.g. a negative sequence number).
     #[error("state database holds an unexpected value: {what}")]
     Corrupt {

@@ -35,6 +35,7 @@
 //! ```
 
 mod batch;
+mod checkpointer;
 mod error;
 mod lock;
 mod queue;

@@ -14,6 +14,7 @@ use rusqlite::{
 };
 
 use crate::batch::{Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry};
+use crate::checkpointer::{self, Checkpointer, Step, WalShared};
 use crate::error::{StateError, sql};
 use crate::lock;
 use crate::queue::{MAX_QUEUE_ID, MAX_SEQ, QueueDepth, QueueId};
@@ -48,6 +49,9 @@ pub struct StoreOptions {
     /// A commit that finds its queue's current segment file at least this long starts a new
     /// one; segments are deleted once every record in them is acknowledged.
     pub segment_bytes: u64,
+    /// WAL length, in pages, at which the WAL is checkpointed and started over (see
+    /// checkpointer.rs: copying starts in the background at a quarter of it).
+    pub wal_checkpoint_pages: u64,
 }
 
 impl Default for StoreOptions {
@@ -56,6 +60,7 @@ impl Default for StoreOptions {
             sync: SyncMode::Full,
             busy_timeout: Duration::from_secs(5),
             segment_bytes: SEGMENT_TARGET,
+            wal_checkpoint_pages: WAL_CHECKPOINT_PAGES,
         }
     }
 }
@@ -65,11 +70,13 @@ impl Default for StoreOptions {
 /// records themselves are in segment files, not in pages.
 const PAGE_SIZE: u32 = 4096;
 
-/// Pages of WAL after which a commit also checkpoints (copies the WAL back into the database
-/// file and fsyncs it). 64 MiB amortises each checkpoint's fsync over many batches and lets a
-/// hot dedup leaf written several times in between be copied once. The cost is up to 64 MiB
-/// of WAL on disk and a longer (sub-second) WAL recovery after a crash.
-const WAL_AUTOCHECKPOINT_PAGES: u32 = 16384;
+/// Pages of WAL after which the WAL is checkpointed (copied back into the database file,
+/// which is then fsynced) and started over; the copying starts in the background at a
+/// quarter of it (checkpointer.rs). 64 MiB amortises each checkpoint's fsync over many
+/// batches and lets a hot dedup leaf written several times in between be copied once. The
+/// cost is up to 64 MiB of WAL on disk (256 MiB if checkpoints fall behind) and a longer
+/// (sub-second) WAL recovery after a crash.
+const WAL_CHECKPOINT_PAGES: u64 = 16384;
 
 /// When a checkpoint resets the WAL, it is truncated to this size if it grew beyond it (e.g.
 /// while a long read held the WAL open), so a burst does not keep its disk space forever.
@@ -164,9 +171,13 @@ impl Reopen {
 
 /// The state database, write side. Owned by one writer thread; `Send` but not `Sync`.
 pub struct Store {
-    // Field order matters: fields drop in declaration order, so the connection (and SQLite's
-    // final checkpoint on close) is gone before the lock file is released.
+    // Field order matters: fields drop in declaration order, so the checkpoint thread has
+    // stopped before the connection closes (SQLite's final checkpoint on close is then the
+    // writer's), the connection (whose WAL hook points into `wal`) is gone before `wal`, and
+    // all of it before the lock file is released.
+    _checkpointer: Checkpointer,
     conn: Connection,
+    wal: Arc<WalShared>,
     path: PathBuf,
     root: PathBuf,
     /// As opened (`segment_bytes` at least 1).
@@ -261,11 +272,6 @@ impl Store {
         pragma(&conn, "PRAGMA foreign_keys = OFF").map_err(open_err("foreign_keys"))?;
         pragma(
             &conn,
-            &format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}"),
-        )
-        .map_err(open_err("wal_autocheckpoint"))?;
-        pragma(
-            &conn,
             &format!("PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}"),
         )
         .map_err(open_err("journal_size_limit"))?;
@@ -275,6 +281,11 @@ impl Store {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
 
         let found = schema::migrate(&mut conn, path)?;
+        // From here on the WAL hook follows the WAL's length and the automatic checkpoint is
+        // off; checkpoints are the background thread's and `after_write`'s.
+        let wal = Arc::new(WalShared::default());
+        checkpointer::install_hook(&conn, &wal);
+        let checkpointer = Checkpointer::start(path, sync, opts.busy_timeout, wal.clone())?;
         let root = queues_root(path);
         std::fs::create_dir_all(&root).map_err(|source| LogError::Io {
             path: root.clone(),
@@ -282,7 +293,9 @@ impl Store {
             source,
         })?;
         let mut store = Store {
+            _checkpointer: checkpointer,
             conn,
+            wal,
             path: path.to_path_buf(),
             root,
             opts: StoreOptions {
@@ -648,7 +661,38 @@ impl Store {
             }
         }
         keep_frame_lists(frame_lists, lists);
+        self.after_write();
         Ok(outcome)
+    }
+
+    /// After a write transaction: wakes the background checkpointer, or checkpoints the rest
+    /// of the WAL on this connection so the next transaction starts it over (see
+    /// checkpointer.rs). A failed checkpoint fails nothing (the commit is durable in the
+    /// WAL); it is logged and tried again after a later commit.
+    fn after_write(&mut self) {
+        match self.wal.step(self.opts.wal_checkpoint_pages) {
+            Step::None => {}
+            Step::Background => self.wal.wake_background(),
+            step @ (Step::Finish | Step::Force) => {
+                let frames = self.wal.frames();
+                let mode = if step == Step::Force {
+                    checkpointer::Mode::Full
+                } else {
+                    checkpointer::Mode::Passive
+                };
+                match self
+                    .wal
+                    .writer_checkpoint(&self.conn, mode, self.opts.busy_timeout)
+                {
+                    Ok(done) => {
+                        tracing::debug!(frames, ?mode, ?done, "WAL checkpointed by the writer")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, frames, "WAL checkpoint failed; trying again after the next commit")
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -955,6 +999,7 @@ impl Store {
             .map_err(sql("purge expired dedup keys"))?;
         if deleted > 0 {
             tracing::debug!(deleted, "expired dedup keys purged");
+            self.after_write();
         }
         Ok(deleted as u64)
     }
@@ -1013,6 +1058,7 @@ impl Store {
             &format!("PRAGMA incremental_vacuum({max_pages})"),
         )
         .map_err(sql("incremental_vacuum"))?;
+        self.after_write();
         Ok(before.saturating_sub(self.free_pages()?))
     }
 }
@@ -1087,6 +1133,60 @@ mod tests {
             entries,
             ..CommitBatch::default()
         }
+    }
+
+    #[test]
+    fn the_wal_is_checkpointed_in_the_background_and_stays_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("kubetrail.db");
+        let threshold = 64;
+        let mut store = Store::open(
+            &db,
+            &StoreOptions {
+                wal_checkpoint_pages: threshold,
+                ..options()
+            },
+        )
+        .expect("open store");
+        let q = store.queue_id("out").expect("queue");
+        let (mut max_frames, mut restarts, mut last, mut bg_seen) = (0, 0, 0, false);
+        let mut n = 0u64;
+        for round in 0..400 {
+            // Keys scattered over the key space, so each commit dirties many pages.
+            let batch = (0..40)
+                .map(|_| {
+                    n += 1;
+                    let k = format!("{:016x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                    entry(&k, dedup(&k, "", i64::MAX), &[q], b"x")
+                })
+                .collect();
+            store.commit(&entries(batch)).expect("commit");
+            let frames = store.wal.frames();
+            max_frames = max_frames.max(frames);
+            if frames < last {
+                restarts += 1;
+            }
+            last = frames;
+            bg_seen |= store.wal.background_copied() > 0;
+            if round % 50 == 49 {
+                // Let the background thread get a turn even on a loaded machine.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        assert!(restarts >= 3, "the WAL was started over {restarts} times");
+        // At most the hard limit plus what one commit adds (40 keys: far fewer pages than
+        // the threshold).
+        assert!(
+            max_frames <= threshold * 4 + threshold,
+            "the WAL reached {max_frames} frames"
+        );
+        assert!(bg_seen, "the background thread never checkpointed");
+        let before = all(&store, q).len();
+        assert_eq!(before, 400 * 40);
+        drop(store);
+        let store = Store::open(&db, &options()).expect("reopen");
+        assert_eq!(all(&store, q).len(), before);
+        assert_eq!(store.dedup_len("s").expect("len"), 400 * 40);
     }
 
     fn all(store: &Store, q: QueueId) -> Vec<QueueItem> {

@@ -1,0 +1,377 @@
+//! WAL checkpoints on a thread of their own, so that the writer's commits do not stop for them.
+//!
+//! SQLite's automatic checkpoint runs inside the commit that crossed the threshold: under
+//! load every few hundred commits one of them copied tens of MiB of WAL pages into the
+//! database file and fsynced it (27-77 ms, while every submission waited). Instead the writer
+//! connection reports the WAL's length after each commit (a WAL hook, which also turns the
+//! automatic checkpoint off) and:
+//!
+//! - at the threshold, a background connection runs PASSIVE checkpoints (they never block
+//!   the writer or the readers; each copies the frames committed when it started, syncing
+//!   the WAL before and the database file after, as SQLite always does), again while more
+//!   than a quarter of the threshold is left to copy;
+//! - once the background has copied all but that quarter, the writer runs one PASSIVE
+//!   checkpoint itself for the rest, after which its next transaction starts the WAL over
+//!   from the beginning (SQLite restarts the WAL only when everything in it is in the
+//!   database file, which under continuous commits the background alone rarely sees);
+//! - at four times the threshold the writer checkpoints everything whatever the background
+//!   achieved (FULL: waiting for a running background checkpoint and for readers of older
+//!   snapshots), so the WAL stays bounded if the background falls behind or fails.
+//!
+//! Durability is untouched: what a commit writes to the WAL is synced by the commit itself,
+//! and only SQLite decides when WAL frames may be overwritten (after a synced backfill).
+
+use std::ffi::{c_char, c_int, c_void};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, ffi};
+
+use crate::error::{StateError, sql};
+
+/// The most the writer is left to copy itself, as a fraction (divisor) of the threshold.
+const EARLY_DIVISOR: u64 = 4;
+/// The WAL length, in multiples of the threshold, at which the writer checkpoints whatever
+/// the background did.
+const HARD_MULTIPLE: u64 = 4;
+/// Pause after a failed background checkpoint: doubled after each failure in a row, up to
+/// the cap, with up to half of it added at random.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(10);
+
+/// What the writer's WAL hook and the background thread share.
+#[derive(Debug, Default)]
+pub(crate) struct WalShared {
+    /// Frames in the WAL after the writer's last commit (from the WAL hook).
+    frames: AtomicU64,
+    /// The WAL length and the frames copied, as the last background checkpoint reported.
+    bg_log: AtomicU64,
+    bg_copied: AtomicU64,
+    state: Mutex<BgState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct BgState {
+    /// A checkpoint was asked for.
+    wanted: bool,
+    /// The background thread is checkpointing (it holds SQLite's checkpoint lock, so a
+    /// checkpoint of the writer would fail at once: SQLite does not wait for that lock).
+    running: bool,
+    /// The writer is checkpointing: the background must not start.
+    hold: bool,
+    stop: bool,
+}
+
+/// What the writer should do after a commit, given the WAL's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Nothing.
+    None,
+    /// Wake the background checkpointer.
+    Background,
+    /// Checkpoint the rest on the writer connection, without waiting.
+    Finish,
+    /// Checkpoint everything on the writer connection, waiting for the background's
+    /// checkpoint and for readers if need be: the WAL reached its hard limit.
+    Force,
+}
+
+/// The decision, as a pure function of the numbers (tested on its own).
+pub(crate) fn step(frames: u64, threshold: u64, bg_log: u64, bg_copied: u64) -> Step {
+    let threshold = threshold.max(1);
+    if frames >= threshold.saturating_mul(HARD_MULTIPLE) {
+        return Step::Force;
+    }
+    if frames >= threshold {
+        // The background's report belongs to this WAL generation only if its log is not
+        // longer than the WAL is now (a restart since makes the WAL shorter).
+        let copied = if bg_log <= frames { bg_copied } else { 0 };
+        if frames.saturating_sub(copied) <= threshold / EARLY_DIVISOR {
+            return Step::Finish;
+        }
+        return Step::Background;
+    }
+    Step::None
+}
+
+/// Registers the WAL hook on the writer connection: from then on `shared.frames` follows
+/// the WAL's length, and SQLite's automatic checkpoint (itself a WAL hook) is off.
+///
+/// `shared` must outlive `conn`'s hook: the caller keeps an `Arc` of it in a field dropped
+/// after the connection.
+pub(crate) fn install_hook(conn: &Connection, shared: &Arc<WalShared>) {
+    unsafe extern "C" fn hook(
+        ctx: *mut c_void,
+        _db: *mut ffi::sqlite3,
+        _name: *const c_char,
+        frames: c_int,
+    ) -> c_int {
+        // SAFETY: `ctx` is the `WalShared` of an `Arc` that the Store keeps alive for as long
+        // as its connection (see install_hook); only an atomic is touched.
+        let shared = unsafe { &*(ctx as *const WalShared) };
+        shared
+            .frames
+            .store(u64::try_from(frames).unwrap_or(0), Ordering::Relaxed);
+        ffi::SQLITE_OK
+    }
+    // SAFETY: the handle is the open connection's; the context pointer stays valid while the
+    // hook can run (the Store drops its connection before its `Arc<WalShared>`), and the
+    // hook only stores into an atomic.
+    unsafe {
+        ffi::sqlite3_wal_hook(
+            conn.handle(),
+            Some(hook),
+            Arc::as_ptr(shared) as *mut c_void,
+        );
+    }
+}
+
+impl WalShared {
+    /// Frames in the WAL as of the writer's last commit.
+    pub(crate) fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// What to do now, for a WAL threshold of `threshold` frames.
+    pub(crate) fn step(&self, threshold: u64) -> Step {
+        step(
+            self.frames(),
+            threshold,
+            self.bg_log.load(Ordering::Relaxed),
+            self.bg_copied.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Frames the background thread's last checkpoint copied (0 before its first).
+    #[cfg(test)]
+    pub(crate) fn background_copied(&self) -> u64 {
+        self.bg_copied.load(Ordering::Relaxed)
+    }
+
+    /// Asks the background thread for a checkpoint (it runs one when it is free).
+    pub(crate) fn wake_background(&self) {
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !st.wanted {
+            st.wanted = true;
+            self.wake.notify_all();
+        }
+    }
+
+    /// A checkpoint on the writer connection `conn`, with the background thread held off.
+    /// If the background is checkpointing, `Passive` gives up (None) and `Full` first waits
+    /// up to `timeout` for it to finish.
+    pub(crate) fn writer_checkpoint(
+        &self,
+        conn: &Connection,
+        mode: Mode,
+        timeout: Duration,
+    ) -> Result<Option<(u64, u64)>, StateError> {
+        {
+            let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if st.running {
+                if mode == Mode::Passive {
+                    return Ok(None);
+                }
+                st = self
+                    .wake
+                    .wait_timeout_while(st, timeout, |st| st.running)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                if st.running {
+                    return Ok(None);
+                }
+            }
+            st.hold = true;
+        }
+        let result = checkpoint(conn, mode);
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        st.hold = false;
+        self.wake.notify_all();
+        result
+    }
+}
+
+/// How a checkpoint treats other connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Copies what it can without waiting; gives up at once if another checkpoint runs.
+    Passive,
+    /// Waits (up to the busy timeout) for another checkpoint and for readers of older
+    /// snapshots, then copies every frame.
+    Full,
+}
+
+/// Runs `PRAGMA wal_checkpoint`: returns (WAL frames, frames copied), or None when it could
+/// not run (another connection's checkpoint held the lock).
+pub(crate) fn checkpoint(conn: &Connection, mode: Mode) -> Result<Option<(u64, u64)>, StateError> {
+    let sql_text = match mode {
+        Mode::Passive => "PRAGMA main.wal_checkpoint(PASSIVE)",
+        Mode::Full => "PRAGMA main.wal_checkpoint(FULL)",
+    };
+    let (busy, log, copied): (i64, i64, i64) = conn
+        .query_row(sql_text, [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .map_err(sql("wal checkpoint"))?;
+    if busy != 0 || log < 0 || copied < 0 {
+        return Ok(None);
+    }
+    Ok(Some((log as u64, copied as u64)))
+}
+
+/// The background checkpoint thread. Dropping it stops the thread and waits for it.
+#[derive(Debug)]
+pub(crate) struct Checkpointer {
+    shared: Arc<WalShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Opens a connection of its own to `path` (already in WAL mode) and starts the thread.
+    /// `synchronous` is the writer's setting: a checkpoint then syncs as the writer would.
+    pub(crate) fn start(
+        path: &Path,
+        synchronous: &str,
+        busy_timeout: Duration,
+        shared: Arc<WalShared>,
+    ) -> Result<Checkpointer, StateError> {
+        let open_err = |what: &'static str| {
+            move |source| StateError::Open {
+                path: path.to_path_buf(),
+                what,
+                source,
+            }
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err("open the checkpoint connection"))?;
+        conn.busy_timeout(busy_timeout)
+            .map_err(open_err("set busy_timeout"))?;
+        crate::store::pragma(&conn, &format!("PRAGMA synchronous = {synchronous}"))
+            .map_err(open_err("synchronous"))?;
+        // Its own commits are none, but a connection must not checkpoint on close behind the
+        // writer's back either: the writer's close does the final one.
+        crate::store::pragma(&conn, "PRAGMA wal_autocheckpoint = 0")
+            .map_err(open_err("wal_autocheckpoint"))?;
+        // A checkpoint copies frames through a buffer of its own, not the page cache.
+        crate::store::pragma(&conn, "PRAGMA cache_size = -256").map_err(open_err("cache_size"))?;
+        let bg = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("kubetrail-ckpt".into())
+            .spawn(move || run(conn, &bg))
+            .map_err(|source| StateError::Thread { source })?;
+        Ok(Checkpointer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        {
+            let mut st = self
+                .shared
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            st.stop = true;
+            self.shared.wake.notify_all();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(conn: Connection, shared: &WalShared) {
+    let mut failures: u32 = 0;
+    loop {
+        {
+            let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            while (!st.wanted || st.hold) && !st.stop {
+                st = shared.wake.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+            if st.stop {
+                return;
+            }
+            st.wanted = false;
+            st.running = true;
+        }
+        let started = std::time::Instant::now();
+        let result = checkpoint(&conn, Mode::Passive);
+        tracing::debug!(result = ?result.as_ref().ok(), micros = started.elapsed().as_micros() as u64, "background WAL checkpoint");
+        {
+            let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            st.running = false;
+            shared.wake.notify_all();
+        }
+        match result {
+            Ok(Some((log, copied))) => {
+                failures = 0;
+                shared.bg_log.store(log, Ordering::Relaxed);
+                shared.bg_copied.store(copied, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let pause = retry_pause(failures);
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "background WAL checkpoint failed; the writer checkpoints if the WAL grows too long");
+                let st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+                // Sleep unless told to stop.
+                let _ = shared
+                    .wake
+                    .wait_timeout_while(st, pause, |st| !st.stop)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+}
+
+/// The pause after `failures` failed checkpoints in a row: exponential, capped, jittered.
+fn retry_pause(failures: u32) -> Duration {
+    let base = RETRY_FIRST
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(RETRY_CAP);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    // Up to half of `base` more, from the clock's nanoseconds (jitter, not cryptography).
+    let extra = base.mul_f64(f64::from(nanos % 1000) / 2000.0);
+    base + extra
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps() {
+        let t = 1000;
+        assert_eq!(step(0, t, 0, 0), Step::None);
+        assert_eq!(step(999, t, 0, 0), Step::None);
+        // At the threshold with nothing copied: keep the background going.
+        assert_eq!(step(1000, t, 0, 0), Step::Background);
+        // ... with all but a quarter copied (in this WAL generation): the writer finishes.
+        assert_eq!(step(1000, t, 900, 750), Step::Finish);
+        assert_eq!(step(1000, t, 900, 749), Step::Background);
+        // A report from before a restart (its log longer than the WAL now) does not count.
+        assert_eq!(step(1200, t, 3000, 3000), Step::Background);
+        // Four times the threshold: the writer, whatever the background did.
+        assert_eq!(step(4000, t, 0, 0), Step::Force);
+    }
+
+    #[test]
+    fn retry_pauses_grow_to_the_cap() {
+        assert!(retry_pause(1) >= RETRY_FIRST && retry_pause(1) <= RETRY_FIRST * 3 / 2);
+        assert!(retry_pause(2) >= RETRY_FIRST * 2);
+        assert!(retry_pause(40) >= RETRY_CAP && retry_pause(40) <= RETRY_CAP * 3 / 2);
+    }
+}
