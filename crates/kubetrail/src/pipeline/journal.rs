@@ -23,10 +23,14 @@ const MAX_ROUND: usize = 512;
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// The committed part of a submission.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct JournalOutcome {
     pub accepted: usize,
     pub duplicates: usize,
+    /// The submission's entries, handed back once committed so that they are freed on the
+    /// submitter's thread: freeing a round's entries (ids, keys, buffer references) held the
+    /// journal, which every submission waits on, between two commits.
+    pub _spent: Vec<Entry>,
 }
 
 /// A refused submission: the error, and the entries back when they may be tried again.
@@ -279,12 +283,21 @@ fn run(
                             tracing::warn!(output = %slot.name, dropped = records, "queue full: dropped its oldest records (storage.on_full: drop_oldest)");
                         }
                     }
-                    for (range, reply) in submits {
+                    // Each submission's entries (with any gap records of the next one, which
+                    // precede that one's range) go back with its reply, last first.
+                    let mut spent: Vec<Vec<Entry>> = submits
+                        .iter()
+                        .rev()
+                        .map(|(range, _)| batch.entries.split_off(range.start))
+                        .collect();
+                    spent.reverse();
+                    for ((range, reply), spent) in submits.into_iter().zip(spent) {
                         let inserted = &outcome.inserted[range];
                         let accepted = inserted.iter().filter(|i| **i).count();
                         let _ = reply.send(Ok(JournalOutcome {
                             accepted,
                             duplicates: inserted.len() - accepted,
+                            _spent: spent,
                         }));
                     }
                     for reply in acks {
@@ -665,6 +678,30 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(ids, vec!["a"]);
         assert_eq!(dropped.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn each_submission_gets_its_own_entries_back() {
+        let (_d, j, q, _, _r) = setup(OnFull::Backpressure);
+        let ids = |o: &JournalOutcome| o._spent.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        // Small records: the queue of `setup` holds 1,000 bytes.
+        let entry = |q, id: &str| Entry {
+            data: b"x".to_vec().into(),
+            ..entry(q, id)
+        };
+        // Submitted together, so that they usually share a round.
+        let (a, b, c) = tokio::join!(
+            j.submit(vec![entry(q, "a1"), entry(q, "a2")], vec![], None),
+            j.submit(vec![entry(q, "b1")], vec![], None),
+            j.submit(
+                vec![entry(q, "c1"), entry(q, "c2"), entry(q, "c3")],
+                vec![],
+                None
+            ),
+        );
+        assert_eq!(ids(&a.unwrap()), ["a1", "a2"]);
+        assert_eq!(ids(&b.unwrap()), ["b1"]);
+        assert_eq!(ids(&c.unwrap()), ["c1", "c2", "c3"]);
     }
 
     #[tokio::test]
