@@ -70,9 +70,10 @@ fn mix64(mut z: u64) -> u64 {
 
 /// Writes `unix_us` as `2026-11-27T00:16:44.307833Z` (27 bytes) into `out`.
 fn write_ts(unix_us: i64, out: &mut [u8]) {
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_us) * 1000) else {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(unix_us.div_euclid(1_000_000)) else {
         return;
     };
+    let micros = unix_us.rem_euclid(1_000_000) as u32;
     let mut put = |at: usize, width: usize, mut v: u32| {
         for i in (0..width).rev() {
             out[at + i] = b'0' + (v % 10) as u8;
@@ -85,7 +86,7 @@ fn write_ts(unix_us: i64, out: &mut [u8]) {
     put(11, 2, u32::from(t.hour()));
     put(14, 2, u32::from(t.minute()));
     put(17, 2, u32::from(t.second()));
-    put(20, 6, t.microsecond());
+    put(20, 6, micros);
 }
 
 /// One template line: the text before and after its auditID value, and its timestamps
@@ -151,15 +152,22 @@ impl Template {
         // bits fill the first 60 random bits and 4 bits of the clock sequence.
         let a = mix64(n);
         let b = mix64(n ^ 0x9e37_79b9_7f4a_7c15);
-        let _ = write!(
-            out,
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            (a >> 32) as u32,
-            (a >> 16) & 0xffff,
-            a & 0x0fff,
-            0x8000 | (((a >> 12) & 0xf) << 10) | (b & 0x3ff),
-            (b >> 16) & 0xffff_ffff_ffff
-        );
+        // 8-4-4-4-12 hex digits, written without the formatting machinery (a tenth of the
+        // generator's CPU with write!).
+        let hex = |out: &mut Vec<u8>, v: u64, digits: u32| {
+            for i in (0..digits).rev() {
+                out.push(b"0123456789abcdef"[((v >> (4 * i)) & 0xf) as usize]);
+            }
+        };
+        hex(out, a >> 32, 8);
+        out.push(b'-');
+        hex(out, (a >> 16) & 0xffff, 4);
+        out.extend_from_slice(b"-4");
+        hex(out, a & 0x0fff, 3);
+        out.push(b'-');
+        hex(out, 0x8000 | (((a >> 12) & 0xf) << 10) | (b & 0x3ff), 4);
+        out.push(b'-');
+        hex(out, (b >> 16) & 0xffff_ffff_ffff, 12);
         out.extend_from_slice(&line.tail);
         if pass > 0 {
             for &(at, us) in &line.stamps {
