@@ -5,14 +5,19 @@ mod cli;
 
 use std::process::ExitCode;
 
-/// jemalloc, with one arena, no thread caches and dirty pages returned after a second
+/// jemalloc, with one arena, thread caches and dirty pages returned after a second
 /// (`JEMALLOC_SYS_WITH_MALLOC_CONF` in .cargo/config.toml; `_RJEM_MALLOC_CONF` overrides it at
 /// run time). Records are made on one thread and freed on another (parsers, the journal, the
 /// outputs), the pattern glibc's arenas handle worst. Measured against glibc (tuned as below),
 /// runs interleaved on this project's 2-core benchmark machine: bench/audit-webhook.sh 145-159k
 /// -> 167-169k events/s with peak RSS 52-55 -> 43 MiB; bench/audit-file.sh 252-262 -> 285-298
 /// MB/s at the same peak RSS (52-58 MiB); bench/events-e2e.sh unchanged within noise
-/// (RSS 28 -> 26 MiB). Thread caches made it slower here, and more arenas only added RSS.
+/// (RSS 28 -> 26 MiB). More arenas only added RSS. Thread caches first made it slower; once a
+/// submission's entries were freed by the thread that made them (not the journal), they
+/// paid: without them every malloc and free took the arena's lock (5 % of the CPU under
+/// webhook load). Webhook, 4 interleaved pairs: 207-217k -> 224-247k events/s, kubetrail CPU
+/// per 1M events 6.97-7.47 -> 6.13-6.84 s, peak RSS 42-43 -> 47-49 MiB; audit-file RSS
+/// 54.4-56.1 -> 57.1-58.3 MiB (of 64), throughput within noise.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
