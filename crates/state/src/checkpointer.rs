@@ -47,6 +47,8 @@ const RETRY_CAP: Duration = Duration::from_secs(10);
 pub(crate) struct WalShared {
     /// Frames in the WAL after the writer's last commit (from the WAL hook).
     frames: AtomicU64,
+    /// `frames` when the writer last asked what to do (a shorter WAL since: it started over).
+    seen: AtomicU64,
     /// The WAL length and the frames copied, as the last background checkpoint reported.
     bg_log: AtomicU64,
     bg_copied: AtomicU64,
@@ -136,10 +138,19 @@ impl WalShared {
         self.frames.load(Ordering::Relaxed)
     }
 
-    /// What to do now, for a WAL threshold of `threshold` frames.
+    /// What to do now, for a WAL threshold of `threshold` frames. Called by the writer after
+    /// each write transaction.
     pub(crate) fn step(&self, threshold: u64) -> Step {
+        let frames = self.frames();
+        if frames < self.seen.swap(frames, Ordering::Relaxed) {
+            // The WAL started over: the background's last report is about the previous one
+            // (step() also ignores a report longer than the WAL, but a new WAL that has grown
+            // past it would take it for its own).
+            self.bg_log.store(0, Ordering::Relaxed);
+            self.bg_copied.store(0, Ordering::Relaxed);
+        }
         step(
-            self.frames(),
+            frames,
             threshold,
             self.bg_log.load(Ordering::Relaxed),
             self.bg_copied.load(Ordering::Relaxed),
@@ -366,6 +377,22 @@ mod tests {
         assert_eq!(step(1200, t, 3000, 3000), Step::Background);
         // Four times the threshold: the writer, whatever the background did.
         assert_eq!(step(4000, t, 0, 0), Step::Force);
+    }
+
+    #[test]
+    fn a_report_from_before_the_wal_started_over_is_forgotten() {
+        let w = WalShared::default();
+        let t = 1000;
+        w.frames.store(1100, Ordering::Relaxed);
+        w.bg_log.store(1000, Ordering::Relaxed);
+        w.bg_copied.store(1000, Ordering::Relaxed);
+        assert_eq!(w.step(t), Step::Finish);
+        // The WAL starts over and grows past the old report before the background reports
+        // again: the old report must not count.
+        w.frames.store(10, Ordering::Relaxed);
+        assert_eq!(w.step(t), Step::None);
+        w.frames.store(1100, Ordering::Relaxed);
+        assert_eq!(w.step(t), Step::Background);
     }
 
     #[test]
