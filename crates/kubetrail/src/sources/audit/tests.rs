@@ -352,6 +352,7 @@ proptest! {
         order in 0usize..6,
         ws in proptest::collection::vec("[ \t\r\n]{0,2}", 8),
         api in 0usize..4,
+        api_again in 0usize..4,
         mutate in proptest::option::of((0usize..4000, 0usize..3, proptest::collection::vec(any::<u8>(), 0..3))),
     ) {
         let list = format!("[{}{}]", ws[0], items.iter().map(|&n| body_item(n)).collect::<Vec<_>>().join(&format!("{},{}", ws[1], ws[2])));
@@ -364,6 +365,12 @@ proptest! {
         if shape == 5 {
             members.push(r#""items":"x""#.to_string());
             members.rotate_right(1);
+        }
+        // A second apiVersion at the end (the last one wins), possibly after items read with
+        // the first one.
+        let again = ["", r#""apiVersion":"audit.k8s.io/v1""#, r#""apiVersion":"v1""#, r#""apiVersion":"audit.k8s.io/v1beta1""#][api_again];
+        if !again.is_empty() {
+            members.push(again.to_string());
         }
         let body = if shape == 4 {
             list
