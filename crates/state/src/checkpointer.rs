@@ -31,6 +31,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, ffi};
 
 use crate::error::{StateError, sql};
+use crate::store::{connect, open_error, pragma};
 
 /// The most the writer is left to copy itself, as a fraction (divisor) of the threshold.
 const EARLY_DIVISOR: u64 = 4;
@@ -250,28 +251,20 @@ impl Checkpointer {
         busy_timeout: Duration,
         shared: Arc<WalShared>,
     ) -> Result<Checkpointer, StateError> {
-        let open_err = |what: &'static str| {
-            move |source| StateError::Open {
-                path: path.to_path_buf(),
-                what,
-                source,
-            }
-        };
-        let conn = Connection::open_with_flags(
+        let open_err = |what| open_error(path, what);
+        let conn = connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err("open the checkpoint connection"))?;
-        conn.busy_timeout(busy_timeout)
-            .map_err(open_err("set busy_timeout"))?;
-        crate::store::pragma(&conn, &format!("PRAGMA synchronous = {synchronous}"))
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+            busy_timeout,
+            "open the checkpoint connection",
+        )?;
+        pragma(&conn, &format!("PRAGMA synchronous = {synchronous}"))
             .map_err(open_err("synchronous"))?;
         // Its own commits are none, but a connection must not checkpoint on close behind the
         // writer's back either: the writer's close does the final one.
-        crate::store::pragma(&conn, "PRAGMA wal_autocheckpoint = 0")
-            .map_err(open_err("wal_autocheckpoint"))?;
+        pragma(&conn, "PRAGMA wal_autocheckpoint = 0").map_err(open_err("wal_autocheckpoint"))?;
         // A checkpoint copies frames through a buffer of its own, not the page cache.
-        crate::store::pragma(&conn, "PRAGMA cache_size = -256").map_err(open_err("cache_size"))?;
+        pragma(&conn, "PRAGMA cache_size = -256").map_err(open_err("cache_size"))?;
         let bg = shared.clone();
         let thread = std::thread::Builder::new()
             .name("kubetrail-ckpt".into())

@@ -16,7 +16,7 @@ use crate::batch::Checkpoint;
 use crate::error::{StateError, sql};
 use crate::queue::{QueueId, QueueItem};
 use crate::segments::{FRAME_HEADER, Hints, LogError, Segments, parse_header, queue_dir};
-use crate::store::{pragma, read_checkpoint};
+use crate::store::{connect, open_error, pragma, read_checkpoint};
 
 /// How much of a segment a read fetches at once at most (more when one record is larger).
 const READ_BLOCK: usize = 1 << 20;
@@ -209,22 +209,14 @@ impl Reader {
         hints: Arc<Hints>,
         busy_timeout: Duration,
     ) -> Result<Reader, StateError> {
-        let open_err = |what: &'static str| {
-            move |source| StateError::Open {
-                path: path.to_path_buf(),
-                what,
-                source,
-            }
-        };
-        let conn = Connection::open_with_flags(
+        let conn = connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err("open reader"))?;
-        conn.busy_timeout(busy_timeout)
-            .map_err(open_err("set reader busy_timeout"))?;
+            OpenFlags::SQLITE_OPEN_READ_ONLY,
+            busy_timeout,
+            "open reader",
+        )?;
         pragma(&conn, &format!("PRAGMA cache_size = -{READER_CACHE_KIB}"))
-            .map_err(open_err("reader cache_size"))?;
+            .map_err(open_error(path, "reader cache_size"))?;
         conn.set_prepared_statement_cache_capacity(16);
         Ok(Reader {
             conn,

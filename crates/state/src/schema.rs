@@ -74,13 +74,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Brings the database at `path` (already opened as `conn`) to [`SCHEMA_VERSION`], or refuses a
 /// database from a newer kubetrail. Returns the version found before migrating.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StateError> {
-    let open_err = |what: &'static str| {
-        move |source| StateError::Open {
-            path: path.to_path_buf(),
-            what,
-            source,
-        }
-    };
+    let open_err = |what| crate::store::open_error(path, what);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(open_err("begin migration transaction"))?;

@@ -201,6 +201,34 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Maps a SQLite error met while opening or configuring a connection to `path` to
+/// [`StateError::Open`], naming the step.
+pub(crate) fn open_error(
+    path: &Path,
+    what: &'static str,
+) -> impl FnOnce(rusqlite::Error) -> StateError {
+    move |source| StateError::Open {
+        path: path.to_path_buf(),
+        what,
+        source,
+    }
+}
+
+/// Opens a connection to `path` with `flags` (each connection is used by one thread at a
+/// time: no SQLite mutex) and `busy_timeout`. `what` names the opening in errors.
+pub(crate) fn connect(
+    path: &Path,
+    flags: OpenFlags,
+    busy_timeout: Duration,
+    what: &'static str,
+) -> Result<Connection, StateError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(open_error(path, what))?;
+    conn.busy_timeout(busy_timeout)
+        .map_err(open_error(path, "set busy_timeout"))?;
+    Ok(conn)
+}
+
 /// Runs a PRAGMA and discards whatever rows it returns.
 pub(crate) fn pragma(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(sql)?;
@@ -234,22 +262,13 @@ impl Store {
     /// the queues' bounds and cuts their segment files back to what was committed.
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StateError> {
         let lock = lock::acquire(path)?;
-        let open_err = |what: &'static str| {
-            move |source| StateError::Open {
-                path: path.to_path_buf(),
-                what,
-                source,
-            }
-        };
-        let mut conn = Connection::open_with_flags(
+        let open_err = |what| open_error(path, what);
+        let mut conn = connect(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(open_err("open"))?;
-        conn.busy_timeout(opts.busy_timeout)
-            .map_err(open_err("set busy_timeout"))?;
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            opts.busy_timeout,
+            "open",
+        )?;
         // page_size and auto_vacuum only take effect before the first table exists; on an
         // existing database they are no-ops. Incremental auto-vacuum lets `reclaim_space`
         // return the space of purged dedup keys to the file system.
