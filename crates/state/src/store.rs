@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
@@ -95,6 +95,8 @@ const APPEND_BUFFER: usize = 1 << 20;
 /// Entries whose dedup keys are upserted before their frames are appended (see
 /// `Writer::write_batch`).
 const DEDUP_CHUNK: usize = 256;
+/// At most one warning per this long about a writer checkpoint that keeps failing.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 /// The longest frame list kept for the next commit.
 const MAX_KEPT_FRAMES: usize = 1 << 16;
 
@@ -189,6 +191,8 @@ pub struct Store {
     scratch: Vec<u8>,
     /// Frame lists kept from one commit to the next.
     frame_lists: Vec<Vec<(u64, usize)>>,
+    /// When a failed writer checkpoint was last warned about.
+    checkpoint_warned: Option<Instant>,
     _lock: File,
 }
 
@@ -327,6 +331,7 @@ impl Store {
             hints: Arc::new(Hints::default()),
             scratch: Vec::new(),
             frame_lists: Vec::new(),
+            checkpoint_warned: None,
             _lock: lock,
         };
         store.load_queues()?;
@@ -706,9 +711,16 @@ impl Store {
                     Ok(done) => {
                         tracing::debug!(frames, ?mode, ?done, "WAL checkpointed by the writer")
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, frames, "WAL checkpoint failed; trying again after the next commit")
+                    // Tried again after every commit while it fails: warned once a minute.
+                    Err(e)
+                        if self
+                            .checkpoint_warned
+                            .is_none_or(|t| t.elapsed() >= WARN_EVERY) =>
+                    {
+                        self.checkpoint_warned = Some(Instant::now());
+                        tracing::warn!(error = %e, frames, "WAL checkpoint failed; trying again after each commit")
                     }
+                    Err(e) => tracing::debug!(error = %e, frames, "WAL checkpoint failed again"),
                 }
             }
         }
