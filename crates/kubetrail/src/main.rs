@@ -17,7 +17,7 @@ use std::process::ExitCode;
 /// paid: without them every malloc and free took the arena's lock (5 % of the CPU under
 /// webhook load). Webhook, 4 interleaved pairs: 207-217k -> 224-247k events/s, kubetrail CPU
 /// per 1M events 6.97-7.47 -> 6.13-6.84 s, peak RSS 42-43 -> 47-49 MiB; audit-file RSS
-/// 54.4-56.1 -> 57.1-58.3 MiB (of 64), throughput within noise.
+/// 54.4-56.1 -> 57.1-59.4 MiB (of 64), throughput within noise.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
