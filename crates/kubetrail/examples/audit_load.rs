@@ -39,26 +39,24 @@ const TS_KEY: &[u8] = b"Timestamp\":\"";
 /// `2026-11-27T00:16:44.307833Z`
 const TS_LEN: usize = 27;
 
-fn parse_ts(b: &[u8]) -> Option<time::OffsetDateTime> {
-    let s = std::str::from_utf8(b).ok()?;
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-}
-
-/// Positions of the timestamp values in `line` (microsecond RFC 3339, 27 bytes).
-fn ts_positions(line: &[u8]) -> Vec<usize> {
-    let mut at = Vec::new();
+/// The timestamp values in `line` (microsecond RFC 3339, 27 bytes): where each starts and
+/// its time in microseconds since the epoch.
+fn timestamps(line: &[u8]) -> Vec<(usize, i64)> {
+    let mut found = Vec::new();
     let mut i = 0;
     while let Some(p) = line[i..].windows(TS_KEY.len()).position(|w| w == TS_KEY) {
         let start = i + p + TS_KEY.len();
-        if line.len() >= start + TS_LEN
-            && line[start + TS_LEN - 1] == b'Z'
-            && parse_ts(&line[start..start + TS_LEN]).is_some()
+        if let Some(b) = line.get(start..start + TS_LEN)
+            && b[TS_LEN - 1] == b'Z'
+            && let Ok(s) = std::str::from_utf8(b)
+            && let Ok(t) =
+                time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         {
-            at.push(start);
+            found.push((start, (t.unix_timestamp_nanos() / 1000) as i64));
         }
         i = start;
     }
-    at
+    found
 }
 
 /// splitmix64's finalizer: a bijection on u64 that scatters consecutive inputs.
@@ -112,17 +110,11 @@ impl Template {
                 continue;
             };
             let (head, tail) = (line[..start].to_vec(), line[start + len..].to_vec());
-            let micros = |part: &[u8], at: usize| {
-                parse_ts(&part[at..at + TS_LEN]).map(|t| (t.unix_timestamp_nanos() / 1000) as i64)
-            };
-            let mut stamps: Vec<(usize, i64)> = ts_positions(&head)
-                .into_iter()
-                .filter_map(|at| Some((at, micros(&head, at)?)))
-                .collect();
+            let mut stamps = timestamps(&head);
             stamps.extend(
-                ts_positions(&tail)
+                timestamps(&tail)
                     .into_iter()
-                    .filter_map(|at| Some((head.len() + 36 + at, micros(&tail, at)?))),
+                    .map(|(at, us)| (head.len() + 36 + at, us)),
             );
             lines.push(Line { head, tail, stamps });
         }
