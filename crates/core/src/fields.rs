@@ -349,6 +349,9 @@ pub struct ObjectWriter<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
     index: Option<&'a mut MemberIndex>,
+    /// Whether the [`JsonStr`]s given were read by serde_json from JSON text (see
+    /// [`ObjectWriter::strings_from_json_text`]).
+    from_text: bool,
 }
 
 impl<'a> ObjectWriter<'a> {
@@ -359,7 +362,27 @@ impl<'a> ObjectWriter<'a> {
             out,
             first: true,
             index: None,
+            from_text: false,
         }
+    }
+
+    /// Declares that every [`JsonStr`] given to this writer (and to the objects opened with
+    /// [`ObjectWriter::object`]) was deserialized by serde_json from JSON text, not from a
+    /// `Value`: a borrowed one is then the text between two quotes, which holds nothing to
+    /// escape (a string with an escape sequence cannot be borrowed, and JSON text has no raw
+    /// `"` or control character inside a string), so it is copied without being scanned.
+    pub fn strings_from_json_text(mut self) -> Self {
+        self.from_text = true;
+        self
+    }
+
+    /// Starts an object member: writes the key, opens the nested object and returns its
+    /// writer (which treats strings as this one does).
+    pub fn object(&mut self, key: &str) -> ObjectWriter<'_> {
+        let from_text = self.from_text;
+        let mut w = ObjectWriter::open(self.key(key));
+        w.from_text = from_text;
+        w
     }
 
     /// Starts an object at the start of `out`, recording where each of its members starts
@@ -370,6 +393,7 @@ impl<'a> ObjectWriter<'a> {
             out,
             first: true,
             index: Some(index),
+            from_text: false,
         }
     }
 
@@ -390,7 +414,8 @@ impl<'a> ObjectWriter<'a> {
     /// A string member, if there is a value.
     pub fn str(&mut self, key: &str, v: &Option<JsonStr<'_>>) {
         if let Some(v) = v {
-            write_json_str(self.key(key), v);
+            let from_text = self.from_text;
+            write_str(self.key(key), v, from_text);
         }
     }
 
@@ -404,13 +429,14 @@ impl<'a> ObjectWriter<'a> {
     /// A list-of-strings member, if there is a value.
     pub fn list(&mut self, key: &str, v: &Option<Vec<JsonStr<'_>>>) {
         if let Some(list) = v {
+            let from_text = self.from_text;
             let out = self.key(key);
             out.push(b'[');
             for (i, s) in list.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json_str(out, s);
+                write_str(out, s, from_text);
             }
             out.push(b']');
         }
@@ -419,6 +445,24 @@ impl<'a> ObjectWriter<'a> {
     /// Ends the object (writes `}`).
     pub fn close(self) {
         self.out.push(b'}');
+    }
+}
+
+/// Appends `s` as a JSON string literal; `from_text`: see
+/// [`ObjectWriter::strings_from_json_text`].
+fn write_str(out: &mut Vec<u8>, s: &JsonStr<'_>, from_text: bool) {
+    match &s.0 {
+        Cow::Borrowed(v) if from_text => {
+            debug_assert!(
+                !needs_escape(v.as_bytes()),
+                "borrowed from JSON text: {v:?}"
+            );
+            out.reserve(v.len() + 2);
+            out.push(b'"');
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'"');
+        }
+        _ => write_json_str(out, s),
     }
 }
 
@@ -463,6 +507,50 @@ mod tests {
             let byte_by_byte = s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
             proptest::prop_assert_eq!(needs_escape(s.as_bytes()), byte_by_byte);
         }
+    }
+
+    proptest::proptest! {
+        /// What `strings_from_json_text` relies on: serde_json borrows a string from JSON
+        /// text only when it needs no escaping, so copying borrowed ones as they are writes
+        /// exactly what escaping would.
+        #[test]
+        fn strings_read_from_json_text_write_like_serde_json(
+            list in proptest::collection::vec("(\\PC|[\"\\\\\\x00-\\x1f]){0,40}", 0..4),
+            single in "(\\PC|[\"\\\\\\x00-\\x1f]){0,40}",
+        ) {
+            let text = serde_json::to_string(&serde_json::json!({"s": single, "l": list})).unwrap();
+            #[derive(serde::Deserialize)]
+            struct Read<'a> {
+                #[serde(borrow)]
+                s: Option<JsonStr<'a>>,
+                #[serde(borrow)]
+                l: Option<Vec<JsonStr<'a>>>,
+            }
+            let read: Read<'_> = serde_json::from_str(&text).unwrap();
+            let mut out = Vec::new();
+            let mut w = ObjectWriter::open(&mut out).strings_from_json_text();
+            w.list("l", &read.l);
+            let mut o = w.object("o");
+            o.str("s", &read.s);
+            o.close();
+            w.str("s", &read.s);
+            w.close();
+            let expected = serde_json::json!({"l": list, "o": {"s": single}, "s": single});
+            proptest::prop_assert_eq!(out, serde_json::to_vec(&expected).unwrap());
+        }
+    }
+
+    #[test]
+    fn borrowed_strings_not_from_json_text_are_escaped() {
+        // A `JsonStr` borrowed from a `Value` holds the decoded text: it must be escaped.
+        let v = serde_json::json!({"s": "a\"b\\c\n"});
+        let s = <JsonStr<'_> as serde::Deserialize>::deserialize(&v["s"]).unwrap();
+        assert!(matches!(s.0, Cow::Borrowed(_)));
+        let mut out = Vec::new();
+        let mut w = ObjectWriter::open(&mut out);
+        w.str("s", &Some(s));
+        w.close();
+        assert_eq!(out, br#"{"s":"a\"b\\c\n"}"#);
     }
 
     #[test]

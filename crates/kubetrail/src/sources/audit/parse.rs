@@ -465,7 +465,7 @@ fn check_event(ev: &EventRef<'_>, list_api_version: Option<&str>) -> Result<Pars
     .flatten()
     .find_map(|t| Timestamp::parse_rfc3339(t));
     let api_version = ev.api_version.as_deref().or(list_api_version);
-    let fields = ev.fields(audit_id, stage, api_version);
+    let fields = ev.fields(api_version);
     let mut id = String::with_capacity(audit_id.len() + 1 + stage.len());
     id.push_str(audit_id);
     id.push('/');
@@ -563,7 +563,7 @@ struct AnnotationsRef<'a> {
 impl EventRef<'_> {
     /// The normalized fields, named as documented for `k8s_audit` records, written as one
     /// JSON object with keys in sorted order.
-    fn fields(&self, audit_id: &str, stage: &str, api_version: Option<&str>) -> Fields {
+    fn fields(&self, api_version: Option<&str>) -> Fields {
         // Written into this thread's scratch buffer, then copied into an allocation of
         // exactly the right size: no buffer grown (and copied) member by member, no room
         // left unused (the audit_file input holds tens of thousands of records in flight).
@@ -572,7 +572,7 @@ impl EventRef<'_> {
         }
         SCRATCH.with_borrow_mut(|out| {
             out.clear();
-            let index = self.write_fields(out, audit_id, stage, api_version);
+            let index = self.write_fields(out, api_version);
             // Only complete JSON was written: object syntax and string literals of valid str.
             let text = String::from_utf8(out.as_slice().to_vec()).unwrap_or_default();
             if out.capacity() > 64 << 10 {
@@ -583,31 +583,27 @@ impl EventRef<'_> {
         })
     }
 
-    fn write_fields(
-        &self,
-        out: &mut Vec<u8>,
-        audit_id: &str,
-        stage: &str,
-        api_version: Option<&str>,
-    ) -> MemberIndex {
+    /// Called once `auditID` and `stage` are known to be there.
+    fn write_fields(&self, out: &mut Vec<u8>, api_version: Option<&str>) -> MemberIndex {
         let mut index = MemberIndex::new();
-        let mut f = ObjectWriter::open_indexed(out, &mut index);
+        // Every string of an `EventRef` was read by serde_json from JSON text.
+        let mut f = ObjectWriter::open_indexed(out, &mut index).strings_from_json_text();
         if let Some(v) = api_version {
             write_json_str(f.key("api_version"), v);
         }
-        write_json_str(f.key("audit_id"), audit_id);
+        f.str("audit_id", &self.audit_id);
         if let Some(a) = &self.annotations {
             f.str("decision", &a.decision);
         }
         if let Some(u) = &self.impersonated_user {
-            let mut m = ObjectWriter::open(f.key("impersonated_user"));
+            let mut m = f.object("impersonated_user");
             m.list("groups", &u.groups);
             m.str("username", &u.username);
             m.close();
         }
         f.str("level", &self.level);
         if let Some(o) = &self.object_ref {
-            let mut m = ObjectWriter::open(f.key("object_ref"));
+            let mut m = f.object("object_ref");
             m.str("api_group", &o.api_group);
             m.str("api_version", &o.api_version);
             m.str("name", &o.name);
@@ -625,9 +621,9 @@ impl EventRef<'_> {
             write_i64(out, code);
         }
         f.list("source_ips", &self.source_ips);
-        write_json_str(f.key("stage"), stage);
+        f.str("stage", &self.stage);
         if let Some(u) = &self.user {
-            let mut m = ObjectWriter::open(f.key("user"));
+            let mut m = f.object("user");
             m.list("groups", &u.groups);
             m.str("uid", &u.uid);
             m.str("username", &u.username);
