@@ -46,17 +46,14 @@ target/release/kubetrail run -c "$tmp/kubetrail.yaml" 2> "$tmp/kubetrail.log" &
 kt_pid=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 echo "audit-webhook: $TOTAL events from $(basename "$TEMPLATE"), 8 connections, 400 events per EventList"
-# The machine's CPU counters around the load (user nice system idle iowait irq softirq steal),
-# to tell a run on a busy host from a slow build.
-read -r _ u0 n0 s0 i0 w0 q0 sq0 st0 _ < /proc/stat
-TIMEFORMAT='%U %S'
-{ time target/release/examples/audit_load post "https://127.0.0.1:$port" "$tmp/certs/ca.crt" \
-    bench-token 8 400 "$TOTAL" "$TEMPLATE" 2>&3; } 3>&2 2> "$tmp/load.time"
-read -r _ u1 n1 s1 i1 w1 q1 sq1 st1 _ < /proc/stat
-machine=$(awk -v idle=$(( (i1 + w1) - (i0 + w0) )) -v steal=$((st1 - st0)) \
-  -v all=$(( (u1+n1+s1+i1+w1+q1+sq1+st1) - (u0+n0+s0+i0+w0+q0+sq0+st0) )) \
-  'BEGIN { printf "%.0f %% idle, %.0f %% stolen by the hypervisor", 100*idle/all, 100*steal/all }')
-load_cpu=$(awk '{printf "%.2f s user, %.2f s system", $1, $2}' "$tmp/load.time")
+# The generator builds its request bodies before it starts the clock, and reports its own
+# CPU time and the machine's idle and stolen shares for the timed part: a run on a busy host
+# tells itself apart from a slow build.
+target/release/examples/audit_load post "https://127.0.0.1:$port" "$tmp/certs/ca.crt" \
+    bench-token 8 400 "$TOTAL" "$TEMPLATE" > "$tmp/load.out"
+grep -v '^load generator CPU\|^machine during' "$tmp/load.out"
+load_cpu=$(sed -n 's/^load generator CPU during the run: //p' "$tmp/load.out")
+machine=$(sed -n 's/^machine during the run: //p' "$tmp/load.out")
 hwm_kib=$(awk '/VmHWM/ {print $2}' "/proc/$kt_pid/status")
 # kubetrail's CPU time while the load ran (user, system), and the journal thread's share:
 # steadier than the throughput on a shared machine when comparing two builds.
