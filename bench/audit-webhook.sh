@@ -63,8 +63,13 @@ journal=$(for t in /proc/$kt_pid/task/*; do
     awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f s", ($14+$15)/hz}' "$t/stat"
   fi
 done)
+# The output lags behind the input during the load (it reads every record back, writes it
+# again and fsyncs, on the same two cores): how long it took to catch up says how far a
+# sustained load, which the output bounds, is from the burst figure above.
+t0=$(date +%s%N)
 lines=$(bench/wait-lines.py "$tmp/out/kubetrail.jsonl" "$TOTAL" "$kt_pid" 60 || true)
-echo "  records in the file output: $lines"
+lag=$(( ($(date +%s%N) - t0) / 1000000 ))
+echo "  records in the file output: $lines (all there ${lag} ms after the load ended)"
 echo "  kubetrail CPU:              $cpu (journal thread: $journal)"
 echo "  load generator CPU:         $load_cpu"
 echo "  machine during the load:    $machine"
