@@ -127,6 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.commit(&CommitBatch {
             entries,
             checkpoints: vec![("bench".into(), n.to_string())],
+            forget: vec![],
             acks,
             trims: vec![],
         })?;

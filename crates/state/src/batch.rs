@@ -14,6 +14,8 @@ pub struct CommitBatch {
     pub entries: Vec<Entry>,
     /// `(stream name, value)` rows upserted with `updated_at` = the commit time.
     pub checkpoints: Vec<(String, String)>,
+    /// Checkpoint streams deleted (after the upserts), e.g. those of files long gone.
+    pub forget: Vec<String>,
     /// Queue acknowledgements, applied after the entries.
     pub acks: Vec<Ack>,
     /// Oldest records dropped to make room (a queue's `drop_oldest` overflow policy),
@@ -26,6 +28,7 @@ impl CommitBatch {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
             && self.checkpoints.is_empty()
+            && self.forget.is_empty()
             && self.acks.is_empty()
             && self.trims.is_empty()
     }

@@ -111,6 +111,11 @@ const UPSERT_CHECKPOINT: &str = "INSERT INTO checkpoints (stream, value, updated
      VALUES (?1, ?2, ?3)
      ON CONFLICT (stream) DO UPDATE
          SET value = excluded.value, updated_at_ms = excluded.updated_at_ms";
+const DELETE_CHECKPOINT: &str = "DELETE FROM checkpoints WHERE stream = ?1";
+/// The streams starting with a prefix: a range of the primary key (`LIKE` would need its
+/// wildcards escaped and could not use the index).
+const SELECT_CHECKPOINTS_UNDER: &str = "SELECT stream, value, updated_at_ms FROM checkpoints
+     WHERE stream >= ?1 AND (?2 IS NULL OR stream < ?2) ORDER BY stream";
 pub(crate) const SELECT_CHECKPOINT: &str =
     "SELECT value, updated_at_ms FROM checkpoints WHERE stream = ?1";
 
@@ -506,6 +511,28 @@ impl Store {
     /// The committed checkpoint of `stream`, if any.
     pub fn checkpoint(&self, stream: &str) -> Result<Option<Checkpoint>, StateError> {
         read_checkpoint(&self.conn, stream)
+    }
+
+    /// Every committed checkpoint whose stream name starts with `prefix`, by name.
+    pub fn checkpoints_under(&self, prefix: &str) -> Result<Vec<(String, Checkpoint)>, StateError> {
+        let end = prefix_end(prefix);
+        let mut stmt = self
+            .conn
+            .prepare_cached(SELECT_CHECKPOINTS_UNDER)
+            .map_err(sql("prepare checkpoint listing"))?;
+        let rows = stmt
+            .query_map(params![prefix, end], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    Checkpoint {
+                        value: row.get(1)?,
+                        updated_at_unix_ms: row.get(2)?,
+                    },
+                ))
+            })
+            .map_err(sql("list checkpoints"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(sql("list checkpoints"))
     }
 
     /// Closes the store (its connection, files and lock) and returns what opens it again:
@@ -932,6 +959,17 @@ impl Writer<'_, '_> {
         for (stream, value) in &batch.checkpoints {
             upsert_checkpoint(self.tx, stream, value, now_unix_ms)?;
         }
+        if !batch.forget.is_empty() {
+            let mut delete = self
+                .tx
+                .prepare_cached(DELETE_CHECKPOINT)
+                .map_err(sql("commit: prepare checkpoint delete"))?;
+            for stream in &batch.forget {
+                delete
+                    .execute([stream])
+                    .map_err(sql("commit: delete checkpoint"))?;
+            }
+        }
 
         for ack in &batch.acks {
             let i = self.pending_for(ack.queue)?;
@@ -1108,6 +1146,21 @@ fn upsert_checkpoint(
 }
 
 /// Reads one checkpoint row through `conn` (the writer's or a reader's).
+/// The smallest string greater than every string that starts with `prefix` (SQLite compares
+/// text bytewise, as `str` does); `None` when there is none (empty, or all U+10FFFF).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next scalar value; UTF-8 order is scalar order, and surrogates are skipped.
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(c) = next {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 pub(crate) fn read_checkpoint(
     conn: &Connection,
     stream: &str,
@@ -1517,6 +1570,7 @@ mod tests {
                 &CommitBatch {
                     entries: vec![entry("6", None, &[q], b"123")],
                     checkpoints: vec![("src".into(), "rv9".into())],
+                    forget: vec![],
                     acks: vec![Ack {
                         queue: q,
                         up_to_seq: 3,
@@ -1738,6 +1792,7 @@ mod tests {
                     entry("3", None, &[q, unknown], b"333"),
                 ],
                 checkpoints: vec![("src".into(), "7".into())],
+                forget: vec![],
                 acks: vec![Ack {
                     queue: q,
                     up_to_seq: 1,
@@ -1817,6 +1872,79 @@ mod tests {
             [&b"111"[..], b"222"]
         );
         assert!(StateError::UnknownQueue { queue: q }.outcome_known());
+    }
+
+    #[test]
+    fn checkpoints_are_listed_by_prefix_and_forgotten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = open(&dir);
+        let names = [
+            "a/fp:1",
+            "a/fp:2",
+            "a/fp;",
+            "a/fp",
+            "a/fq:1",
+            "ab/fp:1",
+            "b/fp:1",
+            "a/fp:\u{10FFFF}",
+        ];
+        store
+            .commit_at(
+                &CommitBatch {
+                    checkpoints: names.iter().map(|n| (n.to_string(), "v".into())).collect(),
+                    ..CommitBatch::default()
+                },
+                1000,
+            )
+            .expect("commit");
+        let under = |store: &Store, prefix: &str| -> Vec<String> {
+            store
+                .checkpoints_under(prefix)
+                .expect("list")
+                .into_iter()
+                .map(|(s, c)| {
+                    assert_eq!(c.updated_at_unix_ms, 1000);
+                    s
+                })
+                .collect()
+        };
+        assert_eq!(
+            under(&store, "a/fp:"),
+            ["a/fp:1", "a/fp:2", "a/fp:\u{10FFFF}"]
+        );
+        assert_eq!(
+            under(&store, "a/"),
+            [
+                "a/fp",
+                "a/fp:1",
+                "a/fp:2",
+                "a/fp:\u{10FFFF}",
+                "a/fp;",
+                "a/fq:1"
+            ]
+        );
+        assert_eq!(under(&store, "").len(), names.len());
+        assert!(under(&store, "c").is_empty());
+        // Forgetting deletes in the commit's transaction (after its upserts); unknown names
+        // are no error.
+        store
+            .commit(&CommitBatch {
+                checkpoints: vec![("a/fp:3".into(), "w".into())],
+                forget: vec!["a/fp:1".into(), "a/fp:3".into(), "zz".into()],
+                ..CommitBatch::default()
+            })
+            .expect("forget");
+        assert_eq!(under(&store, "a/fp:"), ["a/fp:2", "a/fp:\u{10FFFF}"]);
+        assert_eq!(store.checkpoint("a/fp:1").expect("cp"), None);
+    }
+
+    #[test]
+    fn prefix_ends_are_the_next_string_after_every_extension() {
+        assert_eq!(prefix_end("a/fp:").as_deref(), Some("a/fp;"));
+        assert_eq!(prefix_end("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end(""), None);
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn crash_child_writer() {
             .commit(&CommitBatch {
                 entries,
                 checkpoints: vec![(STREAM.into(), batch.to_string())],
+                forget: vec![],
                 acks: vec![Ack {
                     queue: q2,
                     up_to_seq: acked,

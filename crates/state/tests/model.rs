@@ -35,6 +35,8 @@ enum Op {
     Commit {
         entries: Vec<EntrySpec>,
         checkpoints: Vec<(u8, u8)>,
+        /// Checkpoint streams deleted (after the upserts).
+        forget: Vec<u8>,
         acks: Vec<AckSpec>,
     },
     /// Like `Commit` but one more entry names a queue the store does not have, so the whole
@@ -64,13 +66,14 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (
             proptest::collection::vec(entry_spec(), 0..8),
             proptest::collection::vec((0u8..3, 0u8..10), 0..3),
+            proptest::collection::vec(0u8..4, 0..2),
             proptest::collection::vec(
                 (0..QUEUES.len(), 0u64..6, any::<bool>())
                     .prop_map(|(queue, extra, with_state)| AckSpec { queue, extra, with_state }),
                 0..3,
             ),
         )
-            .prop_map(|(entries, checkpoints, acks)| Op::Commit { entries, checkpoints, acks }),
+            .prop_map(|(entries, checkpoints, forget, acks)| Op::Commit { entries, checkpoints, forget, acks }),
         1 => proptest::collection::vec(entry_spec(), 0..4)
             .prop_map(|entries| Op::FailingCommit { entries }),
         1 => (0i64..120).prop_map(Op::Purge),
@@ -160,6 +163,9 @@ impl Model {
         for (stream, value) in &batch.checkpoints {
             self.checkpoints.insert(stream.clone(), value.clone());
         }
+        for stream in &batch.forget {
+            self.checkpoints.remove(stream);
+        }
         for ack in &batch.acks {
             let mq = &mut self.queues[index(ack.queue)];
             mq.items.retain(|seq, _| *seq > ack.up_to_seq);
@@ -237,6 +243,22 @@ fn check(store: &Store, model: &Model, ids: &[QueueId]) {
             "scope {scope}"
         );
     }
+    // Listed by prefix: exactly the model's `cp` streams, by name.
+    let mut want: Vec<(&String, &String)> = model
+        .checkpoints
+        .iter()
+        .filter(|(s, _)| s.starts_with("cp"))
+        .collect();
+    want.sort();
+    let listed = store.checkpoints_under("cp").expect("list checkpoints");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|(s, c)| (s, &c.value))
+            .collect::<Vec<_>>(),
+        want,
+        "checkpoints under cp"
+    );
     for stream in (0..3)
         .map(|i| format!("cp{i}"))
         .chain(QUEUES.map(|q| format!("ack-{q}")))
@@ -277,13 +299,14 @@ proptest! {
         let mut counter = 0u64;
         for op in ops {
             match op {
-                Op::Commit { entries, checkpoints, acks } => {
+                Op::Commit { entries, checkpoints, forget, acks } => {
                     let batch = CommitBatch {
                         entries: build_entries(&entries, &ids, &mut counter),
                         checkpoints: checkpoints
                             .iter()
                             .map(|(s, v)| (format!("cp{s}"), v.to_string()))
                             .collect(),
+                        forget: forget.iter().map(|s| format!("cp{s}")).collect(),
                         acks: acks
                             .iter()
                             .map(|a| {
@@ -318,6 +341,7 @@ proptest! {
                     let batch = CommitBatch {
                         entries: batch_entries,
                         checkpoints: vec![("cp0".into(), "doomed".into())],
+                        forget: vec![],
                         acks: vec![],
                         trims: vec![],
                     };

@@ -282,6 +282,31 @@ impl SourceContext {
         self.pipeline.journal.checkpoint(stream.to_string()).await
     }
 
+    /// The committed checkpoints of this source whose names start with
+    /// `<source name>/<prefix>`, by name.
+    pub async fn checkpoints_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Checkpoint)>, PipelineError> {
+        self.pipeline
+            .journal
+            .checkpoints(self.stream_name(prefix))
+            .await
+    }
+
+    /// Deletes checkpoint streams of this source (full names, from
+    /// [`SourceContext::stream_name`]); returns once that is committed.
+    pub async fn forget_checkpoints(&self, streams: Vec<String>) -> Result<(), PipelineError> {
+        let own = format!("{}/", self.name);
+        if let Some(other) = streams.iter().find(|s| !s.starts_with(&own)) {
+            return Err(PipelineError::Storage(format!(
+                "source {} cannot forget checkpoint {other:?} of another component",
+                self.name
+            )));
+        }
+        self.pipeline.journal.forget(streams).await
+    }
+
     /// A checkpoint stream name owned by this source: `<source name>/<suffix>`.
     pub fn stream_name(&self, suffix: &str) -> String {
         format!("{}/{}", self.name, suffix)
@@ -321,6 +346,46 @@ mod tests {
         r.fields
             .insert("pad".into(), serde_json::json!("x".repeat(i * 37 % 500)));
         r
+    }
+
+    #[tokio::test]
+    async fn a_source_lists_and_forgets_its_own_checkpoints_only() {
+        let (_dir, journal, _q, _, mut reader) = setup(OnFull::Backpressure);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let ctx = SourceContext {
+            name: Arc::from("audit_file.0"),
+            tag: Arc::from("t"),
+            shutdown,
+            metrics: crate::telemetry::ComponentMetrics::default(),
+            registry: crate::telemetry::Metrics::new(),
+            health: crate::telemetry::health::Health::new(),
+            pipeline: Arc::new(Pipeline {
+                filters: vec![],
+                routes: vec![],
+                journal,
+            }),
+        };
+        let mine = ctx.stream_name("fp:1");
+        ctx.submit(Submission {
+            checkpoints: vec![
+                (mine.clone(), "1".into()),
+                ("audit_file.1/fp:1".into(), "2".into()),
+            ],
+            ..Submission::default()
+        })
+        .await
+        .unwrap();
+        let listed = ctx.checkpoints_under("fp:").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, mine);
+        assert!(matches!(
+            ctx.forget_checkpoints(vec!["audit_file.1/fp:1".into()])
+                .await,
+            Err(PipelineError::Storage(_))
+        ));
+        ctx.forget_checkpoints(vec![mine.clone()]).await.unwrap();
+        assert_eq!(reader.checkpoint(&mine).unwrap(), None);
+        assert!(reader.checkpoint("audit_file.1/fp:1").unwrap().is_some());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The journal: one thread that owns the state database's write connection and commits, in
 //! one transaction per round, everything that arrived meanwhile: records with their dedup keys
-//! and the checkpoints they advance (from sources), and queue acknowledgements (from outputs).
+//! and the checkpoints they advance (from sources), checkpoints sources forget, and queue
+//! acknowledgements (from outputs).
 //!
 //! Group commit is what makes "durable before acknowledged" cheap: one fsync covers every
 //! submission waiting at that moment. Submissions that would push a queue past its size limit
@@ -50,6 +51,16 @@ enum Cmd {
     Checkpoint {
         stream: String,
         reply: oneshot::Sender<Result<Option<Checkpoint>, PipelineError>>,
+    },
+    /// Lists the checkpoints whose stream names start with a prefix.
+    Checkpoints {
+        prefix: String,
+        reply: oneshot::Sender<Result<Vec<(String, Checkpoint)>, PipelineError>>,
+    },
+    /// Deletes checkpoint streams.
+    Forget {
+        streams: Vec<String>,
+        reply: oneshot::Sender<Result<(), PipelineError>>,
     },
 }
 
@@ -155,6 +166,29 @@ impl JournalHandle {
             .map_err(|_| PipelineError::ShuttingDown)?;
         rx.await.map_err(|_| PipelineError::ShuttingDown)?
     }
+
+    /// The committed checkpoints whose stream names start with `prefix`, by name.
+    pub async fn checkpoints(
+        &self,
+        prefix: String,
+    ) -> Result<Vec<(String, Checkpoint)>, PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Checkpoints { prefix, reply })
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        rx.await.map_err(|_| PipelineError::ShuttingDown)?
+    }
+
+    /// Deletes checkpoint streams; returns once that is committed.
+    pub async fn forget(&self, streams: Vec<String>) -> Result<(), PipelineError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Forget { streams, reply })
+            .await
+            .map_err(|_| PipelineError::ShuttingDown)?;
+        rx.await.map_err(|_| PipelineError::ShuttingDown)?
+    }
 }
 
 /// An acknowledgement handed to the journal, not yet known to be committed.
@@ -217,6 +251,7 @@ fn run(
         let mut submits = Vec::new();
         let mut acks = Vec::new();
         let mut reads = Vec::new();
+        let mut lists = Vec::new();
         // Bytes this round adds per queue, to enforce limits across submissions of one round.
         let mut pending: HashMap<QueueId, u64> = HashMap::new();
         let mut touched: Vec<QueueId> = Vec::new();
@@ -261,6 +296,11 @@ fn run(
                     acks.push(reply);
                 }
                 Cmd::Checkpoint { stream, reply } => reads.push((stream, reply)),
+                Cmd::Checkpoints { prefix, reply } => lists.push((prefix, reply)),
+                Cmd::Forget { streams, reply } => {
+                    batch.forget.extend(streams);
+                    acks.push(reply);
+                }
             }
         }
 
@@ -343,6 +383,13 @@ fn run(
             let _ = reply.send(
                 store
                     .checkpoint(&stream)
+                    .map_err(|e| PipelineError::Storage(e.to_string())),
+            );
+        }
+        for (prefix, reply) in lists {
+            let _ = reply.send(
+                store
+                    .checkpoints_under(&prefix)
                     .map_err(|e| PipelineError::Storage(e.to_string())),
             );
         }
@@ -655,6 +702,29 @@ pub(crate) mod tests {
                 .get(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn checkpoints_are_listed_by_prefix_and_forgotten_through_the_journal() {
+        let (_d, j, _q, _dropped, mut r) = setup(OnFull::Backpressure);
+        let cps = ["src/fp:1", "src/fp:2", "src/other", "srcx/fp:1"]
+            .map(|s| (s.to_string(), "v".to_string()))
+            .to_vec();
+        j.submit(vec![], cps, None).await.unwrap();
+        let names =
+            |l: Vec<(String, Checkpoint)>| l.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        assert_eq!(
+            names(j.checkpoints("src/fp:".into()).await.unwrap()),
+            ["src/fp:1", "src/fp:2"]
+        );
+        j.forget(vec!["src/fp:1".into()]).await.unwrap();
+        assert_eq!(
+            names(j.checkpoints("src/".into()).await.unwrap()),
+            ["src/fp:2", "src/other"]
+        );
+        // Committed: a reader (another connection) sees it too.
+        assert_eq!(r.checkpoint("src/fp:1").unwrap(), None);
+        assert!(r.checkpoint("srcx/fp:1").unwrap().is_some());
     }
 
     #[tokio::test]

@@ -38,6 +38,13 @@ pub trait Committer: Send + Sync + 'static {
     async fn checkpoint(&self, stream: &str) -> Result<Option<Checkpoint>, PipelineError>;
     /// The full name of one of this source's checkpoint streams.
     fn stream_name(&self, suffix: &str) -> String;
+    /// This source's committed checkpoints whose names start with `stream_name(prefix)`.
+    async fn checkpoints_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Checkpoint)>, PipelineError>;
+    /// Deletes checkpoint streams of this source (full names); returns once committed.
+    async fn forget(&self, streams: Vec<String>) -> Result<(), PipelineError>;
 }
 
 #[async_trait::async_trait]
@@ -56,6 +63,17 @@ impl Committer for SourceContext {
 
     fn stream_name(&self, suffix: &str) -> String {
         SourceContext::stream_name(self, suffix)
+    }
+
+    async fn checkpoints_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Checkpoint)>, PipelineError> {
+        SourceContext::checkpoints_under(self, prefix).await
+    }
+
+    async fn forget(&self, streams: Vec<String>) -> Result<(), PipelineError> {
+        SourceContext::forget_checkpoints(self, streams).await
     }
 }
 

@@ -12,6 +12,13 @@
 //! committer), leave rotated files that stayed idle for `rotate_wait` (emitting a last line
 //! without newline), then wait `poll_interval` (or go on at once if a file had more).
 //!
+//! A file's checkpoint outlives its entry: a file that comes back (renamed into the glob
+//! again) goes on from its offset. Once a file has been gone for `dedup_retention` (its
+//! events' dedup keys are expiring too), its checkpoint is deleted, so that a log rotated
+//! every few minutes does not leave a row per file in the state database forever (Fluent
+//! Bit's tail deletes a file's row as soon as the file is deleted). Checkpoints of files that
+//! were already gone when kubetrail started are found at the first scan and go the same way.
+//!
 //! Rotation cases:
 //! - rename (`audit.log` → `audit-<time>.log`, new `audit.log`): the open handle reads on; the
 //!   scan finds it under its new name (same inode), marks it rotated (its first name holds
@@ -159,6 +166,10 @@ pub struct Tailer<C> {
     committed: Arc<AtomicU64>,
     tx: mpsc::Sender<Batch>,
     readiness: Option<Arc<Readiness>>,
+    /// Checkpoint streams of files not seen since the given time (see the module comment).
+    gone: HashMap<String, Instant>,
+    /// Whether the stored checkpoints were compared with the files found (once per run).
+    listed: bool,
 }
 
 impl<C: Committer> Tailer<C> {
@@ -192,6 +203,8 @@ impl<C: Committer> Tailer<C> {
             committed,
             tx,
             readiness,
+            gone: HashMap::new(),
+            listed: false,
         }
     }
 
@@ -306,15 +319,86 @@ impl<C: Committer> Tailer<C> {
         // still knows them if they come back).
         let present: HashSet<Fingerprint> = found.iter().filter_map(|f| f.fp).collect();
         let committed = self.committed.load(Ordering::Acquire);
+        let gone = &mut self.gone;
         self.entries.retain(|fp, e| {
-            !(matches!(e.handle, Handle::Detached)
+            let forget = matches!(e.handle, Handle::Detached)
                 && !present.contains(fp)
-                && e.noted_in <= committed)
+                && e.noted_in <= committed;
+            if forget {
+                gone.insert(e.stream.clone(), now);
+            }
+            !forget
         });
         for fp in self.entries.keys().copied().collect::<Vec<_>>() {
             self.note(fp);
         }
-        Ok(())
+        self.forget_gone(&present, now).await
+    }
+
+    /// Keeps [`Tailer::gone`] up to date and deletes the checkpoints of files gone for
+    /// `dedup_retention`. Failures are logged and tried again at the next scan.
+    async fn forget_gone(
+        &mut self,
+        present: &HashSet<Fingerprint>,
+        now: Instant,
+    ) -> Result<(), Stop> {
+        if !self.listed {
+            // Checkpoints of files that were gone before this run started.
+            match self.committer.checkpoints_under("fp:").await {
+                Ok(stored) => {
+                    self.listed = true;
+                    let tracked: HashSet<&str> =
+                        self.entries.values().map(|e| e.stream.as_str()).collect();
+                    for (stream, _) in stored {
+                        if !tracked.contains(stream.as_str()) {
+                            self.gone.entry(stream).or_insert(now);
+                        }
+                    }
+                }
+                Err(PipelineError::ShuttingDown) => return Err(Stop::Shutdown),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list the stored file checkpoints; will retry");
+                }
+            }
+        }
+        if self.gone.is_empty() {
+            return Ok(());
+        }
+        // A file found again (even one whose entry could not be made) is not gone.
+        for fp in present {
+            self.gone
+                .remove(&self.committer.stream_name(&format!("fp:{}", fp.hex())));
+        }
+        for e in self.entries.values() {
+            self.gone.remove(&e.stream);
+        }
+        let retention = self.cfg.dedup_retention;
+        let expired: Vec<String> = self
+            .gone
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) >= retention)
+            .map(|(stream, _)| stream.clone())
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        match self.committer.forget(expired.clone()).await {
+            Ok(()) => {
+                tracing::info!(
+                    checkpoints = expired.len(),
+                    "forgot the checkpoints of audit log files gone for longer than dedup_retention"
+                );
+                for stream in &expired {
+                    self.gone.remove(stream);
+                }
+                Ok(())
+            }
+            Err(PipelineError::ShuttingDown) => Err(Stop::Shutdown),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot delete the checkpoints of gone files; will retry");
+                Ok(())
+            }
+        }
     }
 
     /// Creates the entry of a file seen for the first time in this run, from its checkpoint

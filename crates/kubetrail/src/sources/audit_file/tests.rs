@@ -1,7 +1,8 @@
 //! Tests of the whole source (tailer and committer) against real files in a temporary
 //! directory and a fake pipeline that keeps what is committed, with paused time: rotation by
 //! rename (in the middle of a line), a rotated file without final newline, copytruncate,
-//! gzip of backups (also across a restart), long lines, backpressure and restarts.
+//! gzip of backups (also across a restart), long lines, backpressure, restarts, and the
+//! checkpoints of files long gone being forgotten.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -25,6 +26,8 @@ use crate::telemetry::ComponentMetrics;
 #[derive(Default)]
 struct FakeState {
     checkpoints: HashMap<String, String>,
+    /// Checkpoint streams deleted, in order.
+    forgotten: Vec<String>,
     records: Vec<Record>,
     dedup: HashSet<(String, String)>,
     duplicates: usize,
@@ -118,6 +121,39 @@ impl Committer for Fake {
 
     fn stream_name(&self, suffix: &str) -> String {
         format!("audit_file.0/{suffix}")
+    }
+
+    async fn checkpoints_under(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Checkpoint)>, PipelineError> {
+        let prefix = self.stream_name(prefix);
+        let mut out: Vec<(String, Checkpoint)> = self
+            .lock()
+            .checkpoints
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Checkpoint {
+                        value: v.clone(),
+                        updated_at_unix_ms: 0,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn forget(&self, streams: Vec<String>) -> Result<(), PipelineError> {
+        let mut s = self.lock();
+        for stream in streams {
+            s.checkpoints.remove(&stream);
+            s.forgotten.push(stream);
+        }
+        Ok(())
     }
 }
 
@@ -651,5 +687,72 @@ async fn an_unreadable_checkpoint_means_reading_the_file_from_its_start() {
     let run = start(cfg, &fake);
     wait_ids(&fake, &ids(0..5)).await;
     assert_eq!(fake.checkpoints()[0].offset, content.len() as u64);
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkpoints_of_files_gone_for_dedup_retention_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, old, back) = (
+        dir.path().join("audit.log"),
+        dir.path().join("audit-1.log"),
+        dir.path().join("audit-2.log"),
+    );
+    append(&log, &lines(0..10));
+    append(&old, &lines(10..20));
+    append(&back, &lines(20..30));
+    let fake = Arc::new(Fake::default());
+    // A checkpoint of a file that was gone before this run started.
+    fake.lock().checkpoints.insert(
+        "audit_file.0/fp:0123456789abcdef".into(),
+        FileCheckpoint {
+            offset: 7,
+            path: "/gone/audit.log".into(),
+            rotated: true,
+            done: true,
+        }
+        .encode(),
+    );
+    let mut cfg = config(dir.path());
+    cfg.dedup_retention = Duration::from_secs(600);
+    let run = start(cfg, &fake);
+    wait_ids(&fake, &ids(0..30)).await;
+    let stream_of = |path: &Path| {
+        let want = path.to_string_lossy().to_string();
+        let s = fake.lock();
+        s.checkpoints
+            .iter()
+            .find(|(_, v)| FileCheckpoint::decode(v).is_some_and(|c| c.path == want))
+            .map(|(k, _)| k.clone())
+            .unwrap()
+    };
+    let (old_stream, back_stream) = (stream_of(&old), stream_of(&back));
+    // Both backups go; one comes back before dedup_retention has passed.
+    std::fs::remove_file(&old).unwrap();
+    let aside = dir.path().join("aside");
+    std::fs::rename(&back, &aside).unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(fake.lock().forgotten.is_empty(), "forgotten too early");
+    std::fs::rename(&aside, &back).unwrap();
+    tokio::time::sleep(Duration::from_secs(301)).await;
+    wait_until("the gone checkpoints forgotten", || {
+        fake.lock().forgotten.len() == 2
+    })
+    .await;
+    let mut forgotten = fake.lock().forgotten.clone();
+    forgotten.sort();
+    let mut want = vec![old_stream, "audit_file.0/fp:0123456789abcdef".to_string()];
+    want.sort();
+    assert_eq!(forgotten, want);
+    // The file that came back and the active one keep theirs, and nothing was read twice.
+    assert!(fake.lock().checkpoints.contains_key(&back_stream));
+    append(&log, &lines(30..31));
+    wait_ids(&fake, &ids(0..31)).await;
+    tokio::time::sleep(Duration::from_secs(1200)).await;
+    assert_eq!(
+        fake.lock().forgotten.len(),
+        2,
+        "files still there are never forgotten"
+    );
     run.stop().await;
 }
