@@ -141,6 +141,7 @@ impl AuditWebhook {
             registry: env.registry,
             metrics: env.metrics,
             inflight: Semaphore::new(handler::MAX_INFLIGHT_REQUESTS),
+            parse_slots: Semaphore::new(handler::parse_parallelism()),
         });
         server::serve(listener, acceptor, shared, env.shutdown).await;
         Ok(())
