@@ -1145,7 +1145,6 @@ fn upsert_checkpoint(
     Ok(())
 }
 
-/// Reads one checkpoint row through `conn` (the writer's or a reader's).
 /// The smallest string greater than every string that starts with `prefix` (SQLite compares
 /// text bytewise, as `str` does); `None` when there is none (empty, or all U+10FFFF).
 fn prefix_end(prefix: &str) -> Option<String> {
@@ -1161,6 +1160,7 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// Reads one checkpoint row through `conn` (the writer's or a reader's).
 pub(crate) fn read_checkpoint(
     conn: &Connection,
     stream: &str,
