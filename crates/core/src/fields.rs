@@ -509,6 +509,15 @@ mod tests {
         }
     }
 
+    /// A string and a list of strings, as the audit and Event readers hold them.
+    #[derive(serde::Deserialize)]
+    struct TwoStrings<'a> {
+        #[serde(borrow)]
+        a: Option<JsonStr<'a>>,
+        #[serde(borrow)]
+        b: Option<Vec<JsonStr<'a>>>,
+    }
+
     proptest::proptest! {
         /// What `strings_from_json_text` relies on: serde_json borrows a string from JSON
         /// text only when it needs no escaping, so copying borrowed ones as they are writes
@@ -518,22 +527,15 @@ mod tests {
             list in proptest::collection::vec("(\\PC|[\"\\\\\\x00-\\x1f]){0,40}", 0..4),
             single in "(\\PC|[\"\\\\\\x00-\\x1f]){0,40}",
         ) {
-            let text = serde_json::to_string(&serde_json::json!({"s": single, "l": list})).unwrap();
-            #[derive(serde::Deserialize)]
-            struct Read<'a> {
-                #[serde(borrow)]
-                s: Option<JsonStr<'a>>,
-                #[serde(borrow)]
-                l: Option<Vec<JsonStr<'a>>>,
-            }
-            let read: Read<'_> = serde_json::from_str(&text).unwrap();
+            let text = serde_json::to_string(&serde_json::json!({"a": single, "b": list})).unwrap();
+            let read: TwoStrings<'_> = serde_json::from_str(&text).unwrap();
             let mut out = Vec::new();
             let mut w = ObjectWriter::open(&mut out).strings_from_json_text();
-            w.list("l", &read.l);
+            w.list("l", &read.b);
             let mut o = w.object("o");
-            o.str("s", &read.s);
+            o.str("s", &read.a);
             o.close();
-            w.str("s", &read.s);
+            w.str("s", &read.a);
             w.close();
             let expected = serde_json::json!({"l": list, "o": {"s": single}, "s": single});
             proptest::prop_assert_eq!(out, serde_json::to_vec(&expected).unwrap());
@@ -591,14 +593,7 @@ mod tests {
 
     #[test]
     fn json_strings_borrow_unless_escaped_even_inside_options_and_lists() {
-        #[derive(serde::Deserialize)]
-        struct S<'a> {
-            #[serde(borrow)]
-            a: Option<JsonStr<'a>>,
-            #[serde(borrow)]
-            b: Option<Vec<JsonStr<'a>>>,
-        }
-        let s: S<'_> = serde_json::from_str(r#"{"a":"plain","b":["x","tab\t"]}"#).unwrap();
+        let s: TwoStrings<'_> = serde_json::from_str(r#"{"a":"plain","b":["x","tab\t"]}"#).unwrap();
         assert!(matches!(
             s.a.as_ref().map(|v| &v.0),
             Some(Cow::Borrowed("plain"))

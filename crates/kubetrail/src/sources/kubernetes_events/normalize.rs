@@ -252,7 +252,7 @@ pub fn normalize(
         .extend_from_slice(count.to_string().as_bytes());
     f.str_opt("first_time", first_time);
     {
-        let mut io = ObjectWriter::open(f.key("involved_object"));
+        let mut io = f.object("involved_object");
         io.str_opt("api_version", non_empty(&obj.api_version));
         io.str_opt("field_path", non_empty(&obj.field_path));
         io.str_opt("kind", non_empty(&obj.kind));
