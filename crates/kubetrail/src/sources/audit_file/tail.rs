@@ -49,6 +49,8 @@ use crate::shutdown::Shutdown;
 use crate::telemetry::health::Readiness;
 use crate::telemetry::{ComponentMetrics, Counter, Gauge};
 
+/// What a file's checkpoint stream name starts with (after the source's name).
+const FP_PREFIX: &str = "fp:";
 /// Bytes read from a file at a time.
 pub const READ_CHUNK: usize = 64 << 10;
 /// Batches read from one file before the others (and the scan) get a turn.
@@ -344,7 +346,7 @@ impl<C: Committer> Tailer<C> {
     ) -> Result<(), Stop> {
         if !self.listed {
             // Checkpoints of files that were gone before this run started.
-            match self.committer.checkpoints_under("fp:").await {
+            match self.committer.checkpoints_under(FP_PREFIX).await {
                 Ok(stored) => {
                     self.listed = true;
                     let tracked: HashSet<&str> =
@@ -366,8 +368,7 @@ impl<C: Committer> Tailer<C> {
         }
         // A file found again (even one whose entry could not be made) is not gone.
         for fp in present {
-            self.gone
-                .remove(&self.committer.stream_name(&format!("fp:{}", fp.hex())));
+            self.gone.remove(&self.stream_of(*fp));
         }
         for e in self.entries.values() {
             self.gone.remove(&e.stream);
@@ -401,10 +402,16 @@ impl<C: Committer> Tailer<C> {
         }
     }
 
+    /// The checkpoint stream of the file with fingerprint `fp`.
+    fn stream_of(&self, fp: Fingerprint) -> String {
+        self.committer
+            .stream_name(&format!("{FP_PREFIX}{}", fp.hex()))
+    }
+
     /// Creates the entry of a file seen for the first time in this run, from its checkpoint
     /// if it has one.
     async fn discover(&mut self, f: &Found, fp: Fingerprint) -> Result<(), PipelineError> {
-        let stream = self.committer.stream_name(&format!("fp:{}", fp.hex()));
+        let stream = self.stream_of(fp);
         let stored = self.committer.checkpoint(&stream).await?;
         let path_str: Arc<str> = Arc::from(f.path.to_string_lossy().as_ref());
         // Seen before, even if what was stored cannot be read: never start such a file at its end.
