@@ -204,12 +204,15 @@ fn gen_log(file: &str, bytes: u64, template: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// About how many bytes a generated event takes in a body (the template's lines average
+/// ~1,620), for sizing.
+const EVENT_BYTES: u64 = 1700;
 /// Up to how many bytes of request bodies `post` builds before it starts the clock.
 const PREBUILD_MAX_BYTES: u64 = 4 << 30;
 
 /// An `audit.k8s.io/v1` EventList of `count` generated events, the first being number `first`.
 fn event_list(template: &Template, first: u64, count: u64) -> Bytes {
-    let mut body = Vec::with_capacity((count * 1700) as usize);
+    let mut body = Vec::with_capacity((count * EVENT_BYTES) as usize);
     body.extend_from_slice(
         br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#,
     );
@@ -243,8 +246,8 @@ async fn post(args: &[String]) -> Result<(), Error> {
     // default million events): on a 2-core machine that kubetrail shares with this generator,
     // every cycle spent writing bodies during the run is taken from kubetrail. The bytes sent
     // are the same either way.
-    let bodies: Option<Arc<Vec<Bytes>>> =
-        (total.saturating_mul(1700) <= PREBUILD_MAX_BYTES).then(|| {
+    let bodies: Option<Arc<Vec<Bytes>>> = (total.saturating_mul(EVENT_BYTES) <= PREBUILD_MAX_BYTES)
+        .then(|| {
             Arc::new(
                 (0..total.div_ceil(batch))
                     .map(|k| event_list(&template, k * batch, batch.min(total - k * batch)))
@@ -345,9 +348,13 @@ async fn post(args: &[String]) -> Result<(), Error> {
 
 /// This process's CPU time so far: (user, system) seconds.
 fn own_cpu() -> (f64, f64) {
-    // SAFETY: getrusage writes into the struct it is given and reads nothing else.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+    // SAFETY: `rusage` is plain integers, for which all-zero bytes are a valid value;
+    // getrusage only writes into the struct it is given.
+    let (rc, ru) = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut ru), ru)
+    };
+    if rc != 0 {
         return (0.0, 0.0);
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
