@@ -2,12 +2,22 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kubetrail_state::{StateError, Store, StoreOptions, SyncMode, lock_path};
 
 /// Env var that turns `child_tries_to_open` into the second process.
 const CHILD_DB: &str = "KUBETRAIL_STATE_TEST_LOCK_CHILD_DB";
+
+/// Held by a test while it spawns a child, and by a test while it closes and reopens a store.
+///
+/// A spawned child holds a copy of every descriptor of this process from the fork until its
+/// exec closes them (they are close-on-exec), and the lock belongs to the open file
+/// description: a store closed in that window stays locked until the child's exec. Tests run
+/// in parallel and start together, so without this the same-process test's reopen could meet
+/// the other test's spawn (it did, once, in CI).
+static SPAWN: Mutex<()> = Mutex::new(());
 
 fn options() -> StoreOptions {
     StoreOptions {
@@ -50,6 +60,7 @@ fn assert_locked(result: Result<Store, StateError>, db: &Path) {
 fn second_open_in_the_same_process_fails_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("kubetrail.db");
+    let _no_spawn = SPAWN.lock().unwrap_or_else(PoisonError::into_inner);
     let first = Store::open(&db, &options()).expect("first open");
     let started = Instant::now();
     assert_locked(Store::open(&db, &options()), &db);
@@ -66,6 +77,7 @@ fn second_open_from_another_process_fails_at_once() {
     let _first = Store::open(&db, &options()).expect("first open");
     let exe = std::env::current_exe().expect("current exe");
     let started = Instant::now();
+    let spawning = SPAWN.lock().unwrap_or_else(PoisonError::into_inner);
     let output = Command::new(exe)
         .args([
             "--exact",
@@ -76,6 +88,7 @@ fn second_open_from_another_process_fails_at_once() {
         .env(CHILD_DB, &db)
         .output()
         .expect("spawn child");
+    drop(spawning);
     assert!(
         output.status.success(),
         "child failed: {}\n{}",
