@@ -4,7 +4,10 @@
 //! with the first, each with its own idea of the queues' next sequence numbers. An exclusive
 //! advisory lock on `<db>.lock`, taken without waiting, makes the second process fail at once
 //! with a message that says why. The lock belongs to the open file description, so it is
-//! released by the kernel however the process dies, including SIGKILL.
+//! released by the kernel however the process dies, including SIGKILL. It is also why a
+//! child process holds it from its fork until its exec (the file is close-on-exec): a
+//! program that spawns processes while it closes and reopens a store can see `Locked` in
+//! that window. kubetrail spawns none; the tests that do serialise it (tests/lock.rs).
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
