@@ -21,7 +21,8 @@ use crate::telemetry::Counter;
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// The longest wait between two attempts.
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
-/// At most this many batches are committed together.
+/// At most this many batches are committed together: the one received and every one that
+/// queued up behind it (the channel holds `MAX_MERGED - 1`).
 pub(crate) const MAX_MERGED: usize = 2;
 
 /// Where batches go: the pipeline (through [`SourceContext`]), or a fake in tests.
