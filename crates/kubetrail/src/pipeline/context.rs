@@ -297,7 +297,7 @@ impl SourceContext {
     /// Deletes checkpoint streams of this source (full names, from
     /// [`SourceContext::stream_name`]); returns once that is committed.
     pub async fn forget_checkpoints(&self, streams: Vec<String>) -> Result<(), PipelineError> {
-        let own = format!("{}/", self.name);
+        let own = self.stream_name("");
         if let Some(other) = streams.iter().find(|s| !s.starts_with(&own)) {
             return Err(PipelineError::Storage(format!(
                 "source {} cannot forget checkpoint {other:?} of another component",

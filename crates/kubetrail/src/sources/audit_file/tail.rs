@@ -349,12 +349,9 @@ impl<C: Committer> Tailer<C> {
             match self.committer.checkpoints_under(FP_PREFIX).await {
                 Ok(stored) => {
                     self.listed = true;
-                    let tracked: HashSet<&str> =
-                        self.entries.values().map(|e| e.stream.as_str()).collect();
+                    // The tracked and present files' streams leave the map again below.
                     for (stream, _) in stored {
-                        if !tracked.contains(stream.as_str()) {
-                            self.gone.entry(stream).or_insert(now);
-                        }
+                        self.gone.entry(stream).or_insert(now);
                     }
                 }
                 Err(PipelineError::ShuttingDown) => return Err(Stop::Shutdown),
