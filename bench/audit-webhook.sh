@@ -7,10 +7,10 @@
 # from real apiserver audit lines with unique auditIDs, and counts only 200 answers.
 #
 # The figure depends on the host: on this 2-core VM the same build measured 236.8-264.7k over
-# 20 runs (median 255k) and 216-243k in the host's slow minutes, where kubetrail's CPU time for
-# the same work rises by 10-30 % (mostly system time writing into page-cache pages the guest
-# has not touched lately: every segment page is a new one while the queue grows during the
-# burst); the CPU lines below tell the states apart.
+# 20 runs (median 255k) and 182-250k on a day the host was slow (median 228k over 18 runs),
+# where kubetrail's CPU time for the same work rises by 10-30 % (mostly system time writing
+# into page-cache pages the guest has not touched lately: every segment page is a new one
+# while the queue grows during the burst); the CPU lines below tell the states apart.
 #
 # Usage: bench/audit-webhook.sh [TOTAL_EVENTS]   (default 1,000,000)
 set -euo pipefail
