@@ -168,6 +168,12 @@ fn respond(
         ("api", "", "v1", "events") => View::Core,
         ("apis", "events.k8s.io", "v1", "events") => View::EventsV1,
         ("apis", "coordination.k8s.io", "v1", "leases") if info.subresource.is_empty() => {
+            if let Some(code) = faults.lease_fail_status {
+                return (
+                    kind,
+                    status_response(&shared.apf, Status::injected(code), decor),
+                );
+            }
             return (kind, leases(shared, &info, req, body, decor));
         }
         _ => {

@@ -19,6 +19,9 @@ pub struct Faults {
     pub delay: Option<Duration>,
     /// Answer every request with this status and a Status body (429 adds `Retry-After: 1`).
     pub fail_status: Option<u16>,
+    /// Answer only `coordination.k8s.io` Lease requests with this status and a Status body
+    /// (the Events API keeps working), e.g. 503 while the Lease's etcd is unavailable.
+    pub lease_fail_status: Option<u16>,
 }
 
 /// The garbage frames, cycled through in order.

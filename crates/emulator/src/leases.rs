@@ -271,6 +271,33 @@ impl Leases {
             .and_then(|l| l.spec.holder_identity.clone())
     }
 
+    /// An edit by hand (what `kubectl annotate` or `kubectl edit` does): `f` changes the
+    /// stored Lease, which gets a new resourceVersion. False when it does not exist.
+    pub fn edit(
+        &self,
+        ns: &str,
+        name: &str,
+        manager: &str,
+        next_rv: impl FnOnce() -> u64,
+        f: impl FnOnce(&mut BTreeMap<String, String>, &mut LeaseSpec),
+    ) -> bool {
+        let mut map = self.lock();
+        let Some(lease) = map.get_mut(&(ns.to_string(), name.to_string())) else {
+            return false;
+        };
+        f(&mut lease.annotations, &mut lease.spec);
+        lease.manager = manager.to_string();
+        lease.updated = format_time(OffsetDateTime::now_utc()).to_string();
+        lease.rv = next_rv();
+        true
+    }
+
+    /// The stored Lease as a GET answers it.
+    pub fn get_json(&self, ns: &str, name: &str) -> Option<serde_json::Value> {
+        let (_, body) = self.get(ns, name).ok()?;
+        serde_json::from_slice(&body).ok()
+    }
+
     pub fn list(&self, ns: Option<&str>, current_rv: u64) -> Answer {
         let map = self.lock();
         let mut out = Vec::with_capacity(1024);
@@ -508,5 +535,33 @@ mod tests {
         );
         assert!(l.holder("fx", "fx-collector-leader").is_none());
         assert_eq!(l.create("fx", b"{broken", "x", || 1).unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn an_edit_by_hand_makes_the_holders_next_update_conflict() {
+        let l = Leases::default();
+        l.create("fx", CREATE.as_bytes(), "x", || 352).unwrap();
+        assert!(l.edit(
+            "fx",
+            "fx-collector-leader",
+            "kubectl-annotate",
+            || 353,
+            |a, _| {
+                a.insert("team".into(), "sre".into());
+            }
+        ));
+        let v = l.get_json("fx", "fx-collector-leader").unwrap();
+        assert_eq!(v["metadata"]["resourceVersion"], "353");
+        assert_eq!(v["metadata"]["annotations"]["team"], "sre");
+        assert_eq!(
+            v["metadata"]["managedFields"][0]["manager"],
+            "kubectl-annotate"
+        );
+        let stale = r#"{"metadata":{"name":"fx-collector-leader","resourceVersion":"352"},"spec":{"holderIdentity":"collector-0_6f1c2b"}}"#;
+        let e = l
+            .update("fx", "fx-collector-leader", stale.as_bytes(), "x", || 354)
+            .unwrap_err();
+        assert_eq!(e.code, 409);
+        assert!(!l.edit("fx", "nope", "x", || 0, |_, _| {}));
     }
 }

@@ -1,8 +1,8 @@
 //! A Kubernetes API server emulator for kubetrail's tests and its `kubetrail demo` command.
 //!
-//! It serves the Events API the way the recorded kube-apiserver v1.28.7 did (see
-//! `/work/shared/fixtures/kube-api`): both `core/v1` and `events.k8s.io/v1` views of one store,
-//! paged LISTs with snapshot reads and continue tokens, WATCH with history replay, 410 after
+//! It serves the Events API the way the recorded kube-apiserver v1.28.7 did (see the shared
+//! fixtures, `$KUBETRAIL_FIXTURES/kube-api`): both `core/v1` and `events.k8s.io/v1` views of one
+//! store, paged LISTs with snapshot reads and continue tokens, WATCH with history replay, 410 after
 //! compaction, 504 for future resourceVersions, Status bodies, bearer-token and client-certificate
 //! authentication, a tiny RBAC, and fault knobs (cut watches, garbage frames, slow or failing
 //! answers, restarts). Leases (`coordination.k8s.io/v1`) are served too, for leader election.
@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod activity;
 mod api;
 mod auth;
 mod body;
@@ -32,6 +33,7 @@ mod model;
 mod paging;
 mod query;
 mod render;
+mod replay;
 mod selectors;
 mod server;
 mod stats;
@@ -46,6 +48,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use faults::Faults;
+pub use replay::ReplayError;
 pub use stats::Stats;
 
 /// How to start an [`Emulator`].
@@ -295,6 +298,50 @@ impl Emulator {
     /// `spec.holderIdentity` of a Lease (`coordination.k8s.io/v1`), if it exists.
     pub fn lease_holder(&self, namespace: &str, name: &str) -> Option<String> {
         self.shared.leases.holder(namespace, name)
+    }
+
+    /// The Lease as a GET would answer it (`metadata`, `spec`), if it exists.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        self.shared.leases.get_json(namespace, name)
+    }
+
+    /// Annotates a Lease by hand (`kubectl annotate`): a new resourceVersion, so its holder's
+    /// next renewal gets 409 Conflict. False when the Lease does not exist.
+    pub fn annotate_lease(&self, namespace: &str, name: &str, key: &str, value: &str) -> bool {
+        self.shared.leases.edit(
+            namespace,
+            name,
+            "kubectl-annotate",
+            || self.shared.store.bump_revision(),
+            |annotations, _| {
+                annotations.insert(key.to_string(), value.to_string());
+            },
+        )
+    }
+
+    /// Writes another holder into a Lease by hand (`kubectl edit`): `holderIdentity`, a fresh
+    /// `renewTime` and `acquireTime`. False when the Lease does not exist.
+    pub fn set_lease_holder(&self, namespace: &str, name: &str, holder: &str) -> bool {
+        let now = model::format_micro(time::OffsetDateTime::now_utc()).to_string();
+        self.shared.leases.edit(
+            namespace,
+            name,
+            "kubectl-edit",
+            || self.shared.store.bump_revision(),
+            |_, spec| {
+                spec.holder_identity = Some(holder.to_string());
+                spec.acquire_time = Some(now.clone());
+                spec.renew_time = Some(now);
+            },
+        )
+    }
+
+    /// Deletes a Lease by hand (`kubectl delete lease`). False when it does not exist.
+    pub fn delete_lease(&self, namespace: &str, name: &str) -> bool {
+        self.shared
+            .leases
+            .delete(namespace, name, || self.shared.store.bump_revision())
+            .is_ok()
     }
 
     /// Accepts a new bearer token for `user`.

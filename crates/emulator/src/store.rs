@@ -226,6 +226,33 @@ impl Store {
         Some(obj)
     }
 
+    /// Replaces an existing event with a new version given whole (a recorded MODIFIED), at a
+    /// revision no older than `min_rv`; `None` if it does not exist.
+    pub fn replace_at_least(&self, new: NewEvent, min_rv: u64) -> Option<Arc<EventObj>> {
+        let obj = {
+            let mut st = self.lock();
+            let key = new.body.key.clone();
+            if !st.is_live(&key) {
+                return None;
+            }
+            st.rv = st.rv.max(min_rv.saturating_sub(1)) + 1;
+            let rv = st.rv;
+            let next = Arc::new(new.at(rv));
+            st.push_version(&key, rv, Some(next.clone()));
+            st.log.push_back(Change {
+                kind: ChangeKind::Modified,
+                obj: next.clone(),
+            });
+            if let Some(deadline) = self.ttl.and_then(|t| Instant::now().checked_add(t)) {
+                st.expiry.push(Reverse((deadline, rv, key)));
+            }
+            self.maybe_auto_compact(&mut st);
+            next
+        };
+        self.publish(obj.rv);
+        Some(obj)
+    }
+
     /// Deletes an event; returns the deleted object stamped with the deletion revision.
     pub fn delete(&self, key: &str) -> Option<Arc<EventObj>> {
         let obj = {

@@ -1,9 +1,10 @@
-//! The Kubernetes API client: GET requests with the bearer token or client certificate, one
-//! retry with a freshly read token after a 401, and error answers decoded into [`ApiError`].
+//! The Kubernetes API client: requests with the bearer token or client certificate (GET for
+//! lists and watches, PUT/POST of JSON bodies for Leases), one retry with a freshly read token
+//! after a 401, and error answers decoded into [`ApiError`].
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, HeaderValue};
-use http::{Request, Response};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response};
 use kubetrail_net::{Full, HttpClient, HttpClientOptions, NetError, ResponseBody};
 use serde::de::DeserializeOwned;
 
@@ -21,17 +22,18 @@ pub enum KubeError {
     #[error(transparent)]
     Net(#[from] NetError),
     /// The API server answered with an error status.
-    #[error("GET {url} failed: {error}")]
+    #[error("{method} {url} failed: {error}")]
     Api {
+        method: Method,
         url: String,
         #[source]
-        error: ApiError,
+        error: Box<ApiError>,
     },
     /// The bearer token could not be read.
     #[error(transparent)]
     Token(#[from] TokenError),
     /// A 2xx answer could not be decoded.
-    #[error("cannot decode the answer of GET {url}: {reason}")]
+    #[error("cannot decode the answer of {url}: {reason}")]
     Decode { url: String, reason: String },
 }
 
@@ -100,12 +102,31 @@ impl KubeClient {
     /// makes the token be read again and the request be retried once; other error answers
     /// become [`KubeError::Api`].
     pub async fn get(&self, path_and_query: &str) -> Result<Response<ResponseBody>, KubeError> {
+        self.request(Method::GET, path_and_query, None).await
+    }
+
+    /// Sends `method` to `path_and_query` with an optional JSON body; answers as
+    /// [`KubeClient::get`] does (a 2xx response streams; a 401 is retried once with the token
+    /// read again; other error answers become [`KubeError::Api`]).
+    pub async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        json_body: Option<Bytes>,
+    ) -> Result<Response<ResponseBody>, KubeError> {
         let mut retried = false;
         loop {
             let token = self.tokens.token()?;
-            let mut req = Request::get(path_and_query)
-                .header(ACCEPT, HeaderValue::from_static("application/json"))
-                .body(Full::new(Bytes::new()))
+            let mut builder = Request::builder()
+                .method(method.clone())
+                .uri(path_and_query)
+                .header(ACCEPT, HeaderValue::from_static("application/json"));
+            if json_body.is_some() {
+                builder =
+                    builder.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            let mut req = builder
+                .body(Full::new(json_body.clone().unwrap_or_default()))
                 .map_err(|e| {
                     KubeError::Net(NetError::InvalidRequest {
                         url: self.url_for(path_and_query),
@@ -144,8 +165,9 @@ impl KubeClient {
                 continue;
             }
             return Err(KubeError::Api {
+                method,
                 url: self.url_for(path_and_query),
-                error,
+                error: Box::new(error),
             });
         }
     }

@@ -251,6 +251,11 @@ impl KubeConnectionOptions {
         {
             return Err(section.error("kube_url", "must start with https:// or http://"));
         }
+        if let Some(u) = &kube_url
+            && let Err(e) = u.parse::<http::Uri>()
+        {
+            return Err(section.error("kube_url", format!("'{u}' is not a URL: {e}")));
+        }
         let path = |s: Option<String>| non_empty(s).map(PathBuf::from);
         let kube_ca_file = path(section.get_str("kube_ca_file")?);
         let kube_ca_path = path(section.get_str("kube_ca_path")?);
@@ -475,6 +480,7 @@ mod tests {
 
         for bad in [
             ("kube_url", "api:6443"),
+            ("kube_url", "http://127.0.0.1:{kube_api_port}"),
             ("kube_token_ttl", "0"),
             ("kube_token_ttl", "soon"),
             ("tls.verify", "maybe"),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use serde::Deserialize;
+use kubetrail_core::config::yaml::{self, Node, NodeValue};
 
 /// Why a kubeconfig could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -18,11 +18,11 @@ pub enum KubeconfigError {
         source: std::io::Error,
     },
     /// A kubeconfig file is not valid YAML of the expected shape.
-    #[error("cannot parse kubeconfig {path}: {source}")]
+    #[error("cannot parse kubeconfig {path}:{line}: {message}")]
     Parse {
         path: PathBuf,
-        #[source]
-        source: serde_yaml::Error,
+        line: usize,
+        message: String,
     },
     /// No kubeconfig file exists among those looked at.
     #[error("no kubeconfig file found (looked at: {looked_at})")]
@@ -50,74 +50,190 @@ pub enum KubeconfigError {
     Unsupported { user: String, method: &'static str },
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Default)]
 struct File {
-    #[serde(default, rename = "current-context")]
     current_context: Option<String>,
-    #[serde(default)]
     clusters: Option<Vec<Named<Cluster>>>,
-    #[serde(default)]
     users: Option<Vec<Named<User>>>,
-    #[serde(default)]
     contexts: Option<Vec<Named<Context>>>,
 }
 
-#[derive(Deserialize)]
 struct Named<T> {
     name: String,
-    #[serde(alias = "cluster", alias = "user", alias = "context")]
-    #[serde(default = "Option::default")]
     value: Option<T>,
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Default, Clone)]
 struct Cluster {
-    #[serde(default)]
     server: Option<String>,
-    #[serde(default)]
     certificate_authority: Option<String>,
-    #[serde(default)]
     certificate_authority_data: Option<String>,
-    #[serde(default)]
     insecure_skip_tls_verify: Option<bool>,
-    #[serde(default)]
     tls_server_name: Option<String>,
-    #[serde(default)]
     proxy_url: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Default, Clone)]
 struct User {
-    #[serde(default)]
     client_certificate: Option<String>,
-    #[serde(default)]
     client_certificate_data: Option<String>,
-    #[serde(default)]
     client_key: Option<String>,
-    #[serde(default)]
     client_key_data: Option<String>,
-    #[serde(default)]
     token: Option<String>,
-    #[serde(default, rename = "tokenFile")]
     token_file: Option<String>,
-    #[serde(default)]
-    exec: Option<serde_yaml::Value>,
-    #[serde(default, rename = "auth-provider")]
-    auth_provider: Option<serde_yaml::Value>,
-    #[serde(default)]
+    /// Set when the user has an `exec` entry (not supported).
+    exec: bool,
+    /// Set when the user has an `auth-provider` entry (not supported).
+    auth_provider: bool,
     username: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone)]
+#[derive(Default, Clone)]
 struct Context {
-    #[serde(default)]
     cluster: Option<String>,
-    #[serde(default)]
     user: Option<String>,
-    #[serde(default)]
     namespace: Option<String>,
+}
+
+/// Why a kubeconfig document does not have the expected shape, and where.
+struct ShapeError {
+    line: usize,
+    message: String,
+}
+
+fn shape(line: usize, message: impl Into<String>) -> ShapeError {
+    ShapeError {
+        line,
+        message: message.into(),
+    }
+}
+
+/// The entries of a mapping node (`None` for null), or a shape error naming `what`.
+fn entries<'a>(node: &'a Node, what: &str) -> Result<&'a [(String, usize, Node)], ShapeError> {
+    match &node.value {
+        NodeValue::Map(m) => Ok(m),
+        NodeValue::Scalar(None) => Ok(&[]),
+        _ => Err(shape(node.line, format!("{what} must be a mapping"))),
+    }
+}
+
+/// A string field: a scalar or null. Numbers and booleans are kept as written.
+fn string(node: &Node, key: &str) -> Result<Option<String>, ShapeError> {
+    match &node.value {
+        NodeValue::Scalar(s) => Ok(s.clone()),
+        _ => Err(shape(node.line, format!("{key} must be a single value"))),
+    }
+}
+
+/// A boolean field in YAML 1.2's core schema (what kubectl's reader accepts).
+fn boolean(node: &Node, key: &str) -> Result<Option<bool>, ShapeError> {
+    match string(node, key)?.as_deref() {
+        None => Ok(None),
+        Some("true" | "True" | "TRUE") => Ok(Some(true)),
+        Some("false" | "False" | "FALSE") => Ok(Some(false)),
+        Some(other) => Err(shape(
+            node.line,
+            format!("{key} must be true or false, not '{other}'"),
+        )),
+    }
+}
+
+/// A list of `{name: ..., <inner>: {...}}` entries.
+fn named_list<T>(
+    node: &Node,
+    list: &str,
+    inner: &str,
+    read: impl Fn(&Node) -> Result<T, ShapeError>,
+) -> Result<Option<Vec<Named<T>>>, ShapeError> {
+    let items = match &node.value {
+        NodeValue::Seq(items) => items,
+        NodeValue::Scalar(None) => return Ok(None),
+        _ => return Err(shape(node.line, format!("{list} must be a list"))),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let mut name = None;
+        let mut value = None;
+        for (k, _, v) in entries(item, &format!("an entry of {list}"))? {
+            if k == "name" {
+                name = string(v, "name")?;
+            } else if k == inner {
+                value = match &v.value {
+                    NodeValue::Scalar(None) => None,
+                    _ => Some(read(v)?),
+                };
+            }
+        }
+        let name =
+            name.ok_or_else(|| shape(item.line, format!("an entry of {list} has no name")))?;
+        out.push(Named { name, value });
+    }
+    Ok(Some(out))
+}
+
+fn read_cluster(node: &Node) -> Result<Cluster, ShapeError> {
+    let mut c = Cluster::default();
+    for (k, _, v) in entries(node, "cluster")? {
+        match k.as_str() {
+            "server" => c.server = string(v, k)?,
+            "certificate-authority" => c.certificate_authority = string(v, k)?,
+            "certificate-authority-data" => c.certificate_authority_data = string(v, k)?,
+            "insecure-skip-tls-verify" => c.insecure_skip_tls_verify = boolean(v, k)?,
+            "tls-server-name" => c.tls_server_name = string(v, k)?,
+            "proxy-url" => c.proxy_url = string(v, k)?,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+fn read_user(node: &Node) -> Result<User, ShapeError> {
+    let mut u = User::default();
+    for (k, _, v) in entries(node, "user")? {
+        let set = !matches!(v.value, NodeValue::Scalar(None));
+        match k.as_str() {
+            "client-certificate" => u.client_certificate = string(v, k)?,
+            "client-certificate-data" => u.client_certificate_data = string(v, k)?,
+            "client-key" => u.client_key = string(v, k)?,
+            "client-key-data" => u.client_key_data = string(v, k)?,
+            "token" => u.token = string(v, k)?,
+            "tokenFile" => u.token_file = string(v, k)?,
+            "exec" => u.exec = set,
+            "auth-provider" => u.auth_provider = set,
+            "username" => u.username = string(v, k)?,
+            _ => {}
+        }
+    }
+    Ok(u)
+}
+
+fn read_context(node: &Node) -> Result<Context, ShapeError> {
+    let mut c = Context::default();
+    for (k, _, v) in entries(node, "context")? {
+        match k.as_str() {
+            "cluster" => c.cluster = string(v, k)?,
+            "user" => c.user = string(v, k)?,
+            "namespace" => c.namespace = string(v, k)?,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
+/// Reads a kubeconfig document (fields kubetrail does not use are ignored, as kubectl does).
+fn parse_file(text: &str) -> Result<File, ShapeError> {
+    let root = yaml::parse_with_aliases(text).map_err(|e| shape(e.line, e.message))?;
+    let mut file = File::default();
+    for (k, _, v) in entries(&root, "a kubeconfig")? {
+        match k.as_str() {
+            "current-context" => file.current_context = string(v, k)?,
+            "clusters" => file.clusters = named_list(v, k, "cluster", read_cluster)?,
+            "users" => file.users = named_list(v, k, "user", read_user)?,
+            "contexts" => file.contexts = named_list(v, k, "context", read_context)?,
+            _ => {}
+        }
+    }
+    Ok(file)
 }
 
 /// What a kubeconfig context says about reaching the API server. Paths are absolute (relative
@@ -204,9 +320,10 @@ pub fn load(
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
-            serde_yaml::from_str(&text).map_err(|source| KubeconfigError::Parse {
+            parse_file(&text).map_err(|e| KubeconfigError::Parse {
                 path: path.clone(),
-                source,
+                line: e.line,
+                message: e.message,
             })?
         };
         loaded.push(Loaded {
@@ -258,13 +375,13 @@ pub fn load(
             }
         })?
     };
-    if user.exec.is_some() {
+    if user.exec {
         return Err(KubeconfigError::Unsupported {
             user: user_name,
             method: "exec credentials",
         });
     }
-    if user.auth_provider.is_some() {
+    if user.auth_provider {
         return Err(KubeconfigError::Unsupported {
             user: user_name,
             method: "an auth-provider",
@@ -457,6 +574,24 @@ contexts:
             load(&[bad], None),
             Err(KubeconfigError::Parse { .. })
         ));
+        let bad = write(
+            dir.path(),
+            "bad-shape",
+            "current-context: a\nclusters:\n- name: a\n  cluster:\n    insecure-skip-tls-verify: maybe\n",
+        );
+        let e = load(std::slice::from_ref(&bad), None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot parse kubeconfig {}:5: insecure-skip-tls-verify must be true or false, not 'maybe'",
+                bad.display()
+            )
+        );
+        let bad = write(dir.path(), "bad-list", "users: {a: b}\n");
+        let e = load(&[bad], None).unwrap_err().to_string();
+        assert!(e.ends_with(":1: users must be a list"), "{e}");
         let missing = dir.path().join("missing");
         assert!(matches!(
             load(std::slice::from_ref(&missing), None),
@@ -467,6 +602,19 @@ contexts:
             load(&[no_current], None),
             Err(KubeconfigError::NoCurrentContext { .. })
         ));
+    }
+
+    #[test]
+    fn anchors_and_aliases_are_read_as_kubectl_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "config",
+            "current-context: a\nclusters:\n- name: c\n  cluster: &c {server: 'https://h:6443'}\n- name: d\n  cluster: *c\ncontexts:\n- name: a\n  context: {cluster: d}\n",
+        );
+        let sel = load(&[path], None).unwrap();
+        assert_eq!(sel.server, "https://h:6443");
+        assert!(sel.token.is_none());
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! - [`TokenSource`] (cached, re-read after the TTL and after 401s, never logged);
 //! - [`KubeClient`] (GET with auth, one retry on 401, errors as [`ApiError`]);
 //! - [`Watcher`], a state machine over the [`Api`] trait ([`HttpApi`] over HTTP), with a
-//!   swappable [`Backoff`]; frames are parsed by [`frames`].
+//!   swappable [`Backoff`]; frames are parsed by [`frames`];
+//! - [`leader`]: Lease leader election ([`leader::Elector`], a state machine over
+//!   [`leader::LeaseApi`]) with a checkpoint handed over in the Lease.
 //!
 //! Knows nothing of the pipeline or the outputs.
 
@@ -17,6 +19,7 @@ pub mod connection;
 pub mod frames;
 pub mod http_api;
 pub mod kubeconfig;
+pub mod leader;
 pub mod path;
 pub mod status;
 pub mod token;

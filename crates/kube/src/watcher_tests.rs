@@ -329,14 +329,15 @@ fn data(s: impl Into<String>) -> Step {
 
 fn api_error(code: u16, reason: &str, retry_after: Option<u64>) -> WatchError {
     WatchError::Request(KubeError::Api {
+        method: http::Method::GET,
         url: "https://kube.test/api/v1/events".into(),
-        error: ApiError {
+        error: Box::new(ApiError {
             code,
             reason: reason.into(),
             message: format!("status {code}"),
             retry_after: retry_after.map(Duration::from_secs),
             causes: Vec::new(),
-        },
+        }),
     })
 }
 
@@ -848,12 +849,13 @@ async fn a_watch_that_runs_its_course_is_reopened_at_once_and_a_short_one_after_
 #[tokio::test(start_paused = true)]
 async fn a_resource_version_ahead_of_the_server_is_found_after_a_quiet_watch_and_relisted() {
     let too_large = WatchError::Request(KubeError::Api {
+        method: http::Method::GET,
         url: "https://kube.test/api/v1/events".into(),
-        error: ApiError::from_response(
+        error: Box::new(ApiError::from_response(
             http::StatusCode::GATEWAY_TIMEOUT,
             None,
             br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Timeout: Too large resource version: 999999, current: 381","reason":"Timeout","details":{"causes":[{"reason":"ResourceVersionTooLarge","message":"Too large resource version"}]},"code":504}"#,
-        ),
+        )),
     });
     let api = ScriptedApi::new(vec![
         // Resuming: probed (the server was not ahead then), watched.

@@ -5,6 +5,8 @@
 //! hold one folder per component; `topology` builds and runs the graph from configuration.
 
 pub mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod outputs;
 pub mod pipeline;
 pub mod service;

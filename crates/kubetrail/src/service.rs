@@ -30,6 +30,8 @@ pub struct ServiceOptions {
     /// `db.sync` (default `full`): `full` fsyncs at every commit; `normal` is faster but a
     /// power loss (not a crash) can lose the last commits.
     pub db_sync: SyncMode,
+    /// `ui.*` (default off): the activity page (see `kubetrail_ui::UiOptions`).
+    pub ui: Option<kubetrail_ui::UiOptions>,
 }
 
 impl ServiceOptions {
@@ -61,6 +63,7 @@ impl ServiceOptions {
             Some("normal") => SyncMode::Normal,
             _ => SyncMode::Full,
         };
+        let ui = kubetrail_ui::UiOptions::from_section(s)?;
         Ok(ServiceOptions {
             data_dir,
             http_listen,
@@ -68,6 +71,7 @@ impl ServiceOptions {
             log_format,
             grace,
             db_sync,
+            ui,
         })
     }
 }

@@ -1,7 +1,10 @@
 //! The `audit_webhook` input over real sockets (TLS with rcgen-made certificates, raw HTTP/1.1
-//! requests), with a fake commit step in place of the pipeline: authentication (client
-//! certificates, tokens, `auth: none`), the 4xx answers and that the body is not read before
-//! the caller is known, 503 when the pipeline cannot take a batch, gzip, and graceful shutdown.
+//! requests, and hyper's HTTP/1.1 client, which like the apiserver's reads the answer while
+//! it is still sending), with a fake commit step in place of the pipeline: authentication
+//! (client certificates, tokens, `auth: none`), the 4xx answers and that the body is not read
+//! before the caller is known, a readable 413 for bodies over the limit, error records of
+//! items nested too deeply kept as strings, 503 when the pipeline cannot take a batch, gzip,
+//! and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -275,6 +278,50 @@ impl Server {
         .unwrap()
     }
 
+    /// Sends `requests` one after the other on one connection with hyper's client (over TLS,
+    /// with the token): each answer's status, `Connection` header and body.
+    async fn hyper_posts(
+        &self,
+        requests: Vec<HyperBody>,
+    ) -> Result<Vec<(u16, Option<String>, String)>, hyper::Error> {
+        use http_body_util::BodyExt;
+        let cfg = client_config(&self.ca.pem, None);
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+        let driver = tokio::spawn(conn);
+        let mut answers = Vec::new();
+        for body in requests {
+            let req = http::Request::post("/audit?timeout=30s")
+                .header("Host", "localhost")
+                .header("Content-Type", "application/json")
+                .header("Authorization", bearer())
+                .body(body)
+                .unwrap();
+            // The previous request's body may still be going out.
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let connection = resp
+                .headers()
+                .get("connection")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = resp.into_body().collect().await?.to_bytes();
+            answers.push((
+                status,
+                connection,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        drop(sender);
+        let _ = driver.await;
+        Ok(answers)
+    }
+
     async fn send_plain(&self, request: &[u8]) -> std::io::Result<Answer> {
         exchange(TcpStream::connect(self.addr).await?, request).await
     }
@@ -286,6 +333,29 @@ impl Server {
             .unwrap()
             .unwrap();
     }
+}
+
+/// A request body for hyper's client: whole (with a Content-Length) or in chunks.
+type HyperBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+
+fn whole(data: Vec<u8>) -> HyperBody {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes::Bytes::from(data)).boxed()
+}
+
+fn chunked(data: Vec<u8>, chunk: usize) -> HyperBody {
+    use http_body_util::BodyExt;
+    let data = bytes::Bytes::from(data);
+    let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = (0..data
+        .len())
+        .step_by(chunk)
+        .map(|at| {
+            Ok(hyper::body::Frame::data(
+                data.slice(at..(at + chunk).min(data.len())),
+            ))
+        })
+        .collect();
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
 #[derive(Debug)]
@@ -590,8 +660,16 @@ async fn refusals_405_404_415_413_do_not_read_the_body() {
             ),
             415,
         ),
+        // Asked first (Expect: 100-continue), an answer needs no body.
         (
-            post(b"", &[("Authorization", &auth), ("Content-Length", "1025")]),
+            post(
+                b"",
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Length", "1025"),
+                    ("Expect", "100-continue"),
+                ],
+            ),
             413,
         ),
     ];
@@ -614,6 +692,83 @@ async fn refusals_405_404_415_413_do_not_read_the_body() {
         assert!(s.count(code) > 0, "{code}");
     }
     assert_eq!(s.fake.calls(), 0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_max_body_size_gets_a_413_the_client_reads() {
+    let s = Server::start(&[("max_body_size", "1M")]).await;
+    // 16 MiB of events: the client is still sending when the server knows the answer.
+    let one = event("big", "ResponseComplete");
+    let n = (16 << 20) / one.len();
+    let big = event_list(&vec![one; n]).into_bytes();
+    let small = event_list(&[event("small", "ResponseComplete")]).into_bytes();
+    for (what, body) in [
+        ("with a Content-Length", whole(big.clone())),
+        ("chunked", chunked(big.clone(), 64 << 10)),
+    ] {
+        let answers = s
+            .hyper_posts(vec![body])
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the client reads the answer: {e:?}"));
+        assert_eq!(answers[0].0, 413, "{what}: {answers:?}");
+        assert!(answers[0].2.contains("max_body_size"), "{answers:?}");
+    }
+    // Read to its end, the refused body leaves the connection usable for the next request.
+    let answers = s
+        .hyper_posts(vec![whole(big.clone()), whole(small)])
+        .await
+        .expect("two requests on one connection");
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(statuses, [413, 200], "{answers:?}");
+    assert_eq!(answers[0].1, None, "no Connection: close");
+    assert_eq!(s.fake.records().len(), 1);
+    assert_eq!(s.count("413"), 3);
+
+    // A client that asks before sending is answered at once, and sends nothing.
+    let headers = format!(
+        "POST /audit HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        bearer(),
+        big.len()
+    );
+    let a = s.send_tls(None, headers.as_bytes()).await.unwrap();
+    assert_eq!(a.status, 413, "{a:?}");
+    assert_eq!(a.header("connection").as_deref(), Some("close"));
+    // Past the bound nothing is read: the answer comes at once (the client may see a reset
+    // if it keeps sending).
+    let headers = format!(
+        "POST /audit HTTP/1.1\r\nHost: localhost\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        bearer(),
+        (1 << 20) + (64 << 20) + 1
+    );
+    let a = s.send_tls(None, headers.as_bytes()).await.unwrap();
+    assert_eq!(a.status, 413, "{a:?}");
+    assert_eq!(a.header("connection").as_deref(), Some("close"));
+    assert_eq!(s.fake.records().len(), 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_item_nested_100000_deep_is_kept_as_a_string_any_json_reader_takes() {
+    let s = Server::start(&[]).await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let body = format!("[{},{deep}]", event("ok", "ResponseComplete"));
+    let a = s.post_with_token(&body).await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let r = s.fake.records();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1].kind, RecordKind::Error);
+    let error = r[1].fields["error"].as_str().unwrap().to_string();
+    assert!(error.contains("kept as a JSON string"), "{error}");
+    for record in &r {
+        // serde_json's default depth limit (128) is stricter than Python's json (about
+        // 1,000) and Elasticsearch's parser (1,000): what it reads, they read.
+        let line = record.encode();
+        let v: Value = serde_json::from_slice(&line).expect("the record reads as JSON");
+        if record.kind == RecordKind::Error {
+            assert_eq!(v["object"].as_str(), Some(deep.as_str()));
+        }
+    }
     s.stop().await;
 }
 

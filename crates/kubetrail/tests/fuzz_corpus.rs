@@ -1,13 +1,12 @@
-//! Replays the committed cargo-fuzz corpus (`fuzz/corpus/<target>/`) through the parsers the
-//! fuzz targets exercise, the same way they do, so that every input a fuzzer run found
-//! interesting (and every crash it was fixed for) stays a regression test in ordinary CI,
-//! which has no nightly toolchain or libFuzzer.
+//! Replays the committed cargo-fuzz corpora (`fuzz/corpus/<target>/`) through exactly what the
+//! fuzz targets run (`kubetrail::fuzzing`), so that every input a fuzzer run found interesting
+//! (and every crash it was fixed for) stays a regression test in ordinary CI, which has no
+//! nightly toolchain or libFuzzer. (The Fluent Bit readers' corpora replay in
+//! `crates/fluentbit/tests/fuzz_corpus.rs`.)
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use kubetrail::sources::audit::{self, AuditParseError};
-use kubetrail_core::Record;
+use kubetrail::fuzzing;
 
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -27,75 +26,63 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
-fn names() -> (Arc<str>, Arc<str>) {
-    (Arc::from("fuzz"), Arc::from("fuzz"))
-}
-
-/// What the `webhook_body` target does.
-fn webhook_body(data: &[u8]) -> Option<Vec<Record>> {
-    let (s, t) = names();
-    let items = audit::parse_body(data).ok()?;
-    Some(
-        items
-            .into_iter()
-            .map(|i| match i {
-                Ok(item) => audit::normalize(item, &s, &t, false),
-                Err(err) => audit::error_record(err, &s, &t),
-            })
-            .collect(),
-    )
-}
-
-/// What the `audit_line` target does.
-fn audit_line(data: &[u8]) -> Record {
-    let (s, t) = names();
-    match audit::parse_line(data) {
-        Ok(item) => audit::normalize(item, &s, &t, true),
-        Err(AuditParseError::NotAnEvent(err)) => audit::error_record(err, &s, &t),
-        Err(AuditParseError::Json(e)) => audit::invalid_input_record(data, &e.to_string(), &s, &t),
+/// Runs `f` on every input of the corpus, naming the input that panics.
+fn replay(target: &str, f: impl Fn(&[u8]) + std::panic::RefUnwindSafe) -> usize {
+    let files = corpus(target);
+    for (path, data) in &files {
+        if let Err(e) = std::panic::catch_unwind(|| f(data)) {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("{}: {msg}", path.display());
+        }
     }
+    files.len()
 }
 
 #[test]
-fn webhook_body_corpus_replays_without_panics() {
-    let mut accepted = 0;
-    for (path, data) in corpus("webhook_body") {
-        // The same result as the careful two-pass parser (as the fuzz target checks).
-        match (audit::parse_body(&data), audit::parse_body_split(&data)) {
-            (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{}", path.display()),
-            (Err(_), Err(_)) => {}
-            _ => panic!("{}: one pass and the careful way disagree", path.display()),
-        }
-        if let Some(records) = webhook_body(&data) {
-            accepted += 1;
-            for r in records {
-                let line = r.encode();
-                assert!(
-                    serde_json::from_slice::<serde_json::Value>(&line).is_ok(),
-                    "{}: {r:?}",
-                    path.display()
-                );
-            }
-        }
-        // Every corpus entry also goes through the line parser (the fuzzers share inputs).
-        let _ = audit_line(&data);
-    }
+fn webhook_body_corpus_replays() {
+    let accepted = corpus("webhook_body")
+        .iter()
+        .filter(|(_, data)| fuzzing::webhook_body(data))
+        .count();
     assert!(
         accepted > 0,
         "no corpus body parsed at all: the replay would prove nothing"
     );
+    replay("webhook_body", |d| {
+        fuzzing::webhook_body(d);
+    });
+    // The fuzzers share inputs: every body also goes through the line parser.
+    replay("webhook_body", fuzzing::audit_line);
 }
 
 #[test]
-fn audit_line_corpus_replays_without_panics() {
-    for (path, data) in corpus("audit_line") {
-        let r = audit_line(&data);
-        let line = r.encode();
-        assert!(
-            serde_json::from_slice::<serde_json::Value>(&line).is_ok(),
-            "{}: {r:?}",
-            path.display()
-        );
-        let _ = webhook_body(&data);
-    }
+fn audit_line_corpus_replays() {
+    replay("audit_line", fuzzing::audit_line);
+    replay("audit_line", |d| {
+        fuzzing::webhook_body(d);
+    });
+}
+
+#[test]
+fn watch_stream_corpus_replays() {
+    let records: usize = corpus("watch_stream")
+        .iter()
+        .map(|(_, data)| fuzzing::watch_stream(data))
+        .sum();
+    assert!(
+        records > 0,
+        "no corpus input made a record: the replay would prove nothing"
+    );
+    replay("watch_stream", |d| {
+        fuzzing::watch_stream(d);
+    });
+}
+
+#[test]
+fn segment_corpus_replays() {
+    assert!(replay("segment", fuzzing::segment) > 0);
 }

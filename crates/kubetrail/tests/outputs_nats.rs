@@ -6,6 +6,11 @@
 //! message missing or repeated, and the server stopped for 60 seconds with everything
 //! arriving after it returns while kubetrail's memory stays bounded.
 //!
+//! Authentication against servers the tests start with their own configuration: TLS with a
+//! private CA, a client certificate and `tls.vhost`; an NKey seed; a credentials file of a
+//! user JWT issued by an account of an operator (keys and JWTs made here with the nkeys
+//! crate); wrong credentials refused.
+//!
 //! The tests need `KUBETRAIL_TEST_NATS_URL` (and `KUBETRAIL_TEST_SERVICES[_DIR]` to stop and
 //! start the server); without them they fail, telling to run `./scripts/test`.
 
@@ -14,10 +19,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use async_nats::jetstream;
 use common::*;
 use kubetrail::outputs::nats::NatsOutput;
-use kubetrail::outputs::nats::client::{Auth, Connection, Endpoint};
 use kubetrail::pipeline::{DeliveryError, Output};
 use kubetrail_core::config::{Section, SectionKind};
 use kubetrail_emulator::EventSpec;
@@ -67,37 +71,22 @@ fn output(stream: &str, prefix: &str, extra: &[(&str, &str)]) -> NatsOutput {
     o
 }
 
-async fn connection() -> Connection {
-    let ep = Endpoint::parse_list(&nats_url()).unwrap().remove(0);
-    Connection::connect(&ep, &Auth::default(), None, Duration::from_secs(10))
+/// A JetStream context on the shared test server.
+async fn js() -> jetstream::Context {
+    let client = async_nats::connect(nats_url())
         .await
-        .expect("connect to the test server")
+        .expect("connect to the test server");
+    jetstream::new(client)
 }
 
-async fn api(conn: &mut Connection, subject: &str, body: &str) -> serde_json::Value {
-    let r = conn
-        .request(subject, body.as_bytes(), Duration::from_secs(10))
-        .await
-        .expect("API request");
-    serde_json::from_slice(&r.payload).unwrap_or(serde_json::Value::Null)
-}
-
-/// The stream's configuration and message count (None if it does not exist).
-async fn stream_info(stream: &str) -> Option<serde_json::Value> {
-    let v = api(
-        &mut connection().await,
-        &format!("$JS.API.STREAM.INFO.{stream}"),
-        "",
-    )
-    .await;
-    v.get("config").is_some().then_some(v)
+/// The stream's configuration and state (None if it does not exist).
+async fn stream_info(stream: &str) -> Option<jetstream::stream::Info> {
+    let s = js().await.get_stream(stream).await.ok()?;
+    Some(s.cached_info().clone())
 }
 
 async fn message_count(stream: &str) -> u64 {
-    stream_info(stream)
-        .await
-        .and_then(|v| v["state"]["messages"].as_u64())
-        .unwrap_or(0)
+    stream_info(stream).await.map_or(0, |i| i.state.messages)
 }
 
 /// One stored message: subject, `Nats-Msg-Id`, body.
@@ -109,42 +98,21 @@ struct Stored {
 
 /// Every message in the stream, in order.
 async fn read_all(stream: &str) -> Vec<Stored> {
-    let mut conn = connection().await;
-    let info = api(&mut conn, &format!("$JS.API.STREAM.INFO.{stream}"), "").await;
-    let (first, last) = (
-        info["state"]["first_seq"].as_u64().unwrap_or(1),
-        info["state"]["last_seq"].as_u64().unwrap_or(0),
-    );
-    let b64 = base64::engine::general_purpose::STANDARD;
+    let s = js().await.get_stream(stream).await.expect("the stream");
+    let state = s.cached_info().state.clone();
     let mut out = Vec::new();
-    for seq in first..=last {
-        let v = api(
-            &mut conn,
-            &format!("$JS.API.STREAM.MSG.GET.{stream}"),
-            &format!(r#"{{"seq":{seq}}}"#),
-        )
-        .await;
-        let m = &v["message"];
-        if m.is_null() {
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(m) = s.get_raw_message(seq).await else {
             continue; // deleted (never, with these streams)
-        }
-        let hdrs = String::from_utf8(
-            b64.decode(m["hdrs"].as_str().unwrap_or(""))
-                .unwrap_or_default(),
-        )
-        .unwrap_or_default();
-        let msg_id = hdrs
-            .lines()
-            .find_map(|l| l.strip_prefix("Nats-Msg-Id:"))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default();
-        let body = b64
-            .decode(m["data"].as_str().unwrap_or(""))
-            .unwrap_or_default();
+        };
         out.push(Stored {
-            subject: m["subject"].as_str().unwrap_or("").to_string(),
-            msg_id,
-            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            subject: m.subject.to_string(),
+            msg_id: m
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default(),
+            body: serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null),
         });
     }
     out
@@ -191,15 +159,9 @@ async fn every_message_is_acknowledged_and_stored_once() {
     let info = stream_info(&stream)
         .await
         .expect("the output made the stream");
-    assert_eq!(
-        info["config"]["subjects"],
-        serde_json::json!([format!("{prefix}.*.*")])
-    );
-    assert_eq!(
-        info["config"]["duplicate_window"].as_u64(),
-        Some(120_000_000_000)
-    );
-    assert_eq!(info["state"]["messages"].as_u64(), Some(1000));
+    assert_eq!(info.config.subjects, vec![format!("{prefix}.*.*")]);
+    assert_eq!(info.config.duplicate_window, Duration::from_secs(120));
+    assert_eq!(info.state.messages, 1000);
     let stored = read_all(&stream).await;
     assert_eq!(stored.len(), 1000);
     let mut ids = HashMap::new();
@@ -417,11 +379,12 @@ impl Drop for OwnServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_a_private_ca_and_a_client_certificate() {
+async fn tls_with_a_private_ca_a_client_certificate_and_a_vhost() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new();
+    // The certificate names the service, not the address the output connects to.
     let (srv_crt, srv_key) = ca.leaf(
-        &["127.0.0.1", "localhost"],
+        &["nats.kubetrail.test"],
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
     );
     let (cli_crt, cli_key) = ca.leaf(&["kubetrail"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
@@ -483,15 +446,30 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
     };
     let (ca_file, crt, key) = (path("ca.pem"), path("cli.pem"), path("cli.key"));
     let tls_url = format!("tls://127.0.0.1:{port}");
+    let vhost = ("tls.vhost", "nats.kubetrail.test");
+    let mut o = make(&[
+        ("url", &tls_url),
+        ("tls.ca_file", &ca_file),
+        ("tls.crt_file", &crt),
+        ("tls.key_file", &key),
+        vhost,
+    ]);
+    o.deliver(&[event(1), event(2)])
+        .await
+        .expect("published over TLS with a client certificate");
+    // Without the vhost the certificate does not name 127.0.0.1.
     let mut o = make(&[
         ("url", &tls_url),
         ("tls.ca_file", &ca_file),
         ("tls.crt_file", &crt),
         ("tls.key_file", &key),
     ]);
-    o.deliver(&[event(1), event(2)])
-        .await
-        .expect("published over TLS with a client certificate");
+    match o.deliver(&[event(3)]).await {
+        Err(DeliveryError::Retryable { message, .. }) => {
+            assert!(message.contains("not valid for name"), "{message}")
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
 
     let plain_url = format!("nats://127.0.0.1:{port}");
     let mut o = make(&[("url", &plain_url)]);
@@ -502,7 +480,7 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
         other => panic!("expected a retry, got {other:?}"),
     }
     // Without a client certificate the server refuses; with an unknown CA the client does.
-    let mut o = make(&[("url", &tls_url), ("tls.ca_file", &ca_file)]);
+    let mut o = make(&[("url", &tls_url), ("tls.ca_file", &ca_file), vhost]);
     assert!(o.deliver(&[event(3)]).await.is_err());
     let mut o = make(&[
         ("url", &tls_url),
@@ -527,6 +505,272 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
     o.deliver(&[event(1), event(3)])
         .await
         .expect("verification off");
+}
+
+// ---- NKey and credentials-file authentication ----------------------------------------------
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a nats-server of the test's own with `config` (its `listen` filled in) and waits
+/// until it accepts connections.
+async fn own_server(dir: &std::path::Path, config: &str) -> (OwnServer, String) {
+    let port = free_port();
+    let conf = dir.join("server.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n{config}",
+            dir.join("js").display().to_string()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("server.log");
+    let server = OwnServer(
+        std::process::Command::new(env_var("KUBETRAIL_TEST_NATS_SERVER"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start nats-server"),
+    );
+    let addr = format!("127.0.0.1:{port}");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::net::TcpStream::connect(
+            &addr
+        )
+        .is_ok())
+        .await,
+        "nats-server listens\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (server, format!("nats://{addr}"))
+}
+
+fn auth_output(url: &str, pairs: &[(&str, &str)]) -> NatsOutput {
+    let mut all = vec![
+        ("url", url),
+        ("subject", "auth.{kind}"),
+        ("stream", "AUTH"),
+        ("ack_timeout", "3s"),
+        ("connect_timeout", "3s"),
+    ];
+    all.extend_from_slice(pairs);
+    let mut s = Section::from_pairs(SectionKind::Output, "nats", &all);
+    let o = NatsOutput::from_section(&mut s).expect("valid options");
+    s.finish().expect("no unknown keys");
+    o
+}
+
+/// A refused connection: retried, with the server's refusal in the message.
+async fn assert_refused(o: &mut NatsOutput) {
+    match o.deliver(&[event(9)]).await {
+        Err(DeliveryError::Retryable { message, .. }) => assert!(
+            message.to_lowercase().contains("authorization violation"),
+            "{message}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nkey_seed_authentication() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = nkeys::KeyPair::new_user();
+    let (_server, url) = own_server(
+        dir.path(),
+        &format!(
+            "authorization {{ users: [ {{ nkey: {} }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .await;
+    let seed_file = dir.path().join("kubetrail.nk");
+    std::fs::write(&seed_file, format!("{}\n", user.seed().unwrap())).unwrap();
+    let seed_path = seed_file.display().to_string();
+    let mut o = auth_output(&url, &[("nkey_seed_file", &seed_path)]);
+    o.preflight().expect("the seed file reads");
+    o.deliver(&[event(1), event(2)])
+        .await
+        .expect("published with the NKey seed");
+
+    // Another user's seed: the server does not know its public key.
+    let stranger = dir.path().join("stranger.nk");
+    std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let stranger = stranger.display().to_string();
+    assert_refused(&mut auth_output(&url, &[("nkey_seed_file", &stranger)])).await;
+    // No credentials at all.
+    assert_refused(&mut auth_output(&url, &[])).await;
+
+    let mut o = auth_output(&url, &[("nkey_seed", &user.seed().unwrap())]);
+    o.deliver(&[event(1), event(3)])
+        .await
+        .expect("the seed written inline works too");
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::new()
+            .nkey(user.seed().unwrap())
+            .connect(&url)
+            .await
+            .unwrap(),
+    );
+    let info = js.get_stream("AUTH").await.unwrap().cached_info().clone();
+    assert_eq!(info.state.messages, 3, "event 1 once, 2 and 3");
+}
+
+/// A JWT as nsc makes them: header, claims, signed by `issuer` (base64url without padding).
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("{:026X}", fastrand::u128(..)),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let signed = format!(
+        "{}.{}",
+        b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        b64.encode(claims.to_string())
+    );
+    let sig = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", b64.encode(sig))
+}
+
+/// An account JWT signed by the operator, with JetStream allowed or not (the system account
+/// may not have it).
+fn account_jwt(
+    operator: &nkeys::KeyPair,
+    account: &nkeys::KeyPair,
+    name: &str,
+    jetstream: bool,
+) -> String {
+    let mut limits = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1
+    });
+    if jetstream {
+        for k in ["mem_storage", "disk_storage", "streams", "consumer"] {
+            limits[k] = serde_json::json!(-1);
+        }
+    }
+    jwt(
+        operator,
+        &account.public_key(),
+        name,
+        serde_json::json!({
+            "limits": limits,
+            "default_permissions": {"pub": {}, "sub": {}},
+            "type": "account",
+            "version": 2
+        }),
+    )
+}
+
+/// A user JWT signed by its account, and the `.creds` file holding it and the user's seed.
+fn creds(account: &nkeys::KeyPair, user: &nkeys::KeyPair) -> String {
+    let token = jwt(
+        account,
+        &user.public_key(),
+        "kubetrail",
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2
+        }),
+    );
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\
+         NKEYs are sensitive and should be treated as secrets.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
+         *************************************************************\n",
+        user.seed().unwrap()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_file_with_an_operator_and_an_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let account = nkeys::KeyPair::new_account();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "kubetrail-test",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let (_server, url) = own_server(
+        dir.path(),
+        &format!(
+            "operator: {operator_jwt}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: {sys_jwt}\n  {acc}: {acc_jwt}\n}}\n",
+            sys = system.public_key(),
+            sys_jwt = account_jwt(&operator, &system, "SYS", false),
+            acc = account.public_key(),
+            acc_jwt = account_jwt(&operator, &account, "KUBETRAIL", true),
+        ),
+    )
+    .await;
+    let user = nkeys::KeyPair::new_user();
+    let good = dir.path().join("kubetrail.creds");
+    std::fs::write(&good, creds(&account, &user)).unwrap();
+    let good = good.display().to_string();
+    let mut o = auth_output(&url, &[("credentials_file", &good)]);
+    o.preflight().expect("the credentials file reads");
+    o.deliver(&[event(1), event(2)])
+        .await
+        .expect("published with the credentials file");
+
+    // A user of an account the operator never signed.
+    let rogue = nkeys::KeyPair::new_account();
+    let bad = dir.path().join("rogue.creds");
+    std::fs::write(&bad, creds(&rogue, &nkeys::KeyPair::new_user())).unwrap();
+    assert_refused(&mut auth_output(
+        &url,
+        &[("credentials_file", &bad.display().to_string())],
+    ))
+    .await;
+    // The right JWT with another user's seed: the nonce's signature does not match.
+    let text = creds(&account, &user).replace(
+        &user.seed().unwrap(),
+        &nkeys::KeyPair::new_user().seed().unwrap(),
+    );
+    let stolen = dir.path().join("stolen.creds");
+    std::fs::write(&stolen, text).unwrap();
+    assert_refused(&mut auth_output(
+        &url,
+        &[("credentials_file", &stolen.display().to_string())],
+    ))
+    .await;
+
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::new()
+            .credentials_file(&good)
+            .await
+            .unwrap()
+            .connect(&url)
+            .await
+            .unwrap(),
+    );
+    let info = js.get_stream("AUTH").await.unwrap().cached_info().clone();
+    assert_eq!(
+        info.state.messages, 2,
+        "only the accepted connection published"
+    );
 }
 
 // ---- through the pipeline -----------------------------------------------------------------

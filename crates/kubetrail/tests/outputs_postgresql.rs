@@ -178,8 +178,123 @@ async fn rows_have_their_columns_and_redelivery_inserts_nothing_twice() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(idx, 8, "primary key + 7 indexes");
+    assert_eq!(
+        idx as usize,
+        8 + kubetrail_activity::pg::INDEXES.len(),
+        "primary key + 7 indexes + the activity indexes"
+    );
     o.close().await.unwrap();
+}
+
+/// A table made by a kubetrail from before the activity columns, with rows in it: the output
+/// adds the columns and indexes, fills the old rows in the background, and `who` answers
+/// from old and new rows alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_table_is_migrated_and_its_old_rows_filled() {
+    let _turn = SERVER.lock().await;
+    let table = unique_table();
+    let c = client().await;
+    // The table and the insert as the output wrote them before the activity columns.
+    c.batch_execute(&format!(
+        "CREATE TABLE {table} (id text PRIMARY KEY, time timestamptz, kind text, namespace text, object_kind text, \
+         object_name text, username text, verb text, reason text, source text, tag text, record jsonb NOT NULL)"
+    ))
+    .await
+    .unwrap();
+    let old = [
+        (
+            "d1/ResponseComplete",
+            r#"{"id":"d1/ResponseComplete","time":"2026-12-06T23:04:47.6Z","kind":"k8s_audit","source":"audit_file.0","tag":"k8s.audit","stage":"ResponseComplete","verb":"delete","user":{"username":"alice","groups":["dev"]},"object_ref":{"resource":"deployments","api_group":"apps","namespace":"shop","name":"web"},"response_code":200,"object":{"requestReceivedTimestamp":"2026-12-06T23:04:47.582Z","responseObject":{"kind":"Status"}}}"#,
+        ),
+        (
+            "c1/ResponseComplete",
+            r#"{"id":"c1/ResponseComplete","time":"2026-12-06T23:01:06.71Z","kind":"k8s_audit","source":"audit_file.0","tag":"k8s.audit","stage":"ResponseComplete","verb":"create","user":{"username":"alice","groups":["dev"]},"object_ref":{"resource":"deployments","api_group":"apps","namespace":"shop"},"response_code":201,"object":{"requestReceivedTimestamp":"2026-12-06T23:01:06.7Z","responseObject":{"kind":"Deployment","metadata":{"name":"web","namespace":"shop","uid":"d-uid"},"spec":{"replicas":3}}}}"#,
+        ),
+    ];
+    for (id, rec) in old {
+        c.execute(
+            &format!("INSERT INTO {table} (id, time, kind, verb, record) VALUES ($1, now(), 'k8s_audit', 'x', $2::text::jsonb)"),
+            &[&id, &rec],
+        )
+        .await
+        .unwrap();
+    }
+    // A new kubetrail delivers a new row: the table is migrated, the old rows filled.
+    let mut o = output(&table, &[]);
+    o.open(None).await.unwrap();
+    o.deliver(&[audit(1)]).await.unwrap();
+    let mut filled = 0i64;
+    for _ in 0..200 {
+        filled = c
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE activity_version IS NOT NULL"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if filled == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(filled, 3, "the old rows are filled");
+    let row = c
+        .query_one(&format!("SELECT resource, obj_name, obj_uid, user_groups, seq FROM {table} WHERE id = 'c1/ResponseComplete'"), &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<&str>>(0), Some("deployments"));
+    assert_eq!(
+        row.get::<_, Option<&str>>(1),
+        Some("web"),
+        "the name the create's response gave"
+    );
+    assert_eq!(row.get::<_, Option<&str>>(2), Some("d-uid"));
+    assert_eq!(
+        row.get::<_, Option<Vec<String>>>(3),
+        Some(vec!["dev".to_string()])
+    );
+    assert!(row.get::<_, i64>(4) > 0, "old rows are numbered too");
+    // Migrating again changes nothing.
+    o.close().await.unwrap();
+    let mut o = output(&table, &[]);
+    o.open(None).await.unwrap();
+    o.deliver(&[audit(2)]).await.unwrap();
+    o.close().await.unwrap();
+    // `who` reads the old rows like new ones.
+    let (qc, conn) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let store = kubetrail_query::Store::postgres(qc, &table, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let story = store
+        .who(&kubetrail_query::WhoQuery {
+            object: Some("deploy/web".parse().unwrap()),
+            namespace: Some("shop".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let whats: Vec<(kubetrail_query::ChangeKind, Option<String>)> = story
+        .changes
+        .iter()
+        .map(|c| (c.what, c.actor.as_ref().and_then(|a| a.user.clone())))
+        .collect();
+    assert_eq!(
+        whats,
+        vec![
+            (
+                kubetrail_query::ChangeKind::Created,
+                Some("alice".to_string())
+            ),
+            (
+                kubetrail_query::ChangeKind::Deleted,
+                Some("alice".to_string())
+            )
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,18 @@ impl TlsClientSettings {
     /// Builds the rustls client configuration: ring provider, safe default protocol versions,
     /// ALPN `http/1.1`. Errors name the file that could not be read or parsed.
     pub fn build(&self) -> Result<Arc<ClientConfig>, NetError> {
+        self.build_inner(false)
+    }
+
+    /// Like [`TlsClientSettings::build`], for a client that opens its connections with the
+    /// URL's host as the server name and cannot be given another (the NATS client): the
+    /// server certificate is verified against `vhost` when it is set, whatever name the
+    /// connection was opened with (SNI stays the URL's host).
+    pub fn build_verifying_vhost(&self) -> Result<Arc<ClientConfig>, NetError> {
+        self.build_inner(true)
+    }
+
+    fn build_inner(&self, pin_vhost: bool) -> Result<Arc<ClientConfig>, NetError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -148,7 +160,22 @@ impl TlsClientSettings {
                 source: Box::new(source),
             })?;
 
-        let builder = if self.verify {
+        let builder = if self.verify && pin_vhost && self.vhost.is_some() {
+            let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(self.root_store()?),
+                provider.clone(),
+            )
+            .build()
+            .map_err(|e| NetError::TlsConfig {
+                source: Box::new(rustls::Error::General(e.to_string())),
+            })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(VerifyAsName {
+                    inner,
+                    name: self.server_name("")?,
+                }))
+        } else if self.verify {
             builder.with_root_certificates(self.root_store()?)
         } else {
             tracing::warn!(
@@ -358,6 +385,51 @@ fn load_ca_dir(roots: &mut RootCertStore, dir: &Path) -> Result<(), NetError> {
         });
     }
     Ok(())
+}
+
+/// A verifier that checks the server certificate against one fixed name (`tls.vhost`)
+/// instead of the name the connection was opened with; everything else is the webpki
+/// verifier's.
+#[derive(Debug)]
+struct VerifyAsName {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for VerifyAsName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// The verifier behind `tls.verify off`: accepts any certificate and name, but still checks

@@ -3,8 +3,11 @@
 //! acknowledges what was read, as the agent does.
 //!
 //! `cargo run --release -p kubetrail-state --example throughput -- records=200000 batch=1000
-//! size=1536 sync=full dedup=on keys=random|ordered prefill=0 dir=/var/tmp` (every argument
-//! optional).
+//! size=1536 sync=full dedup=on keys=random|ordered prefill=0 payload=letters|audit
+//! dir=/var/tmp` (every argument optional). `payload=audit`: the records are real apiserver
+//! audit lines from the shared fixtures (`$KUBETRAIL_FIXTURES`) in turn, which compress as
+//! records do (`size` is then ignored); `letters`: `size` bytes of a-z over and over. The
+//! bytes the process wrote to storage (`/proc/self/io`) are printed per record.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,7 +91,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok((bytes, started.elapsed()))
     });
 
-    let payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let payloads: Vec<bytes::Bytes> = match get("payload", "letters").as_str() {
+        "audit" => audit_lines()?,
+        _ => vec![
+            (0..size)
+                .map(|i| b'a' + (i % 26) as u8)
+                .collect::<Vec<u8>>()
+                .into(),
+        ],
+    };
+    let payload_bytes: u64 = (0..records)
+        .map(|n| payloads[n as usize % payloads.len()].len() as u64)
+        .sum();
+    let written_before = write_bytes();
     let mut commit_times = Vec::new();
     let mut n = 0u64;
     while n < records {
@@ -110,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }),
                 queues: [q].into(),
                 id: key,
-                data: payload.clone().into(),
+                data: payloads[n as usize % payloads.len()].clone(),
             });
         }
         let acks = acks_rx
@@ -138,21 +153,58 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     commit_times.sort();
     let p = |q: f64| commit_times[((commit_times.len() - 1) as f64 * q) as usize];
     let file_len = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let written = write_bytes().zip(written_before).map(|(a, b)| a - b);
     println!(
-        "{records} records of {size} B, batch {batch}, sync {sync:?}, dedup {dedup} (prefilled {prefill} keys)\n\
+        "{records} records of {} B on average, batch {batch}, sync {sync:?}, dedup {dedup} (prefilled {prefill} keys)\n\
          write: {:.0} records/s ({:.1} MiB/s), commit p50 {:?} p99 {:?} max {:?}\n\
          write+read back: {:.0} records/s ({} bytes read)\n\
+         written to storage: {} bytes per record of payload ({})\n\
          depth left {:?}, db {} MiB, wal {} MiB",
+        payload_bytes / records.max(1),
         records as f64 / write_elapsed.as_secs_f64(),
-        (records * size as u64) as f64 / write_elapsed.as_secs_f64() / (1 << 20) as f64,
+        payload_bytes as f64 / write_elapsed.as_secs_f64() / (1 << 20) as f64,
         p(0.5),
         p(0.99),
         p(1.0),
         records as f64 / read_elapsed.as_secs_f64(),
         bytes,
+        written.map_or("?".into(), |w| format!(
+            "{:.2}",
+            w as f64 / payload_bytes as f64
+        )),
+        written.map_or("/proc/self/io not readable".into(), |w| format!(
+            "{} MiB",
+            w >> 20
+        )),
         store.queue_depth(q),
         file_len(db.clone()) >> 20,
         file_len(dir.path().join("kubetrail.db-wal")) >> 20,
     );
     Ok(())
+}
+
+/// `write_bytes` of `/proc/self/io`: what this process caused to be written to storage.
+fn write_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The real apiserver audit lines of the shared fixtures.
+fn audit_lines() -> Result<Vec<bytes::Bytes>, Box<dyn std::error::Error>> {
+    let dir = PathBuf::from(std::env::var("KUBETRAIL_FIXTURES")?);
+    let mut out = Vec::new();
+    for f in [
+        "audit/kube-apiserver-1.28/audit-sample-200.jsonl",
+        "scenarios/shop/audit.log",
+    ] {
+        let text = std::fs::read(dir.join(f))?;
+        out.extend(
+            text.split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(bytes::Bytes::copy_from_slice),
+        );
+    }
+    Ok(out)
 }

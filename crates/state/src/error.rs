@@ -54,6 +54,23 @@ pub enum StateError {
         mode: String,
     },
 
+    /// The database file is damaged (truncated, overwritten) or is not a state database.
+    #[error(
+        "state database {} is damaged or is not a kubetrail state database ({detail}); kubetrail \
+         cannot run on it. Restore it from a backup, or stop kubetrail and move it aside with \
+         the files beside it whose names start with its name (-wal, -shm, -queues, -reserve) to \
+         start with an empty one: the records queued and not yet delivered and the inputs' \
+         checkpoints are then lost (Events are listed again, audit logs read again as \
+         read_from_head says)",
+        path.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite found.
+        detail: String,
+    },
+
     /// The database was written by a newer kubetrail; opening it could corrupt it.
     #[error(
         "state database {} has schema version {found}, newer than version {supported} that this \
@@ -149,7 +166,27 @@ pub(crate) fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StateErro
     move |source| StateError::Sqlite { op, source }
 }
 
+fn sqlite_full(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
 impl StateError {
+    /// Whether the error means that the file system holding the state has no room left.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StateError::Open { source, .. }
+            | StateError::Migration { source, .. }
+            | StateError::Sqlite { source, .. } => sqlite_full(source),
+            StateError::LockFile { source, .. } | StateError::Thread { source } => {
+                crate::reserve::is_no_space(source)
+            }
+            StateError::Log(crate::segments::LogError::Io { source, .. }) => {
+                crate::reserve::is_no_space(source)
+            }
+            _ => false,
+        }
+    }
+
     /// For a commit error: whether the commit is known to have left nothing behind (it failed
     /// on a check before anything was made durable). When false, the store must be reopened
     /// before the next commit (see [`crate::Store::commit_at`]).

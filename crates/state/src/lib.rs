@@ -37,9 +37,13 @@
 mod batch;
 mod checkpointer;
 mod error;
+/// Public only for the fuzz target of the segment reader (`fuzz/fuzz_targets/segment.rs`).
+#[doc(hidden)]
+pub mod format;
 mod lock;
 mod queue;
 mod reader;
+mod reserve;
 mod schema;
 mod segments;
 mod store;
@@ -48,7 +52,8 @@ pub use batch::{Ack, Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry, Trim}
 pub use error::StateError;
 pub use lock::lock_path;
 pub use queue::{MAX_SEQ, QueueDepth, QueueId, QueueItem};
-pub use reader::Reader;
+pub use reader::{DamagedRecord, Reader};
+pub use reserve::{free_bytes, is_no_space};
 pub use schema::SCHEMA_VERSION;
 pub use segments::{LogError, frame_len};
 pub use store::{Reopen, Store, StoreOptions, SyncMode};

@@ -14,16 +14,17 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::batch::Checkpoint;
 use crate::error::{StateError, sql};
+use crate::format::{self, SegmentFormat};
 use crate::queue::{QueueId, QueueItem};
-use crate::segments::{FRAME_HEADER, Hints, LogError, Segments, parse_header, queue_dir};
+use crate::segments::{Hints, LogError, Segments, queue_dir};
 use crate::store::{connect, open_error, pragma, read_checkpoint};
 
-/// How much of a segment a read fetches at once at most (more when one record is larger).
+/// How much of a segment a read fetches at once at most (more when one unit is larger).
 const READ_BLOCK: usize = 1 << 20;
-/// ... and at least: a read asking for few or small records fetches a smaller block, since
-/// its items keep their block in memory until they are dropped.
+/// ... and at least: a read asking for few or small records fetches a smaller chunk, since
+/// format-1 items keep their chunk in memory until they are dropped.
 const MIN_READ_BLOCK: usize = 64 << 10;
-/// Frame bytes besides the data (header, id) assumed per record when sizing a block.
+/// Frame bytes besides the data (header, id) assumed per record when sizing a chunk.
 const FRAME_OVERHEAD_GUESS: usize = 64;
 
 /// Page cache of a reader, in KiB: readers look up a queue's bounds and checkpoints only
@@ -47,13 +48,61 @@ struct Bounds {
     head_pos: u64,
 }
 
+/// A decompressed block: where it is in the log, its first record's seq and its records'
+/// bytes (which the items read from it share).
+#[derive(Debug)]
+struct Decoded {
+    pos: u64,
+    /// Its length in the log.
+    len: u64,
+    first_seq: u64,
+    count: u64,
+    raw: Bytes,
+}
+
 /// One queue's segments as this reader sees them, and where its last read ended.
 #[derive(Debug)]
 struct QueueLog {
     segments: Segments,
-    /// `(seq, pos)` of the frame after the last one returned.
+    /// `(seq, pos)` of the record after the last one returned and the unit holding it.
     cursor: Option<(u64, u64)>,
+    /// The block the last read stopped inside, so that the next one does not decompress it
+    /// again.
+    decoded: Option<Decoded>,
     buf: Vec<u8>,
+    /// Records of damaged blocks met by reads, until taken.
+    damaged: Vec<DamagedRecord>,
+}
+
+/// A record of a queue segment block whose bytes are damaged (its checksum, or its block's
+/// structure, does not hold): skipped by reads, reported by [`Reader::take_damaged`] so that
+/// it goes to the dead-letter file instead of stopping the queue.
+#[derive(Debug, Clone)]
+pub struct DamagedRecord {
+    pub seq: u64,
+    /// The id as far as it could be read (lossy), empty when the record's bounds are lost.
+    pub id: String,
+    /// The bytes salvaged, possibly wrong; empty when the record's bounds are lost.
+    pub data: Bytes,
+    /// The segment file and the offset in it of the damaged block.
+    pub path: PathBuf,
+    pub offset: u64,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// The bytes read from the log at `pos` on (within one segment), and that segment's format.
+struct Chunk {
+    pos: u64,
+    bytes: Bytes,
+    format: SegmentFormat,
+}
+
+impl Chunk {
+    /// Whether `len` bytes at log position `pos` are in the chunk.
+    fn holds(&self, pos: u64, len: usize) -> bool {
+        pos >= self.pos && (pos - self.pos) as usize + len <= self.bytes.len()
+    }
 }
 
 impl QueueLog {
@@ -61,8 +110,72 @@ impl QueueLog {
         QueueLog {
             segments: Segments::new(dir),
             cursor: None,
+            decoded: None,
             buf: Vec::new(),
+            damaged: Vec::new(),
         }
+    }
+
+    /// A block whose payload fails its checksum: its intact records (their own checksums
+    /// hold) from `from` on go to `items`, the others to `self.damaged`, and the damage is
+    /// logged with the file and offset. Returns the seq after the block.
+    fn salvage(
+        &mut self,
+        h: &format::BlockHeader,
+        payload: &[u8],
+        place: (PathBuf, u64),
+        what: String,
+        from: u64,
+        items: &mut Vec<QueueItem>,
+    ) -> u64 {
+        let (path, offset) = place;
+        let raw = Bytes::from(format::decompress(h, payload).unwrap_or_default());
+        let end = h.first_seq + u64::from(h.count);
+        let mut records = format::records(&raw);
+        let (mut intact, mut lost) = (0u64, 0u64);
+        for n in h.first_seq..end {
+            let record = records.next().and_then(Result::ok);
+            if n < from {
+                continue;
+            }
+            match record {
+                // An empty id with empty data has checksum 0: a run of zero bytes (a zeroed
+                // tail, a misread length) would pass for one, and no real record is empty.
+                Some(r)
+                    if !(r.id.is_empty() && r.data.is_empty())
+                        && r.intact(&raw)
+                        && std::str::from_utf8(&raw[r.id.clone()]).is_ok() =>
+                {
+                    intact += 1;
+                    items.push(QueueItem {
+                        seq: n,
+                        id: String::from_utf8_lossy(&raw[r.id.clone()]).into_owned(),
+                        data: raw.slice(r.data),
+                    });
+                }
+                other => {
+                    lost += 1;
+                    let (id, data) = other.map_or((String::new(), Bytes::new()), |r| {
+                        (
+                            String::from_utf8_lossy(&raw[r.id.clone()]).into_owned(),
+                            raw.slice(r.data),
+                        )
+                    });
+                    self.damaged.push(DamagedRecord {
+                        seq: n,
+                        id,
+                        data,
+                        path: path.clone(),
+                        offset,
+                        what: what.clone(),
+                    });
+                }
+            }
+        }
+        tracing::error!(path = %path.display(), offset, error = %what, records_intact = intact,
+            records_damaged = lost, first_seq = h.first_seq,
+            "a queue segment block is damaged: its intact records are delivered, the damaged ones go to the dead-letter file");
+        end
     }
 
     fn corrupt(&self, what: String) -> LogError {
@@ -72,7 +185,8 @@ impl QueueLog {
         }
     }
 
-    /// Where frame `want` starts: the tail, this reader's cursor, a hint, or a walk.
+    /// Where the unit holding record `want` starts: the tail, this reader's cursor, a hint,
+    /// or a walk.
     fn locate(
         &mut self,
         hints: &Hints,
@@ -91,8 +205,8 @@ impl QueueLog {
         }
         if let Some(pos) = hints.take(q, want)
             && pos >= b.tail_pos
-            && let Some(h) = self.segments.header_at(pos, b.head_pos, &mut self.buf)?
-            && h.seq == want
+            && let Some(u) = self.segments.unit_at(pos, b.head_pos, &mut self.buf)?
+            && u.holds(want)
         {
             return Ok(pos);
         }
@@ -113,9 +227,9 @@ impl QueueLog {
         Ok(pos)
     }
 
-    /// Reads the frames from `want` on, up to `max_records` and `max_bytes` of data (at least
-    /// one frame). The items' data are slices of the blocks read (no copy per record); a
-    /// block is sized for the batch asked for, so a small batch does not hold a large block.
+    /// Reads the records from `want` on, up to `max_records` and `max_bytes` of data (at least
+    /// one record). The items' data are slices of the blocks decompressed (format 2) or of
+    /// the chunks read (format 1): no copy per record.
     fn read(
         &mut self,
         hints: &Hints,
@@ -131,66 +245,165 @@ impl QueueLog {
         let mut seq = want;
         let mut items = Vec::new();
         let mut bytes = 0usize;
-        let block_size = max_bytes
+        let chunk_size = max_bytes
             .saturating_add(max_records.saturating_mul(FRAME_OVERHEAD_GUESS))
             .clamp(MIN_READ_BLOCK, READ_BLOCK);
-        // `block` holds the log from `block_pos` on.
-        let mut block = Bytes::new();
-        let mut block_pos = pos;
-        while seq < b.next_seq && pos < b.head_pos && items.len() < max_records {
-            let mut off = (pos - block_pos) as usize;
-            if off + FRAME_HEADER as usize > block.len() {
-                block = self.read_block(pos, b.head_pos, block_size)?;
-                block_pos = pos;
-                off = 0;
+        let mut chunk = Chunk {
+            pos,
+            bytes: Bytes::new(),
+            format: SegmentFormat::V2,
+        };
+        let full = |items: &Vec<QueueItem>, bytes: usize, data_len: usize| {
+            items.len() >= max_records
+                || (!items.is_empty() && bytes.saturating_add(data_len) > max_bytes)
+        };
+        'units: while seq < b.next_seq && pos < b.head_pos && items.len() < max_records {
+            if let Some(d) = self.decoded.take_if(|d| d.pos == pos) {
+                // The rest of the block the last read stopped inside.
+                let (reached, done) = self.items_of(&d, seq, &mut items, &mut bytes, &full)?;
+                seq = reached;
+                if !done {
+                    self.decoded = Some(d);
+                    break 'units;
+                }
+                pos += d.len;
+                continue;
             }
-            let h = parse_header(&block[off..])
-                .ok_or_else(|| self.corrupt(format!("bad frame header at position {pos}")))?;
-            if h.seq != seq {
+            if !chunk.holds(pos, chunk.format.unit_header_len()) {
+                chunk = self.read_chunk(pos, b.head_pos, chunk_size)?;
+            }
+            let off = (pos - chunk.pos) as usize;
+            let unit = format::parse_unit(chunk.format, &chunk.bytes[off..])
+                .map_err(|e| self.segments.damaged(pos, b.head_pos, e))?;
+            if !unit.holds(seq) || (unit.first_seq != seq && seq != want) {
                 return Err(self.corrupt(format!(
-                    "frame at position {pos} has seq {} instead of {seq}",
-                    h.seq
+                    "the unit at position {pos} holds seqs {}..{}, not {seq}",
+                    unit.first_seq,
+                    unit.end_seq()
                 )));
             }
-            let total = usize::try_from(h.total).unwrap_or(usize::MAX);
-            let data_len = total - FRAME_HEADER as usize - h.id_len as usize;
-            if !items.is_empty() && bytes.saturating_add(data_len) > max_bytes {
-                break;
+            let len = usize::try_from(unit.len).unwrap_or(usize::MAX);
+            if chunk.format == SegmentFormat::V1 {
+                let f = format::parse_v1_frame_header(&chunk.bytes[off..])
+                    .map_err(|e| self.segments.damaged(pos, b.head_pos, e))?;
+                let data_len = len - format::V1_FRAME_HEADER_LEN - f.id_len as usize;
+                if full(&items, bytes, data_len) {
+                    break;
+                }
             }
-            if off + total > block.len() {
-                block = self.read_block(pos, b.head_pos, total.max(block_size))?;
-                block_pos = pos;
-                off = 0;
-                if total > block.len() {
+            if !chunk.holds(pos, len) {
+                chunk = self.read_chunk(pos, b.head_pos, len.max(chunk_size))?;
+                if !chunk.holds(pos, len) {
                     return Err(self.corrupt(format!(
-                        "the frame at position {pos} runs past its segment's committed end"
+                        "the unit at position {pos} runs past its segment's committed end"
                     )));
                 }
             }
-            let id_start = off + FRAME_HEADER as usize;
-            let id_end = id_start + h.id_len as usize;
-            let id = std::str::from_utf8(&block[id_start..id_end])
-                .map_err(|_| self.corrupt(format!("frame {seq} has an id that is not UTF-8")))?
-                .to_owned();
-            items.push(QueueItem {
-                seq,
-                id,
-                data: block.slice(id_end..off + total),
-            });
-            bytes = bytes.saturating_add(data_len);
-            pos += h.total;
-            seq += 1;
+            let off = (pos - chunk.pos) as usize;
+            let unit_bytes = chunk.bytes.slice(off..off + len);
+            match chunk.format {
+                SegmentFormat::V1 => {
+                    let f = format::parse_v1_frame_header(&unit_bytes)
+                        .map_err(|e| self.segments.damaged(pos, b.head_pos, e))?;
+                    let id_end = format::V1_FRAME_HEADER_LEN + f.id_len as usize;
+                    let id = std::str::from_utf8(&unit_bytes[format::V1_FRAME_HEADER_LEN..id_end])
+                        .map_err(|_| {
+                            self.corrupt(format!("record {seq} has an id that is not UTF-8"))
+                        })?
+                        .to_owned();
+                    let data = unit_bytes.slice(id_end..);
+                    bytes = bytes.saturating_add(data.len());
+                    items.push(QueueItem { seq, id, data });
+                    seq += 1;
+                    pos += unit.len;
+                }
+                SegmentFormat::V2 => {
+                    let h = format::parse_block_header(&unit_bytes)
+                        .map_err(|e| self.segments.damaged(pos, b.head_pos, e))?;
+                    let payload = &unit_bytes[format::BLOCK_HEADER_LEN..];
+                    let raw = match format::decode_payload(&h, payload) {
+                        Ok(raw) => raw,
+                        Err(e) => {
+                            // The header holds (its own checksum): the block's length, and so
+                            // where the next one starts, can be trusted.
+                            let place = self.segments.place(pos, b.head_pos);
+                            seq = self.salvage(&h, payload, place, e.to_string(), seq, &mut items);
+                            pos += unit.len;
+                            continue;
+                        }
+                    };
+                    let d = Decoded {
+                        pos,
+                        len: unit.len,
+                        first_seq: h.first_seq,
+                        count: u64::from(h.count),
+                        raw: Bytes::from(raw),
+                    };
+                    let (reached, done) = self.items_of(&d, seq, &mut items, &mut bytes, &full)?;
+                    seq = reached;
+                    if !done {
+                        self.decoded = Some(d);
+                        break 'units;
+                    }
+                    pos += unit.len;
+                }
+            }
         }
         self.cursor = Some((seq, pos));
         hints.put(q, seq, pos);
         Ok(items)
     }
 
-    /// Reads up to `want` bytes of the log from `pos` (within one segment) into a new block.
-    fn read_block(&mut self, pos: u64, head: u64, want: usize) -> Result<Bytes, LogError> {
+    /// Adds the records of block `d` from `seq` on to `items` until `full` says stop. Returns
+    /// the seq reached and whether the block is done.
+    fn items_of(
+        &mut self,
+        d: &Decoded,
+        mut seq: u64,
+        items: &mut Vec<QueueItem>,
+        bytes: &mut usize,
+        full: &impl Fn(&Vec<QueueItem>, usize, usize) -> bool,
+    ) -> Result<(u64, bool), LogError> {
+        let mut n = d.first_seq;
+        for r in format::records(&d.raw) {
+            let r = r.map_err(|e| self.corrupt(format!("block at position {}: {e}", d.pos)))?;
+            if n >= seq {
+                if full(items, *bytes, r.data.len()) {
+                    return Ok((seq, false));
+                }
+                let id = std::str::from_utf8(&d.raw[r.id.clone()])
+                    .map_err(|_| self.corrupt(format!("record {n} has an id that is not UTF-8")))?
+                    .to_owned();
+                *bytes = bytes.saturating_add(r.data.len());
+                items.push(QueueItem {
+                    seq: n,
+                    id,
+                    data: d.raw.slice(r.data),
+                });
+                seq = n + 1;
+            }
+            n += 1;
+        }
+        if n != d.first_seq + d.count {
+            return Err(self.corrupt(format!(
+                "the block at position {} holds {} records, its header says {}",
+                d.pos,
+                n - d.first_seq,
+                d.count
+            )));
+        }
+        Ok((seq, true))
+    }
+
+    /// Reads up to `want` bytes of the log from `pos` (within one segment) into a new chunk.
+    fn read_chunk(&mut self, pos: u64, head: u64, want: usize) -> Result<Chunk, LogError> {
         let mut buf = Vec::new();
-        self.segments.read_block(pos, head, want, &mut buf)?;
-        Ok(Bytes::from(buf))
+        let format = self.segments.read_block(pos, head, want, &mut buf)?;
+        Ok(Chunk {
+            pos,
+            bytes: Bytes::from(buf),
+            format,
+        })
     }
 }
 
@@ -226,6 +439,17 @@ impl Reader {
         })
     }
 
+    /// The damaged records of queue `q` that reads skipped since the last call, in seq order
+    /// (see [`DamagedRecord`]). A read that met a damaged block returns its intact records,
+    /// possibly more than `max_records`, and none when every record after `after_seq` it
+    /// reached was damaged: the caller acknowledges up to the last damaged seq.
+    pub fn take_damaged(&mut self, q: QueueId) -> Vec<DamagedRecord> {
+        self.logs
+            .get_mut(&q)
+            .map(|l| std::mem::take(&mut l.damaged))
+            .unwrap_or_default()
+    }
+
     /// Up to `max_records` items of queue `q` with `seq > after_seq`, in seq order, stopping
     /// before the item that would take the total data size past `max_bytes`. The first item is
     /// always returned if one exists, however big, so a large record cannot stall the queue;
@@ -258,6 +482,7 @@ impl Reader {
                 // The writer removed a segment meanwhile (the output's records were trimmed
                 // by drop_oldest): start again from the current tail.
                 log.cursor = None;
+                log.decoded = None;
                 let Some(bounds) = self.bounds(q)? else {
                     return Ok(Vec::new());
                 };

@@ -75,6 +75,13 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// database from a newer kubetrail. Returns the version found before migrating.
 pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StateError> {
     let open_err = |what| crate::store::open_error(path, what);
+    // A database at this version is only read: opening must not need free space (a full
+    // disk is exactly when a store is opened again after a failed commit).
+    if let Some(found) = stored_version(conn).map_err(open_err("read schema_version"))?
+        && found == SCHEMA_VERSION
+    {
+        return Ok(found);
+    }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(open_err("begin migration transaction"))?;
@@ -124,4 +131,23 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StateEr
     }
     tx.commit().map_err(open_err("commit migration"))?;
     Ok(found)
+}
+
+/// The version recorded in the database, without writing (`None` when there is no `meta`
+/// table yet).
+fn stored_version(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let has_meta: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_meta {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |row| row.get(0),
+    )
+    .optional()
 }

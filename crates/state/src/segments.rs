@@ -1,29 +1,27 @@
-//! Queue payloads on disk: each output queue is an append-only log of frames, split into
-//! segment files of about [`SEGMENT_TARGET`] bytes, under `<database>-queues/q<id>/`. SQLite
-//! keeps only positions (the committed head, the acknowledged tail; see store.rs), so a record
-//! is written once, sequentially, instead of into the WAL and then again into a b-tree page.
+//! Queue payloads on disk: each output queue is an append-only log split into segment files
+//! of about [`SEGMENT_TARGET`] bytes, under `<database>-queues/q<id>/`. SQLite keeps only
+//! positions (the committed head, the acknowledged tail; see store.rs), so a record is written
+//! once, sequentially, instead of into the WAL and then again into a b-tree page.
 //!
 //! A position is a byte offset in the queue's endless log; a segment file is named after the
-//! position of its first byte (`00000000000000123456.seg`) and holds whole frames only. Frame:
+//! position of its first byte (`00000000000000123456.seg`). Segments hold whole units only: a
+//! commit's records go into checksummed, compressed blocks (format 2, after a 16-byte file
+//! header that is not part of the positions), or, in segments written by kubetrail before
+//! format 2, uncompressed frames of one record each. format.rs has the bytes; this module the
+//! files. A segment's format is read from its first bytes, so a queue upgraded from format 1
+//! holds old segments first and new ones after; the writer never appends to an old one.
 //!
-//! ```text
-//! u32 LE  total frame length (header + id + data)
-//! u32 LE  id length
-//! u64 LE  sequence number
-//! id bytes (UTF-8), data bytes
-//! ```
-//!
-//! Crash safety comes from the order of writes in a commit: frames are written past the
+//! Crash safety comes from the order of writes in a commit: blocks are written past the
 //! committed head (and fsynced, in `SyncMode::Full`) before the SQLite transaction that moves
 //! the head commits. Bytes past the committed head are garbage by definition: readers never
 //! look at them, the writer overwrites them, and opening the store cuts them off.
 //!
-//! A segment whose frames are all acknowledged is not deleted but kept as the queue's spare
+//! A segment whose records are all acknowledged is not deleted but kept as the queue's spare
 //! (`spare.seg`, one at most), and the next new segment is that file renamed and overwritten
 //! from its start, as databases recycle their write-ahead log files: writing into pages the
 //! page cache already holds is several times cheaper than growing a new file (the kernel
-//! allocates, zeroes and maps every new page). The old frames past what the new segment
-//! holds are never read: a segment's bytes end where the next segment starts, and the last
+//! allocates, zeroes and maps every new page). The old bytes past what the new segment holds
+//! are never read: a segment's bytes end where the next segment starts, and the last
 //! segment's at the committed head.
 
 use std::fs::{self, File, OpenOptions};
@@ -31,24 +29,24 @@ use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::format::{self, FormatError, SegmentFormat, Unit};
 use crate::queue::QueueId;
 
-/// Bytes of a frame before its id.
-pub(crate) const FRAME_HEADER: u64 = 16;
 /// A commit that finds its queue's current segment at least this long starts a new one.
-/// Segments are deleted whole once every frame in them is acknowledged, so this is also the
+/// Segments are deleted whole once every record in them is acknowledged, so this is also the
 /// disk space a drained queue can keep.
 pub(crate) const SEGMENT_TARGET: u64 = 32 << 20;
-/// How much a reader or a scan reads at once.
+/// How much a walk reads at once.
 const BLOCK: usize = 1 << 20;
 const SEGMENT_EXT: &str = "seg";
 /// The name of a queue's recycled segment (not a segment name: listings ignore it).
 const SPARE: &str = "spare.seg";
 
-/// The bytes a record takes in its queue's log: what queue depths and
-/// `storage.total_limit_size` count.
+/// The most bytes one record can add to its queue's log, which is what admission against
+/// `storage.total_limit_size` counts for records not yet written (a record alone in a block,
+/// stored uncompressed); once written, a queue's size is the bytes its blocks take.
 pub fn frame_len(id_len: usize, data_len: usize) -> u64 {
-    FRAME_HEADER + id_len as u64 + data_len as u64
+    format::BLOCK_HEADER_LEN as u64 + format::record_len(id_len, data_len)
 }
 
 /// The directory holding every queue's segments, beside the database file.
@@ -66,7 +64,7 @@ pub(crate) fn queue_dir(root: &Path, q: QueueId) -> PathBuf {
     root.join(format!("q{}", q.get()))
 }
 
-fn segment_path(dir: &Path, start: u64) -> PathBuf {
+pub(crate) fn segment_path(dir: &Path, start: u64) -> PathBuf {
     dir.join(format!("{start:020}.{SEGMENT_EXT}"))
 }
 
@@ -120,47 +118,10 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// Appends one frame to `out`.
-pub(crate) fn encode_frame(out: &mut Vec<u8>, seq: u64, id: &str, data: &[u8]) {
-    out.extend_from_slice(&frame_header(seq, id, data));
-    out.extend_from_slice(id.as_bytes());
-    out.extend_from_slice(data);
-}
-
-/// The header of the frame holding record `id` with `data` as number `seq`; the id and the
-/// data follow it.
-pub(crate) fn frame_header(seq: u64, id: &str, data: &[u8]) -> [u8; FRAME_HEADER as usize] {
-    let total = frame_len(id.len(), data.len());
-    // A frame over 4 GiB cannot be described; records are bounded far below that by every
-    // source (the largest input line or body is capped at 1 GiB), and the caller checks.
-    let mut h = [0u8; FRAME_HEADER as usize];
-    h[0..4].copy_from_slice(&(total as u32).to_le_bytes());
-    h[4..8].copy_from_slice(&(id.len() as u32).to_le_bytes());
-    h[8..16].copy_from_slice(&seq.to_le_bytes());
-    h
-}
-
-/// The largest record a frame can hold.
-pub(crate) const MAX_FRAME: u64 = u32::MAX as u64;
-
-/// A frame's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Header {
-    pub total: u64,
-    pub id_len: u64,
-    pub seq: u64,
-}
-
-pub(crate) fn parse_header(b: &[u8]) -> Option<Header> {
-    let total = u64::from(u32::from_le_bytes(b.get(0..4)?.try_into().ok()?));
-    let id_len = u64::from(u32::from_le_bytes(b.get(4..8)?.try_into().ok()?));
-    let seq = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
-    (total >= FRAME_HEADER + id_len).then_some(Header { total, id_len, seq })
-}
-
 /// Why a queue's log could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The operating system refused a read, a write or an fsync.
     #[error("queue log {}: {what}", path.display())]
     Io {
         path: PathBuf,
@@ -168,17 +129,60 @@ pub enum LogError {
         #[source]
         source: io::Error,
     },
+    /// The log does not match the database (a missing segment, records out of place).
     #[error("queue log {}: {what}", dir.display())]
     Corrupt { dir: PathBuf, what: String },
+    /// Bytes of a segment file are damaged: `offset` is where in the file.
+    #[error("queue segment {} is damaged at byte {offset}: {what}", path.display())]
+    Damaged {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
 }
 
-/// Read access to one queue's segments, for readers and for the writer's scans. Keeps the
+/// Opens a segment file and reads its format from its first bytes.
+fn open_segment(path: &Path, write: bool) -> Result<(File, SegmentFormat), LogError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(|source| LogError::Io {
+            path: path.to_path_buf(),
+            what: "open segment",
+            source,
+        })?;
+    let mut head = [0u8; format::FILE_HEADER_LEN as usize];
+    let mut got = 0;
+    while got < head.len() {
+        match f.read_at(&mut head[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(LogError::Io {
+                    path: path.to_path_buf(),
+                    what: "read segment header",
+                    source,
+                });
+            }
+        }
+    }
+    let fmt = format::parse_file_header(&head[..got]).map_err(|e| LogError::Damaged {
+        path: path.to_path_buf(),
+        offset: 0,
+        what: e.to_string(),
+    })?;
+    Ok((f, fmt))
+}
+
+/// Read access to one queue's segments, for readers and for the writer's walks. Keeps the
 /// last segment it opened.
 #[derive(Debug)]
 pub(crate) struct Segments {
     dir: PathBuf,
     starts: Vec<u64>,
-    open: Option<(u64, File)>,
+    open: Option<(u64, File, SegmentFormat)>,
 }
 
 impl Segments {
@@ -198,7 +202,7 @@ impl Segments {
     pub fn set_starts(&mut self, starts: &[u64]) {
         self.starts.clear();
         self.starts.extend_from_slice(starts);
-        if let Some((s, _)) = &self.open
+        if let Some((s, _, _)) = &self.open
             && !self.starts.contains(s)
         {
             self.open = None;
@@ -230,31 +234,47 @@ impl Segments {
         Ok((start, end))
     }
 
-    fn file(&mut self, start: u64) -> Result<&File, LogError> {
-        if self.open.as_ref().is_none_or(|(s, _)| *s != start) {
-            let path = segment_path(&self.dir, start);
-            let f = File::open(&path).map_err(|source| LogError::Io {
-                path,
-                what: "open segment",
-                source,
-            })?;
-            self.open = Some((start, f));
+    fn file(&mut self, start: u64) -> Result<(&File, SegmentFormat), LogError> {
+        if self.open.as_ref().is_none_or(|(s, _, _)| *s != start) {
+            let (f, fmt) = open_segment(&segment_path(&self.dir, start), false)?;
+            self.open = Some((start, f, fmt));
         }
         match &self.open {
-            Some((_, f)) => Ok(f),
+            Some((_, f, fmt)) => Ok((f, *fmt)),
             None => unreachable!("opened above"),
         }
     }
 
+    /// Where position `pos` is: its segment file and the byte offset in it.
+    pub fn place(&mut self, pos: u64, head: u64) -> (PathBuf, u64) {
+        match self.locate(pos, head) {
+            Ok((start, _)) => {
+                let header = self.file(start).map_or(0, |(_, fmt)| fmt.header_len());
+                (segment_path(&self.dir, start), pos - start + header)
+            }
+            Err(_) => (self.dir.clone(), pos),
+        }
+    }
+
+    /// A [`LogError::Damaged`] for the bytes at log position `pos`.
+    pub fn damaged(&mut self, pos: u64, head: u64, e: FormatError) -> LogError {
+        let (path, offset) = self.place(pos, head);
+        LogError::Damaged {
+            path,
+            offset,
+            what: e.to_string(),
+        }
+    }
+
     /// Reads up to `want` bytes at `pos` (never past the segment's committed end) into `buf`,
-    /// replacing its contents. Returns the number of bytes read.
+    /// replacing its contents. Returns the segment's format.
     pub fn read_block(
         &mut self,
         pos: u64,
         head: u64,
         want: usize,
         buf: &mut Vec<u8>,
-    ) -> Result<usize, LogError> {
+    ) -> Result<SegmentFormat, LogError> {
         let (start, end) = self.locate(pos, head)?;
         let n = usize::try_from(end.saturating_sub(pos))
             .unwrap_or(usize::MAX)
@@ -262,19 +282,20 @@ impl Segments {
         buf.clear();
         buf.resize(n, 0);
         let dir = self.dir.clone();
-        let f = self.file(start)?;
-        f.read_exact_at(buf, pos - start)
+        let (f, fmt) = self.file(start)?;
+        f.read_exact_at(buf, pos - start + fmt.header_len())
             .map_err(|source| LogError::Io {
                 path: segment_path(&dir, start),
                 what: "read segment",
                 source,
             })?;
-        Ok(n)
+        Ok(fmt)
     }
 
-    /// Walks frames from `(seq, pos)` (a frame boundary) until the frame numbered `target`
-    /// or `head`; calls `each(header)` for every frame passed over and stops early when it
-    /// returns false. Returns the `(seq, pos)` reached.
+    /// Walks the log's units from `(seq, pos)` (`pos` starts the unit holding `seq`) until
+    /// the unit holding record `target`, or `head`; calls `each(unit)` for every unit passed
+    /// over and stops before a unit for which it returns false. Returns the `(seq, pos)`
+    /// reached: `(target, start of its unit)` when found.
     pub fn walk(
         &mut self,
         mut seq: u64,
@@ -282,63 +303,74 @@ impl Segments {
         target: u64,
         head: u64,
         buf: &mut Vec<u8>,
-        mut each: impl FnMut(&Header) -> bool,
+        mut each: impl FnMut(&Unit) -> bool,
     ) -> Result<(u64, u64), LogError> {
         let mut block_pos = pos;
+        let mut fmt = SegmentFormat::V2;
+        let mut first = true;
         buf.clear();
         while seq < target && pos < head {
             let off = (pos - block_pos) as usize;
-            if off + FRAME_HEADER as usize > buf.len() {
-                self.read_block(pos, head, BLOCK, buf)?;
+            if off + fmt.unit_header_len() > buf.len() {
+                fmt = self.read_block(pos, head, BLOCK, buf)?;
                 block_pos = pos;
-                continue_if_short(buf, &self.dir, pos)?;
+                if buf.len() < fmt.unit_header_len() {
+                    return Err(self.damaged(
+                        pos,
+                        head,
+                        FormatError::Short {
+                            need: fmt.unit_header_len() as u64,
+                            have: buf.len() as u64,
+                        },
+                    ));
+                }
+                continue;
             }
-            let off = (pos - block_pos) as usize;
-            let h = parse_header(&buf[off..]).ok_or_else(|| LogError::Corrupt {
-                dir: self.dir.clone(),
-                what: format!("bad frame header at position {pos}"),
-            })?;
-            if h.seq != seq {
+            let u = match format::parse_unit(fmt, &buf[off..]) {
+                Ok(u) => u,
+                Err(e) => return Err(self.damaged(pos, head, e)),
+            };
+            let in_place = if first {
+                u.holds(seq)
+            } else {
+                u.first_seq == seq
+            };
+            if !in_place {
                 return Err(LogError::Corrupt {
                     dir: self.dir.clone(),
-                    what: format!("frame at position {pos} has seq {} instead of {seq}", h.seq),
+                    what: format!(
+                        "the unit at position {pos} holds seqs {}..{}, not {seq}",
+                        u.first_seq,
+                        u.end_seq()
+                    ),
                 });
             }
-            if !each(&h) {
+            if u.holds(target) {
+                return Ok((target, pos));
+            }
+            if !each(&u) {
                 break;
             }
-            pos += h.total;
-            seq += 1;
+            first = false;
+            pos += u.len;
+            seq = u.end_seq();
         }
         Ok((seq, pos))
     }
 
-    /// Reads the header of the frame at `pos`, if it is before `head`.
-    pub fn header_at(
+    /// Reads the header of the unit at `pos`, if it is before `head`.
+    pub fn unit_at(
         &mut self,
         pos: u64,
         head: u64,
         buf: &mut Vec<u8>,
-    ) -> Result<Option<Header>, LogError> {
+    ) -> Result<Option<Unit>, LogError> {
         if pos >= head {
             return Ok(None);
         }
-        let n = self.read_block(pos, head, FRAME_HEADER as usize, buf)?;
-        if n < FRAME_HEADER as usize {
-            return Ok(None);
-        }
-        Ok(parse_header(buf))
+        let fmt = self.read_block(pos, head, format::BLOCK_HEADER_LEN, buf)?;
+        Ok(format::parse_unit(fmt, buf).ok())
     }
-}
-
-fn continue_if_short(buf: &[u8], dir: &Path, pos: u64) -> Result<(), LogError> {
-    if buf.len() < FRAME_HEADER as usize {
-        return Err(LogError::Corrupt {
-            dir: dir.to_path_buf(),
-            what: format!("segment ends inside the frame header at position {pos}"),
-        });
-    }
-    Ok(())
 }
 
 /// The writer's side of one queue's log: the segment being appended to.
@@ -347,8 +379,8 @@ pub(crate) struct Appender {
     dir: PathBuf,
     /// Existing segments (the writer is the only one adding or removing them).
     starts: Vec<u64>,
-    /// The last segment, open for writing.
-    current: Option<(u64, File)>,
+    /// The last segment, open for writing, and its format.
+    current: Option<(u64, File, SegmentFormat)>,
     /// Whether this commit created the current segment (its directory entry needs an fsync).
     created: bool,
     /// Whether this commit wrote anything.
@@ -361,8 +393,8 @@ pub(crate) struct Appender {
 
 impl Appender {
     /// Opens a queue's log for appending at `head`, after a restart or creation: creates the
-    /// directory, removes segments wholly before `tail` or starting after `head`, and cuts
-    /// the last one back to `head` (bytes past it were never committed).
+    /// directory, removes segments wholly before `tail` or starting at or after `head`, and
+    /// cuts the last one back to `head` (bytes past it were never committed).
     pub fn open(dir: PathBuf, tail: u64, head: u64, target: u64) -> Result<Appender, LogError> {
         let io_err = |path: &Path, what: &'static str| {
             let path = path.to_path_buf();
@@ -371,9 +403,9 @@ impl Appender {
         fs::create_dir_all(&dir).map_err(io_err(&dir, "create queue directory"))?;
         let mut starts = list_segments(&dir).map_err(io_err(&dir, "list segments"))?;
         let mut removed = false;
-        // Segments that start past the head hold only uncommitted bytes.
+        // Segments that start at or past the head hold only uncommitted bytes.
         while let Some(&last) = starts.last() {
-            if last > head || (last == head && starts.len() > 1) {
+            if last >= head {
                 let p = segment_path(&dir, last);
                 fs::remove_file(&p).map_err(io_err(&p, "remove uncommitted segment"))?;
                 starts.pop();
@@ -403,12 +435,8 @@ impl Appender {
         let mut current = None;
         if let Some(&last) = starts.last() {
             let p = segment_path(&dir, last);
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&p)
-                .map_err(io_err(&p, "open segment"))?;
-            let committed = head.saturating_sub(last);
+            let (f, fmt) = open_segment(&p, true)?;
+            let committed = head - last + fmt.header_len();
             let len = f.metadata().map_err(io_err(&p, "stat segment"))?.len();
             if len < committed {
                 return Err(LogError::Corrupt {
@@ -423,7 +451,7 @@ impl Appender {
                 f.set_len(committed)
                     .map_err(io_err(&p, "cut uncommitted bytes"))?;
             }
-            current = Some((last, f));
+            current = Some((last, f, fmt));
         }
         let spare = dir.join(SPARE).is_file();
         Ok(Appender {
@@ -437,20 +465,22 @@ impl Appender {
         })
     }
 
-    /// Starts this commit's appends at `head`: a new segment if there is none yet or the
-    /// current one reached its target size.
+    /// Starts this commit's appends at `head`: a new segment if there is none yet, the current
+    /// one reached its target size, or it is of format 1 (read, never appended to).
     pub fn begin(&mut self, head: u64) -> Result<(), LogError> {
         self.dirty = false;
         self.created = false;
         let roll = match &self.current {
             None => true,
-            Some((start, _)) => head.saturating_sub(*start) >= self.target,
+            Some((start, _, fmt)) => {
+                *fmt != SegmentFormat::V2 || head.saturating_sub(*start) >= self.target
+            }
         };
         if roll {
             let p = segment_path(&self.dir, head);
             // The spare, renamed, keeps its old bytes: they are past the head until
             // overwritten. (A crash before the head moves leaves a segment starting at the
-            // committed head, which opening the store cuts back to nothing.)
+            // committed head, which opening the store removes.)
             let reuse = std::mem::take(&mut self.spare)
                 && match fs::rename(self.dir.join(SPARE), &p) {
                     Ok(()) => true,
@@ -459,65 +489,61 @@ impl Appender {
                         false
                     }
                 };
+            let io_err = |what| {
+                let path = p.clone();
+                move |source| LogError::Io { path, what, source }
+            };
             let f = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(!reuse)
                 .open(&p)
-                .map_err(|source| LogError::Io {
-                    path: p.clone(),
-                    what: "create segment",
-                    source,
-                })?;
+                .map_err(io_err("create segment"))?;
             if self.starts.last() != Some(&head) {
                 self.starts.push(head);
             }
-            self.current = Some((head, f));
+            // In the list before the header is written: a failed commit's rollback or the
+            // next open removes it.
+            self.current = Some((head, f, SegmentFormat::V2));
             self.created = true;
+            self.dirty = true;
+            if let Some((_, f, _)) = &self.current {
+                f.write_all_at(&format::file_header(), 0)
+                    .map_err(io_err("write segment header"))?;
+            }
         }
         Ok(())
     }
 
-    /// Writes `bytes` (whole frames) at log position `pos`, inside the current segment.
-    pub fn write_at(&mut self, pos: u64, bytes: &[u8]) -> Result<(), LogError> {
-        let Some((start, f)) = &self.current else {
-            return Err(LogError::Corrupt {
-                dir: self.dir.clone(),
-                what: "append without a segment".into(),
-            });
-        };
-        f.write_all_at(bytes, pos - start)
-            .map_err(|source| LogError::Io {
-                path: segment_path(&self.dir, *start),
-                what: "write segment",
-                source,
-            })?;
-        self.dirty = true;
-        Ok(())
-    }
-
-    /// Writes the frames in `slices` (headers, ids and data, in order) at log position
-    /// `pos`, inside the current segment, with vectored writes: the records go from the
-    /// batch to the file without being copied into one buffer first.
+    /// Writes the blocks in `slices` (headers and payloads, in order) at log position `pos`,
+    /// inside the current segment, with vectored writes: stored payloads go from the batch to
+    /// the file without being copied into one buffer first.
     pub fn write_vectored_at(
         &mut self,
         pos: u64,
         mut slices: &mut [IoSlice<'_>],
     ) -> Result<(), LogError> {
-        let Some((start, f)) = &self.current else {
+        let Some((start, f, fmt)) = &self.current else {
             return Err(LogError::Corrupt {
                 dir: self.dir.clone(),
                 what: "append without a segment".into(),
             });
         };
+        if *fmt != SegmentFormat::V2 || pos < *start {
+            return Err(LogError::Corrupt {
+                dir: self.dir.clone(),
+                what: format!("append at position {pos} outside the current segment"),
+            });
+        }
         let io_err = |source| LogError::Io {
             path: segment_path(&self.dir, *start),
             what: "write segment",
             source,
         };
+        let offset = pos - start + fmt.header_len();
         let mut file = f;
-        file.seek(SeekFrom::Start(pos - start)).map_err(io_err)?;
+        file.seek(SeekFrom::Start(offset)).map_err(io_err)?;
         let mut written = 0u64;
         while !slices.is_empty() {
             match file.write_vectored(slices) {
@@ -530,14 +556,14 @@ impl Appender {
                 Err(e) => return Err(io_err(e)),
             }
         }
-        start_writeback(f, pos - start, written);
+        start_writeback(f, offset, written);
         self.dirty = true;
         Ok(())
     }
 
     /// Makes this commit's appends durable (data, and the new segment's directory entry).
     pub fn sync(&mut self) -> Result<(), LogError> {
-        if let Some((start, f)) = &self.current
+        if let Some((start, f, _)) = &self.current
             && self.dirty
         {
             f.sync_data().map_err(|source| LogError::Io {
@@ -556,17 +582,30 @@ impl Appender {
         Ok(())
     }
 
-    /// After a failed commit: cuts the current segment back to the committed `head`.
+    /// After a failed commit: cuts the current segment back to the committed `head`, or
+    /// removes it when this commit made it (its header may be incomplete).
     pub fn rollback(&mut self, head: u64) {
-        if let Some((start, f)) = &self.current
-            && head >= *start
-        {
-            let _ = f.set_len(head - start);
-        }
         self.dirty = false;
+        let Some((start, f, fmt)) = &self.current else {
+            return;
+        };
+        if *start < head {
+            let _ = f.set_len(head - start + fmt.header_len());
+            return;
+        }
+        let p = segment_path(&self.dir, *start);
+        self.current = None;
+        if self.starts.last() == Some(&head) {
+            self.starts.pop();
+        }
+        if let Err(e) = fs::remove_file(&p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "cannot remove a segment of a failed commit; the next start will");
+        }
     }
 
-    /// Releases the segments whose every frame is before `tail` (all acknowledged or
+    /// Releases the segments whose every unit is before `tail` (all acknowledged or
     /// trimmed): the first becomes the spare when `recycle` allows and there is none yet (and
     /// it is not outsized), the others are deleted. `recycle` must be false when a reader may
     /// still be inside them (a trim moved the tail past an output's reads): an open file that
@@ -594,6 +633,38 @@ impl Appender {
         }
     }
 
+    /// For a full disk: deletes the spare segment and, when the queue is drained (`tail` is
+    /// `head`), every segment (the next commit starts a new one at the head).
+    pub fn give_back(&mut self, tail: u64, head: u64) {
+        if self.spare {
+            match fs::remove_file(self.dir.join(SPARE)) {
+                Ok(()) => self.spare = false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.spare = false,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot delete the spare queue segment")
+                }
+            }
+        }
+        if tail < head || self.starts.is_empty() {
+            return;
+        }
+        self.current = None;
+        while let Some(start) = self.starts.pop() {
+            let p = segment_path(&self.dir, start);
+            if let Err(e) = fs::remove_file(&p)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a drained queue segment");
+                // Still listed, so that the next open removes it.
+                self.starts.push(start);
+                break;
+            }
+        }
+        if let Err(e) = sync_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot fsync the queue directory");
+        }
+    }
+
     /// The start positions of the queue's segments.
     pub fn starts(&self) -> &[u64] {
         &self.starts
@@ -609,26 +680,17 @@ impl Appender {
 mod tests {
     use super::*;
 
-    #[test]
-    fn frames_round_trip_and_bad_headers_are_refused() {
-        let mut buf = Vec::new();
-        encode_frame(&mut buf, 7, "id-1", b"payload");
-        assert_eq!(buf.len() as u64, frame_len(4, 7));
-        let h = parse_header(&buf).expect("header");
-        assert_eq!(
-            h,
-            Header {
-                total: frame_len(4, 7),
-                id_len: 4,
-                seq: 7
-            }
-        );
-        assert_eq!(&buf[16..20], b"id-1");
-        // A total shorter than header + id is refused.
-        let mut bad = buf.clone();
-        bad[0..4].copy_from_slice(&10u32.to_le_bytes());
-        assert_eq!(parse_header(&bad), None);
-        assert_eq!(parse_header(&buf[..8]), None);
+    /// A block of records `(seq, id, data)` as the writer makes it.
+    pub(crate) fn block(first_seq: u64, recs: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for (id, data) in recs {
+            format::push_record(&mut raw, id.as_bytes(), data);
+        }
+        let mut out = Vec::new();
+        let (h, payload) = format::seal_block(first_seq, recs.len() as u32, &raw, &mut out);
+        let mut b = h.encode().to_vec();
+        b.extend_from_slice(payload);
+        b
     }
 
     #[test]
@@ -651,37 +713,79 @@ mod tests {
         let qdir = dir.path().join("q1");
         let mut a = Appender::open(qdir.clone(), 0, 0, SEGMENT_TARGET).expect("open");
         a.begin(0).expect("begin");
-        let mut frames = Vec::new();
-        encode_frame(&mut frames, 1, "a", b"xxxx");
-        encode_frame(&mut frames, 2, "b", b"yyyy");
-        a.write_at(0, &frames).expect("write");
+        let b1 = block(1, &[("a", b"xxxx"), ("b", b"yyyy")]);
+        let b2 = block(3, &[("c", b"zzzz")]);
+        a.write_vectored_at(0, &mut [IoSlice::new(&b1), IoSlice::new(&b2)])
+            .expect("write");
         a.sync().expect("sync");
-        let head = frames.len() as u64;
+        let head = (b1.len() + b2.len()) as u64;
         // Garbage past the head (an uncommitted append), and a segment past it.
-        a.write_at(head, b"garbage").expect("write");
+        a.write_vectored_at(head, &mut [IoSlice::new(b"garbage")])
+            .expect("write");
         File::create(segment_path(&qdir, head + 100)).expect("create");
         drop(a);
         let a = Appender::open(qdir.clone(), 0, head, SEGMENT_TARGET).expect("reopen");
         assert_eq!(a.segment_count(), 1);
         let len = fs::metadata(segment_path(&qdir, 0)).expect("stat").len();
-        assert_eq!(len, head);
+        assert_eq!(len, head + format::FILE_HEADER_LEN);
 
         let mut s = Segments::new(qdir.clone());
         s.refresh().expect("refresh");
         let mut buf = Vec::new();
         let mut seen = Vec::new();
         let end = s
-            .walk(1, 0, u64::MAX, head, &mut buf, |h| {
-                seen.push(h.seq);
+            .walk(1, 0, u64::MAX, head, &mut buf, |u| {
+                seen.push((u.first_seq, u.count));
                 true
             })
             .expect("walk");
-        assert_eq!(seen, [1, 2]);
-        assert_eq!(end, (3, head));
+        assert_eq!(seen, [(1, 2), (3, 1)]);
+        assert_eq!(end, (4, head));
+        // Seq 2 is inside the first block: the walk stops at that block's start.
+        assert_eq!(
+            s.walk(1, 0, 2, head, &mut buf, |_| true).expect("walk"),
+            (2, 0)
+        );
+        assert_eq!(
+            s.walk(1, 0, 3, head, &mut buf, |_| true).expect("walk"),
+            (3, b1.len() as u64)
+        );
         // Records committed but without a segment file: refused, not silently skipped.
         fs::remove_file(segment_path(&qdir, 0)).expect("rm");
         let err = Appender::open(qdir, 0, head, SEGMENT_TARGET).expect_err("missing segment");
         assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_block_header_is_reported_with_its_file_and_offset() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let qdir = dir.path().join("q1");
+        let mut a = Appender::open(qdir.clone(), 0, 0, SEGMENT_TARGET).expect("open");
+        a.begin(0).expect("begin");
+        let b1 = block(1, &[("a", b"xxxx")]);
+        let b2 = block(2, &[("b", b"yyyy")]);
+        a.write_vectored_at(0, &mut [IoSlice::new(&b1), IoSlice::new(&b2)])
+            .expect("write");
+        let head = (b1.len() + b2.len()) as u64;
+        let path = segment_path(&qdir, 0);
+        let mut bytes = fs::read(&path).expect("read");
+        let at = format::FILE_HEADER_LEN as usize + b1.len() + 9;
+        bytes[at] ^= 1;
+        fs::write(&path, &bytes).expect("write");
+        let mut s = Segments::new(qdir);
+        s.refresh().expect("refresh");
+        let err = s
+            .walk(1, 0, u64::MAX, head, &mut Vec::new(), |_| true)
+            .expect_err("damaged");
+        match err {
+            LogError::Damaged {
+                path: p, offset, ..
+            } => {
+                assert_eq!(p, path);
+                assert_eq!(offset, format::FILE_HEADER_LEN + b1.len() as u64);
+            }
+            other => panic!("{other}"),
+        }
     }
 }
 

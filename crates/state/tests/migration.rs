@@ -89,15 +89,15 @@ fn a_database_from_a_newer_kubetrail_is_refused() {
 }
 
 #[test]
-fn a_foreign_file_is_an_open_error() {
+fn a_foreign_file_is_refused_as_damaged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("kubetrail.db");
     std::fs::write(&db, b"this is not a database, just text long enough ......").expect("write");
     match Store::open(&db, &options()) {
-        Err(err @ StateError::Open { .. }) => {
+        Err(err @ StateError::Damaged { .. }) => {
             assert!(err.to_string().contains("kubetrail.db"), "{err}");
         }
-        other => panic!("expected Open error, got {other:?}"),
+        other => panic!("expected Damaged error, got {other:?}"),
     }
 }
 

@@ -9,7 +9,7 @@
 
 mod tls;
 pub mod values;
-mod yaml;
+pub mod yaml;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -105,6 +105,9 @@ struct Entry {
     written_key: String,
     line: usize,
     value: Value,
+    /// The file the entry was written in, when it is not the section's (a Fluent Bit
+    /// `[SERVICE]` can gather keys from several included files).
+    file: Option<Arc<Path>>,
 }
 
 /// One component's settings (or the `service` section).
@@ -113,6 +116,9 @@ pub struct Section {
     kind: SectionKind,
     index: usize,
     name: String,
+    /// How labels name the component when it was written under another name (a Fluent Bit
+    /// plugin read as a kubetrail component: `tail, read as audit_file`).
+    display: Option<String>,
     line: usize,
     file: Arc<Path>,
     entries: BTreeMap<String, Entry>,
@@ -132,6 +138,7 @@ impl Section {
                     written_key: k.to_string(),
                     line: 0,
                     value: Value::Scalar(Some(v.to_string())),
+                    file: None,
                 },
             );
         }
@@ -139,6 +146,7 @@ impl Section {
             kind,
             index: 0,
             name: name.to_string(),
+            display: None,
             line: 0,
             file: Arc::from(Path::new("<built-in>")),
             entries,
@@ -155,8 +163,71 @@ impl Section {
                 written_key: key.to_string(),
                 line: 0,
                 value: Value::List(items),
+                file: None,
             },
         );
+    }
+
+    /// An empty section, for readers of other formats (Fluent Bit's), which then add the
+    /// settings with [`Section::insert`]. `env` holds the variables `${VAR}` expands from
+    /// before the process environment.
+    pub fn new(
+        kind: SectionKind,
+        index: usize,
+        name: &str,
+        file: Arc<Path>,
+        line: usize,
+        env: Arc<BTreeMap<String, String>>,
+    ) -> Section {
+        Section {
+            kind,
+            index,
+            name: name.to_ascii_lowercase(),
+            display: None,
+            line,
+            file,
+            entries: BTreeMap::new(),
+            asked: ["name".to_string()].into(),
+            env,
+        }
+    }
+
+    /// Adds a setting written at `line` of `file` (the section's file when `None`). Keys are
+    /// case-insensitive; a key given twice is an error pointing at the second.
+    pub fn insert(
+        &mut self,
+        key: &str,
+        value: Value,
+        file: Option<Arc<Path>>,
+        line: usize,
+    ) -> Result<(), ConfigError> {
+        let lower = key.to_ascii_lowercase();
+        if self.entries.contains_key(&lower) {
+            return Err(ConfigError::Setting(Box::new(SettingError {
+                file: file.unwrap_or_else(|| self.file.clone()),
+                component: self.label(),
+                key: Some(key.to_string()),
+                line: (line > 0).then_some(line),
+                message: "is given twice".into(),
+                suggestion: None,
+            })));
+        }
+        self.entries.insert(
+            lower,
+            Entry {
+                written_key: key.to_string(),
+                line,
+                value,
+                file,
+            },
+        );
+        Ok(())
+    }
+
+    /// Names the component in messages as written (`tail, read as audit_file`) when it was
+    /// configured under another name than the one it runs as.
+    pub fn set_display_name(&mut self, display: impl Into<String>) {
+        self.display = Some(display.into());
     }
 
     pub fn kind(&self) -> SectionKind {
@@ -177,7 +248,12 @@ impl Section {
     pub fn label(&self) -> String {
         match self.kind {
             SectionKind::Service => "service".to_string(),
-            k => format!("{}[{}] ({})", k.list_name(), self.index, self.name),
+            k => format!(
+                "{}[{}] ({})",
+                k.list_name(),
+                self.index,
+                self.display.as_deref().unwrap_or(&self.name)
+            ),
         }
     }
 
@@ -190,7 +266,7 @@ impl Section {
     pub fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
         let line = self.line_of(key);
         ConfigError::Setting(Box::new(SettingError {
-            file: self.file.clone(),
+            file: self.file_of(key),
             component: self.label(),
             key: Some(key.to_string()),
             line,
@@ -211,48 +287,46 @@ impl Section {
         }))
     }
 
+    /// The file `key` was written in.
+    fn file_of(&self, key: &str) -> Arc<Path> {
+        self.entries
+            .get(&key.to_ascii_lowercase())
+            .and_then(|e| e.file.clone())
+            .unwrap_or_else(|| self.file.clone())
+    }
+
     fn line_of(&self, key: &str) -> Option<usize> {
-        let lower = key.to_ascii_lowercase();
-        if let Some(e) = self.entries.get(&lower) {
-            return (e.line > 0).then_some(e.line);
+        self.find(&key.to_ascii_lowercase())
+            .map(|(line, _)| line)
+            .filter(|l| *l > 0)
+    }
+
+    /// The line and value of a lowercase dotted key, written whole or as nested maps split
+    /// at any of its dots, at any depth (`ui.tls.crt_file` finds `ui: {tls: {crt_file: ..}}`).
+    fn find(&self, lower: &str) -> Option<(usize, &Value)> {
+        if let Some(e) = self.entries.get(lower) {
+            return Some((e.line, &e.value));
         }
-        let (head, tail) = lower.split_once('.')?;
-        match &self.entries.get(head)?.value {
-            Value::Map(m) => m
-                .iter()
-                .find(|(k, _, _)| k.eq_ignore_ascii_case(tail))
-                .map(|(_, l, _)| *l)
-                .filter(|l| *l > 0),
-            _ => None,
-        }
+        lower
+            .match_indices('.')
+            .find_map(|(i, _)| match &self.entries.get(&lower[..i])?.value {
+                Value::Map(m) => find_nested(m, &lower[i + 1..]),
+                _ => None,
+            })
     }
 
     /// The raw value of `key` (dotted keys also look inside nested maps: `tls.verify` finds
-    /// `tls: {verify: ..}`), and marks the key as known.
+    /// `tls: {verify: ..}`, at any depth), and marks the key as known.
     pub fn get_value(&mut self, key: &str) -> Option<Value> {
         let lower = key.to_ascii_lowercase();
-        self.asked.insert(lower.clone());
-        if let Some(e) = self.entries.get(&lower) {
-            return Some(e.value.clone());
-        }
-        let (head, tail) = lower.split_once('.')?;
-        match &self.entries.get(head)?.value {
-            Value::Map(m) => m
-                .iter()
-                .find(|(k, _, _)| k.eq_ignore_ascii_case(tail))
-                .map(|(_, _, v)| v.clone()),
-            _ => None,
-        }
+        let found = self.find(&lower).map(|(_, v)| v.clone());
+        self.asked.insert(lower);
+        found
     }
 
     /// Whether `key` was written (does not mark it as known).
     pub fn has(&self, key: &str) -> bool {
-        let lower = key.to_ascii_lowercase();
-        self.entries.contains_key(&lower)
-            || lower.split_once('.').is_some_and(|(h, t)| {
-                matches!(self.entries.get(h).map(|e| &e.value),
-                    Some(Value::Map(m)) if m.iter().any(|(k, _, _)| k.eq_ignore_ascii_case(t)))
-            })
+        self.find(&key.to_ascii_lowercase()).is_some()
     }
 
     /// A single string value, `${VAR}` expanded. A YAML null reads as an empty string.
@@ -379,26 +453,55 @@ impl Section {
             if self.asked.contains(lower) {
                 continue;
             }
-            if let Value::Map(m) = &entry.value {
-                let prefix = format!("{lower}.");
-                if self.asked.iter().any(|a| a.starts_with(&prefix)) {
-                    for (k, line, _) in m {
-                        let full = format!("{prefix}{}", k.to_ascii_lowercase());
-                        if !self.asked.contains(&full) {
-                            return Err(self.unknown(&format!("{}.{k}", entry.written_key), *line));
-                        }
-                    }
-                    continue;
+            if let Value::Map(m) = &entry.value
+                && self.asked_under(lower)
+            {
+                if let Some((key, line)) = self.unasked_in(m, lower, &entry.written_key) {
+                    return Err(self.unknown(&key, entry, line));
                 }
+                continue;
             }
-            return Err(self.unknown(&entry.written_key, entry.line));
+            return Err(self.unknown(&entry.written_key, entry, entry.line));
         }
         Ok(())
     }
 
-    fn unknown(&self, key: &str, line: usize) -> ConfigError {
+    /// Whether some key under `prefix.` was asked for.
+    fn asked_under(&self, prefix: &str) -> bool {
+        let p = format!("{prefix}.");
+        self.asked.iter().any(|a| a.starts_with(&p))
+    }
+
+    /// The first key inside a nested map (at any depth) that no option asked for: its name
+    /// as written, with the map's, and its line.
+    fn unasked_in(
+        &self,
+        m: &[(String, usize, Value)],
+        lower: &str,
+        written: &str,
+    ) -> Option<(String, usize)> {
+        for (k, line, v) in m {
+            let full = format!("{lower}.{}", k.to_ascii_lowercase());
+            let shown = format!("{written}.{k}");
+            if self.asked.contains(&full) {
+                continue;
+            }
+            if let Value::Map(inner) = v
+                && self.asked_under(&full)
+            {
+                if let Some(found) = self.unasked_in(inner, &full, &shown) {
+                    return Some(found);
+                }
+                continue;
+            }
+            return Some((shown, *line));
+        }
+        None
+    }
+
+    fn unknown(&self, key: &str, entry: &Entry, line: usize) -> ConfigError {
         ConfigError::Setting(Box::new(SettingError {
-            file: self.file.clone(),
+            file: entry.file.clone().unwrap_or_else(|| self.file.clone()),
             component: self.label(),
             key: Some(key.to_string()),
             line: (line > 0).then_some(line),
@@ -410,6 +513,21 @@ impl Section {
             .map(str::to_string),
         }))
     }
+}
+
+/// A lowercase dotted key inside a nested map: a key written whole, or a map and a key
+/// inside it, split at any dot.
+fn find_nested<'a>(m: &'a [(String, usize, Value)], key: &str) -> Option<(usize, &'a Value)> {
+    if let Some((_, l, v)) = m.iter().find(|(k, _, _)| k.eq_ignore_ascii_case(key)) {
+        return Some((*l, v));
+    }
+    key.match_indices('.').find_map(|(i, _)| {
+        let (head, tail) = (&key[..i], &key[i + 1..]);
+        m.iter().find_map(|(k, _, v)| match v {
+            Value::Map(inner) if k.eq_ignore_ascii_case(head) => find_nested(inner, tail),
+            _ => None,
+        })
+    })
 }
 
 /// The closest candidate by edit distance, if it is close enough to be a plausible typo.
@@ -536,6 +654,7 @@ impl Config {
                 kind: SectionKind::Service,
                 index: 0,
                 name: String::new(),
+                display: None,
                 line: 0,
                 file: file.clone(),
                 entries: BTreeMap::new(),
@@ -630,6 +749,7 @@ fn section_from(
         kind,
         index,
         name: String::new(),
+        display: None,
         line: node.line,
         file: file.clone(),
         entries: BTreeMap::new(),
@@ -661,6 +781,7 @@ fn section_from(
                 written_key: key,
                 line,
                 value: to_value(value),
+                file: None,
             },
         );
     }
@@ -764,6 +885,33 @@ pipeline:
             msg.contains("key 'tls.ca_fil'") && msg.contains(":6:") && msg.contains("tls.ca_file"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn maps_nest_at_any_depth() {
+        let text = "service:\n  ui:\n    listen: 127.0.0.1:1\n    tls:\n      crt_file: /c\n      key_fil: /k\n  ui.tls.client_ca_file: /ca\n";
+        let mut c = parse(text).unwrap();
+        let s = &mut c.service;
+        assert!(s.has("ui.tls.crt_file") && s.has("ui.tls") && !s.has("ui.tls.key_file"));
+        assert_eq!(
+            s.get_str("ui.listen").unwrap().as_deref(),
+            Some("127.0.0.1:1")
+        );
+        assert_eq!(s.get_str("ui.tls.crt_file").unwrap().as_deref(), Some("/c"));
+        assert_eq!(
+            s.get_str("ui.tls.client_ca_file").unwrap().as_deref(),
+            Some("/ca")
+        );
+        s.get_str("ui.tls.key_file").unwrap();
+        let msg = s.finish().unwrap_err().to_string();
+        assert!(
+            msg.contains("key 'ui.tls.key_fil'")
+                && msg.contains(":6:")
+                && msg.contains("'ui.tls.key_file'"),
+            "{msg}"
+        );
+        let e = s.error("ui.tls.crt_file", "x").to_string();
+        assert!(e.contains(":5:"), "the line of a nested key: {e}");
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //!
 //! Every scalar stays a string (Fluent Bit semantics: `on`, `30s`, `512k` are all text that the
 //! component interprets), and every node remembers the line it started on so configuration
-//! errors can point at it.
+//! errors can point at it. The one YAML reader of the workspace: the configuration loader, the
+//! Fluent Bit YAML reader and the kubeconfig reader all build on it. yaml-rust2 is a maintained
+//! pure-Rust YAML 1.2 parser whose event stream carries positions (serde-based YAML crates lose
+//! them past the first error).
 
 use yaml_rust2::Event;
 use yaml_rust2::parser::{MarkedEventReceiver, Parser};
@@ -32,27 +35,53 @@ pub struct YamlError {
 }
 
 enum Frame {
-    Seq(usize, Vec<Node>),
-    Map(usize, Vec<(String, usize, Node)>, Option<(String, usize)>),
+    /// Start line, anchor id (0: none), items.
+    Seq(usize, usize, Vec<Node>),
+    /// Start line, anchor id, entries, the key waiting for its value.
+    Map(
+        usize,
+        usize,
+        Vec<(String, usize, Node)>,
+        Option<(String, usize)>,
+    ),
 }
+
+/// How many nodes alias expansion may add to a document, in all: a few small anchors reused
+/// are fine, a "billion laughs" document is refused.
+const ALIAS_NODE_BUDGET: usize = 10_000;
 
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
     error: Option<YamlError>,
+    /// Whether aliases are expanded (else they are an error).
+    aliases: bool,
+    anchors: std::collections::HashMap<usize, Node>,
+    alias_nodes: usize,
+}
+
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.value {
+        NodeValue::Scalar(_) => 0,
+        NodeValue::Seq(items) => items.iter().map(count_nodes).sum(),
+        NodeValue::Map(entries) => entries.iter().map(|(_, _, n)| count_nodes(n)).sum(),
+    }
 }
 
 impl Builder {
-    fn push_node(&mut self, node: Node) {
+    fn push_node(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 && self.aliases {
+            self.anchors.insert(anchor, node.clone());
+        }
         match self.stack.last_mut() {
             None => {
                 if self.root.is_none() {
                     self.root = Some(node);
                 }
             }
-            Some(Frame::Seq(_, items)) => items.push(node),
-            Some(Frame::Map(_, entries, pending)) => match pending.take() {
+            Some(Frame::Seq(_, _, items)) => items.push(node),
+            Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
                 None => {
                     let key = match node.value {
                         NodeValue::Scalar(s) => s.unwrap_or_default(),
@@ -76,49 +105,102 @@ impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let line = mark.line();
         match ev {
-            Event::Scalar(s, style, _, _) => {
+            Event::Scalar(s, style, anchor, _) => {
                 let plain_null = matches!(style, yaml_rust2::scanner::TScalarStyle::Plain)
                     && (s == "~" || s == "null" || s.is_empty());
                 let value = if plain_null { None } else { Some(s) };
-                self.push_node(Node {
-                    line,
-                    value: NodeValue::Scalar(value),
-                });
+                self.push_node(
+                    Node {
+                        line,
+                        value: NodeValue::Scalar(value),
+                    },
+                    anchor,
+                );
             }
-            Event::SequenceStart(_, _) => self.stack.push(Frame::Seq(line, Vec::new())),
-            Event::MappingStart(_, _) => self.stack.push(Frame::Map(line, Vec::new(), None)),
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq(line, anchor, Vec::new()))
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(line, anchor, Vec::new(), None))
+            }
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = match self.stack.pop() {
-                    Some(Frame::Seq(l, items)) => Node {
-                        line: l,
-                        value: NodeValue::Seq(items),
-                    },
-                    Some(Frame::Map(l, entries, _)) => Node {
-                        line: l,
-                        value: NodeValue::Map(entries),
-                    },
+                let (node, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq(l, anchor, items)) => (
+                        Node {
+                            line: l,
+                            value: NodeValue::Seq(items),
+                        },
+                        anchor,
+                    ),
+                    Some(Frame::Map(l, anchor, entries, _)) => (
+                        Node {
+                            line: l,
+                            value: NodeValue::Map(entries),
+                        },
+                        anchor,
+                    ),
                     None => return,
                 };
-                self.push_node(node);
+                self.push_node(node, anchor);
             }
-            Event::Alias(_) => {
-                self.error.get_or_insert(YamlError {
-                    line,
-                    message: "YAML aliases are not supported in kubetrail configuration".into(),
-                });
-                self.push_node(Node {
-                    line,
-                    value: NodeValue::Scalar(None),
-                });
+            Event::Alias(id) => {
+                let target = if self.aliases {
+                    self.anchors.get(&id).cloned()
+                } else {
+                    None
+                };
+                let node = match target {
+                    Some(n) => {
+                        self.alias_nodes += count_nodes(&n);
+                        if self.alias_nodes > ALIAS_NODE_BUDGET {
+                            self.error.get_or_insert(YamlError {
+                                line,
+                                message: format!(
+                                    "aliases expand to more than {ALIAS_NODE_BUDGET} nodes"
+                                ),
+                            });
+                        }
+                        n
+                    }
+                    None => {
+                        self.error.get_or_insert(YamlError {
+                            line,
+                            message: if self.aliases {
+                                "an alias to an unknown anchor".into()
+                            } else {
+                                "YAML aliases are not supported in kubetrail configuration".into()
+                            },
+                        });
+                        Node {
+                            line,
+                            value: NodeValue::Scalar(None),
+                        }
+                    }
+                };
+                self.push_node(node, 0);
             }
             _ => {}
         }
     }
 }
 
-/// Parses one YAML document into a [`Node`]. An empty document is an empty map.
+/// Parses one YAML document into a [`Node`]. An empty document is an empty map. Aliases are an
+/// error (configuration files do not need them, and Fluent Bit refuses them too).
 pub fn parse(text: &str) -> Result<Node, YamlError> {
-    let mut builder = Builder::default();
+    parse_document(text, false)
+}
+
+/// Like [`parse`], but aliases (`*name`) are replaced by a copy of their anchor's node, as
+/// kubeconfig readers do; the copies may add at most a bounded number of nodes.
+pub fn parse_with_aliases(text: &str) -> Result<Node, YamlError> {
+    parse_document(text, true)
+}
+
+fn parse_document(text: &str, aliases: bool) -> Result<Node, YamlError> {
+    let mut builder = Builder {
+        aliases,
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, false).map_err(|e| YamlError {
         line: e.marker().line(),
@@ -175,10 +257,30 @@ mod tests {
         assert!(e.line >= 2, "{e:?}");
     }
 
+    #[test]
+    fn aliases_expand_only_when_allowed() {
+        let doc = "a: &x {k: v}\nb: *x\n";
+        assert!(parse(doc).unwrap_err().message.contains("aliases"));
+        let n = parse_with_aliases(doc).unwrap();
+        let NodeValue::Map(entries) = n.value else {
+            panic!()
+        };
+        assert_eq!(entries[0].2.value, entries[1].2.value);
+        let laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n";
+        assert!(
+            parse_with_aliases(laughs)
+                .unwrap_err()
+                .message
+                .contains("more than")
+        );
+        assert!(parse_with_aliases("a: *nope\n").is_err());
+    }
+
     proptest! {
         #[test]
         fn never_panics(s in "[a-z:\\- \\n\\[\\]{}\"'&*!|>#]{0,60}") {
             let _ = parse(&s);
+            let _ = parse_with_aliases(&s);
         }
     }
 }

@@ -291,7 +291,7 @@ impl Watch {
 /// The fixture directory from `KUBETRAIL_FIXTURES` (…/fixtures or …/fixtures/kube-api).
 pub fn fixtures_dir() -> PathBuf {
     let dir = std::env::var("KUBETRAIL_FIXTURES").unwrap_or_else(|_| {
-        panic!("KUBETRAIL_FIXTURES is not set: point it at the shared fixtures directory (e.g. /work/shared/fixtures)")
+        panic!("KUBETRAIL_FIXTURES is not set: point it at the shared fixtures directory (e.g. ../shared/fixtures beside the repository)")
     });
     let p = PathBuf::from(dir);
     if p.join("kube-api").is_dir() {

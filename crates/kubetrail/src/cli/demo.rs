@@ -1,13 +1,17 @@
 //! `kubetrail demo`: starts the built-in Kubernetes API emulator with a generator of realistic
-//! Event traffic (deployments scaling, images failing to pull, repeated back-offs) and runs a
-//! real pipeline against it (TLS, bearer token, list+watch) into stdout and the state
-//! database. The emulator starts empty each time, so the demo starts with a fresh state
+//! Event traffic (deployments scaling, images failing to pull, repeated back-offs) and a small
+//! cluster at work in namespace `prod` (people deploying, scaling, rolling out, draining a
+//! node; the controllers reacting), told both by its Events and by the audit log its API
+//! server would write; and runs a real pipeline against it (TLS, bearer token, list+watch,
+//! the audit log tailed) into stdout, the state database and the activity store, which
+//! `kubetrail who` and `kubetrail activity` read afterwards. The emulator starts empty each time, so the demo starts with a fresh state
 //! database too (a saved position would point into the previous emulator's history).
 
 use anyhow::Context as _;
 use kubetrail::telemetry::Metrics;
 use kubetrail::topology::{Plan, stop_signal};
 use kubetrail_core::config::{Config, parse_duration};
+use kubetrail_emulator::activity::{self, ActivityOptions};
 use kubetrail_emulator::generator::{self, GeneratorOptions};
 use kubetrail_emulator::{Emulator, EmulatorOptions};
 use std::path::PathBuf;
@@ -46,7 +50,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if lock.try_lock().is_err() {
         anyhow::bail!("another kubetrail is using {}", data_dir.display());
     }
-    for f in ["kubetrail.db", "kubetrail.db-wal", "kubetrail.db-shm"] {
+    for f in [
+        "kubetrail.db",
+        "kubetrail.db-wal",
+        "kubetrail.db-shm",
+        "activity.db",
+        "activity.db-wal",
+        "activity.db-shm",
+        "audit/audit.log",
+    ] {
         let p = data_dir.join(f);
         if p.exists() {
             std::fs::remove_file(&p)
@@ -66,6 +78,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     emu.write_ca_file(&ca).context("writing the emulator CA")?;
     let token_file = data_dir.join("emulator-token");
     std::fs::write(&token_file, &token).context("writing the emulator token")?;
+    let audit_dir = data_dir.join("audit");
+    std::fs::create_dir_all(&audit_dir).context("creating the demo's audit log directory")?;
+    let activity_task = activity::spawn_activity(
+        emu.clone(),
+        ActivityOptions {
+            audit_log: audit_dir.join("audit.log"),
+            namespace: "prod".into(),
+            seed: fastrand::u64(..),
+            pause: std::time::Duration::from_millis(1200),
+        },
+    );
     let gen_task = generator::spawn(
         emu.clone(),
         GeneratorOptions {
@@ -89,11 +112,18 @@ pipeline:
       kube_ca_file: {ca}
       kube_token_file: {token}
       kube_request_limit: 500
+    - name: audit_file
+      tag: k8s.audit
+      path: {audit}/audit*.log
+      refresh_interval: 200ms
   outputs:
     - name: stdout
       match: '*'
       format: {format}
+    - name: store
+      match: '*'
 "#,
+        audit = audit_dir.display(),
         data = data_dir.display(),
         level = args.log_level,
         url = emu.url(),
@@ -120,6 +150,7 @@ pipeline:
     };
     let result = plan.run_with(stop, metrics.clone()).await;
     gen_task.abort();
+    activity_task.abort();
     emu.shutdown().await;
     result?;
     let label = [("component", "kubernetes_events.0")];
@@ -132,10 +163,22 @@ pipeline:
             &[("component", "stdout.0")],
         )
         .unwrap_or(0);
+    let audited = metrics
+        .value(
+            "kubetrail_component_records_in_total",
+            &[("component", "audit_file.0")],
+        )
+        .unwrap_or(0);
+    let store = data_dir.join("activity.db");
     eprintln!(
-        "kubetrail demo: {recorded} Event records committed, {written} records written to stdout; \
-         state in {}",
-        data_dir.join("kubetrail.db").display()
+        "kubetrail demo: {recorded} Event records and {audited} audit records committed, \
+         {written} records written to stdout; state in {}, activity store {}\n\
+         ask it who did what, and why:\n  \
+         kubetrail who deploy/checkout -n prod --store {store}\n  \
+         kubetrail activity --user carol --store {store}",
+        data_dir.join("kubetrail.db").display(),
+        store.display(),
+        store = store.display(),
     );
     Ok(())
 }

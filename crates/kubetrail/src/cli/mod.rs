@@ -1,15 +1,19 @@
 //! Command-line parsing and the user-facing commands. `anyhow` lives here only.
 
+mod activity;
+mod answers;
 #[cfg(feature = "demo")]
 mod demo;
 mod logging;
+mod migrate;
+mod ui;
+mod who;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use kubetrail::topology::{BuildError, Plan, stop_signal};
-use kubetrail_core::config::Config;
+use kubetrail::topology::{BuildError, Plan};
 
 /// Records Kubernetes Events and audit logs, exactly once, into the stores you already run.
 #[derive(Parser, Debug)]
@@ -23,16 +27,30 @@ struct Cli {
 enum Command {
     /// Run the pipeline described by a configuration file.
     Run {
-        /// The configuration file (YAML).
+        /// The configuration file: kubetrail YAML, or Fluent Bit's classic or YAML format.
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
     /// Validate a configuration file and print the resolved pipeline.
     Check {
-        /// The configuration file (YAML).
+        /// The configuration file: kubetrail YAML, or Fluent Bit's classic or YAML format.
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
     },
+    /// Print a Fluent Bit configuration (classic or YAML) as kubetrail YAML, with a comment
+    /// wherever the meaning changes.
+    Migrate {
+        /// The Fluent Bit configuration file.
+        file: PathBuf,
+    },
+    /// Who did this, and why: an object's story and the causes of its changes, from the
+    /// records of a `store` or `postgresql` output.
+    Who(who::WhoArgs),
+    /// What a user, a service account, a namespace... did: the stored records, filtered.
+    Activity(activity::ActivityArgs),
+    /// Serve the activity page alone over a store (`kubetrail run` serves it beside the
+    /// pipeline when the configuration sets `service.ui.listen`).
+    Ui(ui::UiArgs),
     #[cfg(feature = "demo")]
     /// Start a built-in Kubernetes API emulator with realistic Event traffic and record it to
     /// stdout and a state database: kubetrail at work without a cluster.
@@ -42,16 +60,53 @@ enum Command {
 /// Exit status for configuration errors.
 const EXIT_CONFIG: u8 = 2;
 
-fn load_plan(path: &std::path::Path) -> Result<Plan, BuildError> {
-    let config = Config::load(path)?;
-    Plan::from_config(config)
+/// Why a configuration could not be turned into a plan.
+#[derive(Debug, thiserror::Error)]
+enum LoadPlanError {
+    #[error(transparent)]
+    Load(#[from] kubetrail_fluentbit::LoadError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+impl LoadPlanError {
+    /// Prints every problem, one `error:` (or `warning:`, `note:`) line each.
+    fn report(&self) {
+        match self {
+            LoadPlanError::Load(kubetrail_fluentbit::LoadError::FluentBit(all)) => {
+                migrate::print_diagnostics(all)
+            }
+            e => eprintln!("error: {e}"),
+        }
+    }
+}
+
+/// A built plan, the dialect its file was in, and what the Fluent Bit reader said about it.
+type Loaded = (
+    Plan,
+    kubetrail_fluentbit::Dialect,
+    Vec<kubetrail_fluentbit::Diagnostic>,
+);
+
+/// Reads kubetrail YAML or a Fluent Bit file (translated) and builds the plan.
+fn load_plan(path: &std::path::Path) -> Result<Loaded, LoadPlanError> {
+    let kubetrail_fluentbit::Loaded {
+        config,
+        dialect,
+        diagnostics,
+    } = kubetrail_fluentbit::load(path)?;
+    Ok((Plan::from_config(config)?, dialect, diagnostics))
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match load_plan(&config) {
-            Ok(plan) => {
+            Ok((plan, dialect, diagnostics)) => {
+                if dialect != kubetrail_fluentbit::Dialect::Kubetrail {
+                    println!("read as {}", dialect.describe());
+                    migrate::print_check_diagnostics(&diagnostics, &config);
+                }
                 print!("{}", plan.describe());
                 let problems = plan.preflight();
                 if !problems.is_empty() {
@@ -64,20 +119,34 @@ pub fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                e.report();
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Migrate { file } => migrate::run(&file),
         Command::Run { config } => {
-            let plan = match load_plan(&config) {
+            let (plan, _, diagnostics) = match load_plan(&config) {
                 Ok(p) => p,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    e.report();
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
             logging::init(&plan.service.log_level, plan.service.log_format);
-            run_async(async move { plan.run(stop_signal()).await.map_err(anyhow::Error::from) })
+            migrate::log_diagnostics(&diagnostics);
+            run_async(async move { ui::run(plan, &config).await })
+        }
+        Command::Who(args) => {
+            logging::init("warn", kubetrail::service::LogFormat::Text);
+            run_async(who::run(args))
+        }
+        Command::Activity(args) => {
+            logging::init("warn", kubetrail::service::LogFormat::Text);
+            run_async(activity::run(args))
+        }
+        Command::Ui(args) => {
+            logging::init("info", kubetrail::service::LogFormat::Text);
+            run_async(ui::serve(args))
         }
         #[cfg(feature = "demo")]
         Command::Demo(args) => {

@@ -10,3 +10,4 @@ pub mod nats;
 pub mod opentelemetry;
 pub mod postgresql;
 pub mod stdout;
+pub mod store;

@@ -21,7 +21,13 @@ pub enum PipelineError {
     /// An output's queue reached `storage.total_limit_size`: back off and try again.
     #[error("the queue of output '{output}' is full")]
     QueueFull { output: String },
-    /// The state database failed (disk full, I/O error).
+    /// The file system of the state database is full: nothing new is stored until
+    /// deliveries free space; back off and try again (nothing is lost).
+    #[error(
+        "the state directory's file system is full; records are stored again once deliveries free space"
+    )]
+    DiskFull,
+    /// The state database failed (an I/O error).
     #[error("state storage failed: {0}")]
     Storage(String),
     /// The agent is stopping.
@@ -95,7 +101,7 @@ impl Pipeline {
     pub async fn submit(
         &self,
         mut sub: Submission,
-        wait: Option<&Shutdown>,
+        wait: Option<(&Shutdown, &str)>,
     ) -> Result<SubmitOutcome, PipelineError> {
         let prepared = match sub.prepared.take() {
             Some(p) if sub.records.is_empty() => p,
@@ -195,7 +201,7 @@ impl Pipeline {
         &self,
         p: Prepared,
         checkpoints: Vec<(String, String)>,
-        wait: Option<&Shutdown>,
+        wait: Option<(&Shutdown, &str)>,
     ) -> Result<SubmitOutcome, PipelineError> {
         if p.entries.is_empty() && checkpoints.is_empty() {
             return Ok(SubmitOutcome {
@@ -238,7 +244,8 @@ impl SourceContext {
     /// output's queue (or reports that nothing was committed). When an output's queue is
     /// full it waits for room (backpressure), until shutdown.
     pub async fn submit(&self, sub: Submission) -> Result<SubmitOutcome, PipelineError> {
-        self.submit_inner(sub, Some(&self.shutdown)).await
+        self.submit_inner(sub, Some((&self.shutdown, &self.name)))
+            .await
     }
 
     /// Like [`SourceContext::submit`], but a full queue is reported at once as
@@ -266,7 +273,7 @@ impl SourceContext {
     async fn submit_inner(
         &self,
         sub: Submission,
-        wait: Option<&Shutdown>,
+        wait: Option<(&Shutdown, &str)>,
     ) -> Result<SubmitOutcome, PipelineError> {
         let n = sub.records.len() + sub.prepared.as_ref().map_or(0, |p| p.records);
         let out = self.pipeline.submit(sub, wait).await?;

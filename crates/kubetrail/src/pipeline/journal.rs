@@ -7,9 +7,16 @@
 //! submission waiting at that moment. Submissions that would push a queue past its size limit
 //! are refused (`QueueFull`) before the transaction, so a full queue slows its sources instead
 //! of growing without bound.
+//!
+//! A full disk: when a commit fails for lack of space, the journal gives back the state's disk
+//! space reserve and refuses new records (`DiskFull`: inputs pause, the webhook answers 503)
+//! while it still commits acknowledgements, whose delivered segments are then deleted (the
+//! store is `tight`: nothing drained is kept). Once twice the reserve is free again, the
+//! reserve is made again and records are taken again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kubetrail_state::{Ack, Checkpoint, CommitBatch, Entry, QueueId, Store, Trim};
@@ -97,14 +104,15 @@ pub(crate) struct JournalHandle {
 }
 
 impl JournalHandle {
-    /// Commits entries and checkpoints. When a queue is full: with `wait`, retries with
-    /// capped backoff until there is room (backpressure) or `stop` fires; without, returns
-    /// `QueueFull` at once.
+    /// Commits entries and checkpoints. When a queue or the disk is full: with `wait` (the
+    /// shutdown to heed and the source's name, for the log), retries with capped backoff until
+    /// there is room (backpressure) or shutdown; without, returns `QueueFull` or `DiskFull` at
+    /// once.
     pub async fn submit(
         &self,
         mut entries: Vec<Entry>,
         mut checkpoints: Vec<(String, String)>,
-        wait: Option<&crate::shutdown::Shutdown>,
+        wait: Option<(&crate::shutdown::Shutdown, &str)>,
     ) -> Result<JournalOutcome, PipelineError> {
         let mut attempt = 0u32;
         loop {
@@ -119,8 +127,11 @@ impl JournalHandle {
                 .map_err(|_| PipelineError::ShuttingDown)?;
             match rx.await.map_err(|_| PipelineError::ShuttingDown)? {
                 Ok(outcome) => return Ok(outcome),
-                Err((err @ PipelineError::QueueFull { .. }, Some((e, c)))) if wait.is_some() => {
-                    let stop = wait.ok_or(PipelineError::ShuttingDown)?;
+                Err((
+                    err @ (PipelineError::QueueFull { .. } | PipelineError::DiskFull),
+                    Some((e, c)),
+                )) if wait.is_some() => {
+                    let (stop, source) = wait.ok_or(PipelineError::ShuttingDown)?;
                     let delay = crate::topology::backoff(
                         Duration::from_millis(50),
                         Duration::from_secs(2),
@@ -128,7 +139,7 @@ impl JournalHandle {
                     );
                     attempt = attempt.saturating_add(1);
                     if attempt == 1 {
-                        tracing::warn!(error = %err, "output queue full; pausing this input until it drains");
+                        tracing::warn!(component = %source, error = %err, "pausing this input until there is room");
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
@@ -213,30 +224,63 @@ impl PendingAck {
     }
 }
 
-/// Starts the journal thread. It stops when every handle is dropped.
+/// Starts the journal thread. It stops when every handle is dropped. `disk_full` is set while
+/// the state's file system is full (for `/readyz`).
 pub(crate) fn spawn(
     store: Store,
     queues: HashMap<QueueId, QueueSlot>,
     metrics: &Metrics,
+    disk_full: Arc<AtomicBool>,
 ) -> std::io::Result<(JournalHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(1024);
-    let commits = metrics.counter("kubetrail_journal_commits_total", &[]);
-    let failures = metrics.counter("kubetrail_journal_commit_failures_total", &[]);
-    let reopens = metrics.counter("kubetrail_journal_reopens_total", &[]);
+    let counters = Counters {
+        commits: metrics.counter("kubetrail_journal_commits_total", &[]),
+        failures: metrics.counter("kubetrail_journal_commit_failures_total", &[]),
+        reopens: metrics.counter("kubetrail_journal_reopens_total", &[]),
+        disk_full: metrics.counter("kubetrail_journal_disk_full_total", &[]),
+    };
     let handle = std::thread::Builder::new()
         .name("kubetrail-journal".into())
-        .spawn(move || run(store, queues, rx, commits, failures, reopens))?;
+        .spawn(move || run(store, queues, rx, counters, disk_full))?;
     Ok((JournalHandle { tx }, handle))
+}
+
+struct Counters {
+    commits: Counter,
+    failures: Counter,
+    reopens: Counter,
+    /// Times the disk filled up.
+    disk_full: Counter,
+}
+
+/// Whether the disk is full now: true until twice the reserve is free again and the reserve
+/// could be made again.
+fn still_full(store: &mut Store, full: &AtomicBool) -> bool {
+    if !full.load(Ordering::Relaxed) {
+        return false;
+    }
+    if store.restore_reserve() {
+        store.set_tight(false);
+        full.store(false, Ordering::Relaxed);
+        tracing::warn!("the state directory has room again; inputs resume");
+        return false;
+    }
+    true
 }
 
 fn run(
     mut store: Store,
     queues: HashMap<QueueId, QueueSlot>,
     mut rx: mpsc::Receiver<Cmd>,
-    commits: Counter,
-    failures: Counter,
-    reopens: Counter,
+    counters: Counters,
+    disk_full: Arc<AtomicBool>,
 ) {
+    let Counters {
+        commits,
+        failures,
+        reopens,
+        disk_full: disk_full_count,
+    } = counters;
     let mut last_purge = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         let mut round = vec![first];
@@ -265,8 +309,17 @@ fn run(
         // Bytes this round adds per queue, to enforce limits across submissions of one round.
         let mut pending: HashMap<QueueId, u64> = HashMap::new();
         let mut touched: Vec<QueueId> = Vec::new();
+        let full = still_full(&mut store, &disk_full);
         for cmd in round {
             match cmd {
+                Cmd::Submit {
+                    entries,
+                    checkpoints,
+                    reply,
+                } if full => {
+                    let _ =
+                        reply.send(Err((PipelineError::DiskFull, Some((entries, checkpoints)))));
+                }
                 Cmd::Submit {
                     mut entries,
                     checkpoints,
@@ -298,8 +351,13 @@ fn run(
                     }
                     let start = batch.entries.len();
                     batch.entries.extend(entries);
+                    let cp_start = batch.checkpoints.len();
                     batch.checkpoints.extend(checkpoints);
-                    submits.push((start..batch.entries.len(), reply));
+                    submits.push((
+                        start..batch.entries.len(),
+                        cp_start..batch.checkpoints.len(),
+                        reply,
+                    ));
                 }
                 Cmd::Ack { ack, reply } => {
                     batch.acks.push(ack);
@@ -338,10 +396,10 @@ fn run(
                     let mut spent: Vec<Vec<Entry>> = submits
                         .iter()
                         .rev()
-                        .map(|(range, _)| batch.entries.split_off(range.start))
+                        .map(|(range, _, _)| batch.entries.split_off(range.start))
                         .collect();
                     spent.reverse();
-                    for ((range, reply), spent) in submits.into_iter().zip(spent) {
+                    for ((range, _, reply), spent) in submits.into_iter().zip(spent) {
                         let inserted = &outcome.inserted[range];
                         let accepted = inserted.iter().filter(|i| **i).count();
                         let _ = reply.send(Ok(JournalOutcome {
@@ -366,11 +424,47 @@ fn run(
                             .set(i64::try_from(d.bytes).unwrap_or(i64::MAX));
                     }
                 }
+                Err(e) if e.is_disk_full() => {
+                    failures.inc();
+                    if !disk_full.swap(true, Ordering::Relaxed) {
+                        disk_full_count.inc();
+                        tracing::error!(error = %e,
+                            "the state directory's file system is full: new records are refused (inputs pause, the webhook answers 503) until deliveries free space");
+                    }
+                    // The round's submissions are handed back to be tried again (they wait,
+                    // or answer 503); its acknowledgements and forgotten checkpoints, which
+                    // free space, are committed on their own with the reserve given back.
+                    hand_back(&mut batch, submits, &PipelineError::DiskFull);
+                    let freeing = CommitBatch {
+                        acks: std::mem::take(&mut batch.acks),
+                        forget: std::mem::take(&mut batch.forget),
+                        ..CommitBatch::default()
+                    };
+                    let Some(s) = give_back_space(store, !e.outcome_known(), &rx, &reopens) else {
+                        return;
+                    };
+                    store = s;
+                    if !freeing.is_empty() {
+                        let Some(s) =
+                            commit_freeing(store, &freeing, acks, &rx, &reopens, &commits)
+                        else {
+                            return;
+                        };
+                        store = s;
+                        for (q, slot) in &queues {
+                            let d = store.queue_depth(*q);
+                            slot.depth_records
+                                .set(i64::try_from(d.records).unwrap_or(i64::MAX));
+                            slot.depth_bytes
+                                .set(i64::try_from(d.bytes).unwrap_or(i64::MAX));
+                        }
+                    }
+                }
                 Err(e) => {
                     failures.inc();
                     tracing::error!(error = %e, "state commit failed; nothing of this round was acknowledged");
                     let err = PipelineError::Storage(e.to_string());
-                    for (_, reply) in submits {
+                    for (_, _, reply) in submits {
                         let _ = reply.send(Err((err.clone(), None)));
                     }
                     for reply in acks {
@@ -415,6 +509,105 @@ fn run(
     }
 }
 
+/// After a commit refused for lack of space: reopens the store if the commit's outcome is
+/// unknown, gives back the disk space reserve and makes the store tight (nothing drained kept,
+/// the WAL started over after each commit). `None` when shutdown came while it could not be
+/// reopened.
+fn give_back_space(
+    store: Store,
+    unknown: bool,
+    rx: &mpsc::Receiver<Cmd>,
+    reopens: &Counter,
+) -> Option<Store> {
+    let mut store = if unknown {
+        let s = reopen(store, rx)?;
+        reopens.inc();
+        s
+    } else {
+        store
+    };
+    let freed = store.release_reserve();
+    if freed > 0 {
+        tracing::warn!(
+            bytes = freed,
+            "disk space reserve given back, for acknowledgements"
+        );
+    }
+    store.set_tight(true);
+    Some(store)
+}
+
+/// How many times acknowledgements are tried on a full disk before their outputs are told
+/// that they failed.
+const FREEING_ATTEMPTS: u32 = 6;
+
+/// Commits acknowledgements and forgotten checkpoints on a full disk (with the reserve given
+/// back they fit), trying again a few times with capped backoff; answers `replies`. `None`
+/// when shutdown came while the store could not be reopened.
+fn commit_freeing(
+    mut store: Store,
+    batch: &CommitBatch,
+    replies: Vec<oneshot::Sender<Result<(), PipelineError>>>,
+    rx: &mpsc::Receiver<Cmd>,
+    reopens: &Counter,
+    commits: &Counter,
+) -> Option<Store> {
+    let mut attempt = 0;
+    let result = loop {
+        match store.commit(batch) {
+            Ok(_) => {
+                commits.inc();
+                break Ok(());
+            }
+            Err(e) => {
+                let err = if e.is_disk_full() {
+                    PipelineError::DiskFull
+                } else {
+                    PipelineError::Storage(e.to_string())
+                };
+                tracing::error!(error = %e, attempt, "committing acknowledgements on a full disk failed");
+                if !e.outcome_known() {
+                    store = give_back_space(store, true, rx, reopens)?;
+                }
+                attempt += 1;
+                if attempt >= FREEING_ATTEMPTS || rx.is_closed() {
+                    break Err(err);
+                }
+                std::thread::sleep(crate::topology::backoff(
+                    Duration::from_millis(50),
+                    Duration::from_secs(1),
+                    attempt,
+                ));
+            }
+        }
+    };
+    for reply in replies {
+        let _ = reply.send(result.clone());
+    }
+    Some(store)
+}
+
+/// A round's submissions handed back with `err` and their own entries and checkpoints, so that
+/// they can be submitted again as they were (gap records of drop policies are not handed back:
+/// the next try decides again).
+type SubmitSlot = (
+    std::ops::Range<usize>,
+    std::ops::Range<usize>,
+    oneshot::Sender<SubmitReply>,
+);
+
+fn hand_back(batch: &mut CommitBatch, submits: Vec<SubmitSlot>, err: &PipelineError) {
+    let mut back = Vec::with_capacity(submits.len());
+    for (entries, checkpoints, reply) in submits.into_iter().rev() {
+        let cps = batch.checkpoints.drain(checkpoints).collect();
+        let es = batch.entries.drain(entries.clone()).collect();
+        back.push((es, cps, reply));
+    }
+    for (entries, checkpoints, reply) in back.into_iter().rev() {
+        let _ = reply.send(Err((err.clone(), Some((entries, checkpoints)))));
+    }
+}
+
 /// Closes and opens the store again after a commit whose outcome is unknown. Nothing can be
 /// committed without it, so it tries until it works (capped backoff with jitter); commands
 /// wait in the (bounded) channel meanwhile. `None` when the journal's handles are all gone
@@ -442,7 +635,11 @@ fn reopen(store: Store, rx: &mpsc::Receiver<Cmd>) -> Option<Store> {
                     attempt,
                 );
                 tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reopen the state database");
-                std::thread::sleep(delay);
+                // In slices, so that a shutdown meanwhile is not held up by the backoff.
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !rx.is_closed() {
+                    std::thread::sleep(Duration::from_millis(50).min(delay));
+                }
                 attempt = attempt.saturating_add(1);
             }
         }
@@ -598,16 +795,21 @@ pub(crate) mod tests {
             dropped: dropped.clone(),
             gaps: Counter::default(),
         };
-        let (handle, _thread) = spawn(store, [(q, slot)].into(), &metrics).unwrap();
+        let (handle, _thread) = spawn(store, [(q, slot)].into(), &metrics, Arc::default()).unwrap();
         (dir, handle, q, dropped, reader)
     }
 
+    /// A record of 600 bytes that do not compress, so that its block is as large as it is.
     fn entry(q: QueueId, id: &str) -> Entry {
+        let mut rng = fastrand::Rng::with_seed(id.len() as u64 + u64::from(id.as_bytes()[0]));
         Entry {
             dedup: None,
             queues: [q].into(),
             id: id.into(),
-            data: vec![b'x'; 600].into(),
+            data: std::iter::repeat_with(|| rng.u8(..))
+                .take(600)
+                .collect::<Vec<u8>>()
+                .into(),
         }
     }
 
@@ -647,7 +849,7 @@ pub(crate) mod tests {
             dropped: Counter::default(),
             gaps: Counter::default(),
         };
-        let (j, thread) = spawn(store, [(q, slot)].into(), &metrics).unwrap();
+        let (j, thread) = spawn(store, [(q, slot)].into(), &metrics, Arc::default()).unwrap();
         j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
         let qdir = dir.path().join("j.db-queues").join(format!("q{}", q.get()));
         std::fs::rename(&qdir, dir.path().join("aside")).unwrap();

@@ -1,6 +1,7 @@
 //! The HTTP endpoint on `service.http_listen`: `/metrics` (Prometheus text format),
 //! `/healthz` (the process is alive) and `/readyz` (sources connected and progressing, queues
-//! under their limits; 503 with the reasons otherwise).
+//! under their limits; 503 with the reasons otherwise; either way followed by the role of each
+//! input under leader election, `kubernetes_events.0: leader`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -55,14 +56,13 @@ fn route(
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let problems = health.problems();
+            let mut roles: String = health.roles().into_iter().map(|r| r + "\n").collect();
             if problems.is_empty() {
-                respond(StatusCode::OK, "text/plain", "ready\n".into())
+                roles.insert_str(0, "ready\n");
+                respond(StatusCode::OK, "text/plain", roles)
             } else {
-                respond(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    problems.join("\n") + "\n",
-                )
+                roles.insert_str(0, &(problems.join("\n") + "\n"));
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", roles)
             }
         }
         _ => respond(

@@ -32,6 +32,7 @@ const OUTPUTS: &[&str] = &[
     "opentelemetry",
     "postgresql",
     "nats",
+    "store",
 ];
 
 /// The component names this build knows, by kind: (inputs, filters, outputs).
@@ -78,7 +79,7 @@ fn build_filter(s: &mut Section) -> Result<Arc<dyn Filter>, ConfigError> {
     })
 }
 
-fn build_output(s: &mut Section) -> Result<Box<dyn Output>, ConfigError> {
+fn build_output(s: &mut Section, service: &ServiceOptions) -> Result<Box<dyn Output>, ConfigError> {
     Ok(match s.name() {
         "stdout" => Box::new(outputs::stdout::Stdout::from_section(s)?),
         "file" => Box::new(outputs::file::FileOutput::from_section(s)?),
@@ -92,6 +93,10 @@ fn build_output(s: &mut Section) -> Result<Box<dyn Output>, ConfigError> {
         )?),
         "postgresql" => Box::new(outputs::postgresql::PostgresqlOutput::from_section(s)?),
         "nats" => Box::new(outputs::nats::NatsOutput::from_section(s)?),
+        "store" => Box::new(outputs::store::StoreOutput::from_section(
+            s,
+            &service.data_dir,
+        )?),
         _ => return Err(unknown_component(s, OUTPUTS)),
     })
 }
@@ -243,7 +248,7 @@ impl Plan {
             let name = instance_name(s, &mut counts, &mut seen)?;
             let matcher = Matcher::from_section(s, false)?;
             let delivery = delivery_options(s)?;
-            let output = build_output(s)?;
+            let output = build_output(s, &service)?;
             s.finish()?;
             outputs.push(OutputPlan {
                 name,

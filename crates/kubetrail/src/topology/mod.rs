@@ -88,7 +88,12 @@ impl Plan {
                 .err()
                 .map(|e| format!("output {}: {e}", o.name))
         });
-        inputs.chain(outputs).collect()
+        let ui = self.service.ui.as_ref().and_then(|u| {
+            kubetrail_ui::ActivityPage::preflight(u)
+                .err()
+                .map(|e| format!("service: {e}"))
+        });
+        inputs.chain(outputs).chain(ui).collect()
     }
 
     /// A human-readable description of the resolved pipeline (for `kubetrail check`).
@@ -104,6 +109,10 @@ impl Plan {
             None => {
                 let _ = writeln!(s, "  http_listen: off");
             }
+        }
+        if let Some(ui) = &self.service.ui {
+            let scheme = if ui.tls.is_some() { "https" } else { "http" };
+            let _ = writeln!(s, "  ui.listen: {} ({scheme})", ui.listen);
         }
         let _ = writeln!(s, "  log_level: {}", self.service.log_level);
         let _ = writeln!(s, "  grace: {:?}", self.service.grace);

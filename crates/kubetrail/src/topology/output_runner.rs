@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kubetrail_state::{Ack, QueueId, QueueItem, Reader};
+use kubetrail_state::{Ack, DamagedRecord, QueueId, QueueItem, Reader};
 use tokio::sync::Notify;
 
 use super::DeliveryOptions;
@@ -98,7 +98,7 @@ impl OutputRunner {
             if self.stop.is_fired() {
                 break;
             }
-            let batch = match self.read(after).await {
+            let (batch, damaged) = match self.read(after).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::error!(output = %self.name, error = %e, "reading the queue failed");
@@ -108,7 +108,41 @@ impl OutputRunner {
                     continue;
                 }
             };
+            // Records of a damaged segment block: to the dead-letter file, then acknowledged
+            // with the batch (or on their own), so that the rest of the queue is delivered.
+            let past_damage = match self.dead_letter_damaged(&damaged) {
+                Ok(last) => last,
+                Err(()) => {
+                    if self.sleep_or_stop(Duration::from_secs(1)).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let Some(last) = batch.last().map(|i| i.seq) else {
+                if let Some(last) = past_damage {
+                    if let Some(pending) = in_flight.take()
+                        && !self.settle(pending).await
+                    {
+                        break;
+                    }
+                    let ack = Ack {
+                        queue: self.queue,
+                        up_to_seq: last,
+                        state: None,
+                    };
+                    match self.journal.ack_begin(ack).await {
+                        Ok(pending) => {
+                            in_flight = Some((pending, 0, 0));
+                            after = last;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(output = %self.name, error = %e, "acknowledging damaged records failed");
+                            break;
+                        }
+                    }
+                }
                 // Nothing new: settle the acknowledgement in flight before waiting.
                 if let Some(pending) = in_flight.take()
                     && !self.settle(pending).await
@@ -135,6 +169,7 @@ impl OutputRunner {
             {
                 break;
             }
+            let last = last.max(past_damage.unwrap_or(0));
             let ack = Ack {
                 queue: self.queue,
                 up_to_seq: last,
@@ -177,7 +212,8 @@ impl OutputRunner {
         }
     }
 
-    async fn read(&self, after: u64) -> Result<Vec<QueueItem>, String> {
+    /// Reads a batch after `after`, and the damaged records the read skipped.
+    async fn read(&self, after: u64) -> Result<(Vec<QueueItem>, Vec<DamagedRecord>), String> {
         let reader = self.reader.clone();
         let (q, n, b) = (
             self.queue,
@@ -188,10 +224,47 @@ impl OutputRunner {
             let mut r = reader
                 .lock()
                 .map_err(|_| "queue reader poisoned".to_string())?;
-            r.read_queue(q, after, n, b).map_err(|e| e.to_string())
+            let items = r.read_queue(q, after, n, b).map_err(|e| e.to_string())?;
+            Ok((items, r.take_damaged(q)))
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+
+    /// Writes damaged records to the dead-letter file, each with the file and offset of its
+    /// block; returns the last one's seq (to acknowledge), or `Err` when the file could not be
+    /// written (the read is tried again: the records are found damaged again).
+    fn dead_letter_damaged(&self, damaged: &[DamagedRecord]) -> Result<Option<u64>, ()> {
+        let Some(last) = damaged.last().map(|d| d.seq) else {
+            return Ok(None);
+        };
+        let items: Vec<(QueueItem, String)> = damaged
+            .iter()
+            .map(|d| {
+                (
+                    QueueItem {
+                        seq: d.seq,
+                        id: d.id.clone(),
+                        data: d.data.clone(),
+                    },
+                    format!(
+                        "damaged in queue segment {} (block at byte {}): {}",
+                        d.path.display(),
+                        d.offset,
+                        d.what
+                    ),
+                )
+            })
+            .collect();
+        let pairs: Vec<(&QueueItem, &str)> = items.iter().map(|(i, r)| (i, r.as_str())).collect();
+        match self.dead_letters.write(&pairs) {
+            Ok(()) => Ok(Some(last)),
+            Err(e) => {
+                tracing::error!(output = %self.name, records = damaged.len(), error = %e,
+                    "damaged queue records could not be written to the dead-letter file; trying again");
+                Err(())
+            }
+        }
     }
 
     /// Delivers until success (returns the state to commit), dead-letters when refused or out

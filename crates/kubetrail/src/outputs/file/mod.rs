@@ -1,14 +1,30 @@
-//! The `file` output: JSON lines appended to one file, fsynced per batch, rotated by size.
+//! The `file` output: JSON lines appended to one file, fsynced per batch, rotated by size, and
+//! optionally compressed (`compress: gzip|zstd`, see [`compress`]).
 //!
 //! Exactly once across crashes: the length of the file that holds only acknowledged records is
 //! committed with each acknowledgement (in the same transaction that removes the batch from
 //! the queue). At start the file is cut back to that length, so a batch written but not
-//! acknowledged before a crash is not kept twice when it is delivered again.
+//! acknowledged before a crash is not kept twice when it is delivered again. A compressed
+//! batch is one gzip member or zstd frame, so that length is always a member boundary too.
 //!
 //! Rotation happens only at a committed boundary: the current file is renamed to `<file>.1`
-//! (older ones shift up to `max_files`) and a new one started. If a crash comes between the
-//! rename and the next acknowledgement, the new file is shorter than the committed length;
-//! everything in it is then unacknowledged and it is cut to zero.
+//! (`<file>.1.gz`, `<file>.1.zst` when compressed; older ones shift up to `max_files`) and a
+//! new one started. If a crash comes between the rename and the next acknowledgement, the new
+//! file is shorter than the committed length; everything in it is then unacknowledged and it
+//! is cut to zero.
+//!
+//! The committed state names the codec along with the length (`"<len>"` for an uncompressed
+//! file, as before compression existed; `"<len> gzip"`, `"<len> zstd"`), because each codec
+//! writes its own file (`<file>`, `<file>.gz`, `<file>.zst`). When the configured codec is not
+//! the committed one, the output switches files at start as a rotation would: the committed
+//! file is cut back to its committed length and renamed into its codec's rotated series, and
+//! the new codec's file is started empty. Since a file is always renamed away when the output
+//! switches from it, a file of another codec under its active name was made after the last
+//! acknowledgement (by a switch that a crash interrupted) and holds nothing acknowledged.
+
+pub mod compress;
+#[cfg(test)]
+mod tests;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -17,6 +33,7 @@ use std::path::{Path, PathBuf};
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_state::QueueItem;
 
+use self::compress::{Codec, Encoder};
 use crate::outputs::stdout::{StdoutFormat, render};
 use crate::pipeline::{DeliveryError, Output};
 
@@ -49,9 +66,38 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Fi
     }
 }
 
+/// What the output commits with each acknowledgement: how long its file is, and which of the
+/// codecs' files that is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    len: u64,
+    codec: Codec,
+}
+
+impl Committed {
+    fn encode(self) -> String {
+        match self.codec.state_name() {
+            None => self.len.to_string(),
+            Some(codec) => format!("{} {codec}", self.len),
+        }
+    }
+
+    /// `None` for a state this output cannot read (then nothing in the file is cut).
+    fn decode(s: &str) -> Option<Committed> {
+        let mut words = s.split_whitespace();
+        let len = words.next()?.parse().ok()?;
+        let codec = Codec::from_state_name(words.next())?;
+        words.next().is_none().then_some(Committed { len, codec })
+    }
+}
+
 /// The `file` output.
 pub struct FileOutput {
-    path: PathBuf,
+    dir: PathBuf,
+    /// The file name (`file`), before the codec's extension.
+    name: String,
+    codec: Codec,
+    encoder: Option<Encoder>,
     max_size: u64,
     max_files: u32,
     fsync: bool,
@@ -60,14 +106,18 @@ pub struct FileOutput {
     format: StdoutFormat,
     file: Option<File>,
     len: u64,
+    /// A rendered batch (`format: pretty`).
     buf: Vec<u8>,
+    /// A compressed batch.
+    member: Vec<u8>,
 }
 
 impl FileOutput {
     /// Options: `path` (directory, required), `file` (name, default `kubetrail.jsonl`),
     /// `max_size` (rotate beyond this size, default 100M, 0 = never), `max_files` (rotated
     /// files kept, default 5), `fsync` (default on), `drop_cache` (default on: see
-    /// [`drop_written_pages`]), `mkdir` (default on), `format` (`json_lines` or `pretty`).
+    /// [`drop_written_pages`]), `mkdir` (default on), `format` (`json_lines` or `pretty`),
+    /// `compress` (`gzip` or `zstd`, default off).
     pub fn from_section(s: &mut Section) -> Result<FileOutput, ConfigError> {
         let dir = s.get_str("path")?.filter(|p| !p.is_empty());
         let name = s.get_str_or("file", "kubetrail.jsonl")?;
@@ -86,8 +136,13 @@ impl FileOutput {
             Some("pretty") => StdoutFormat::Pretty,
             _ => StdoutFormat::JsonLines,
         };
+        let codec = Codec::from_section(s)?;
+        let encoder = Encoder::new(codec).map_err(|e| s.error("compress", e.to_string()))?;
         Ok(FileOutput {
-            path: Path::new(&dir).join(name),
+            dir: PathBuf::from(dir),
+            name,
+            codec,
+            encoder,
             max_size,
             max_files,
             fsync,
@@ -97,132 +152,250 @@ impl FileOutput {
             file: None,
             len: 0,
             buf: Vec::new(),
+            member: Vec::new(),
         })
     }
 
     /// The file currently written.
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> PathBuf {
+        self.active(self.codec)
     }
 
-    fn rotated(&self, n: u32) -> PathBuf {
-        let mut s = self.path.clone().into_os_string();
-        s.push(format!(".{n}"));
-        PathBuf::from(s)
+    /// The file `codec` writes.
+    fn active(&self, codec: Codec) -> PathBuf {
+        self.dir.join(format!("{}{}", self.name, codec.extension()))
+    }
+
+    /// The `n`th newest rotated file of `codec`: `<file>.<n>` and its codec's extension, the
+    /// names logrotate gives (`audit.jsonl.1.gz`).
+    fn rotated(&self, codec: Codec, n: u32) -> PathBuf {
+        self.dir
+            .join(format!("{}.{n}{}", self.name, codec.extension()))
     }
 
     fn open_file(&self) -> Result<File, FileOutputError> {
-        if self.mkdir
-            && let Some(dir) = self.path.parent()
-        {
-            std::fs::create_dir_all(dir).map_err(io("creating directory", dir))?;
+        if self.mkdir {
+            std::fs::create_dir_all(&self.dir).map_err(io("creating directory", &self.dir))?;
         }
+        let path = self.path();
         OpenOptions::new()
             .create(true)
             .read(true)
             .write(true)
             .truncate(false)
-            .open(&self.path)
-            .map_err(io("opening", &self.path))
+            .open(&path)
+            .map_err(io("opening", &path))
     }
 
-    fn recover(&mut self, committed: Option<u64>) -> Result<(), FileOutputError> {
-        let file = self.open_file()?;
-        let actual = file
-            .metadata()
-            .map_err(io("reading metadata of", &self.path))?
-            .len();
+    /// Opens the file and cuts from it (and from the file of the committed codec, when that is
+    /// another one) what was written but never acknowledged.
+    fn recover(&mut self, committed: Option<Committed>) -> Result<(), FileOutputError> {
         let keep = match committed {
             // Never committed anything here: whatever is in the file predates this output's
             // state (another run, or the user's), so it is kept and appended to.
+            None => None,
+            Some(c) => {
+                self.discard_other_codecs(c.codec)?;
+                if c.codec == self.codec {
+                    Some(c.len)
+                } else {
+                    self.switch_from(c)?;
+                    Some(0)
+                }
+            }
+        };
+        let path = self.path();
+        let file = self.open_file()?;
+        let actual = file
+            .metadata()
+            .map_err(io("reading metadata of", &path))?
+            .len();
+        let keep = match keep {
             None => actual,
             Some(c) if actual >= c => c,
             // Shorter than committed: rotated after the last ack; nothing here was acked.
             Some(_) => 0,
         };
         if keep != actual {
-            tracing::info!(path = %self.path.display(), from = actual, to = keep,
+            tracing::info!(path = %path.display(), from = actual, to = keep,
                 "cutting unacknowledged records from the end of the file");
-            file.set_len(keep).map_err(io("truncating", &self.path))?;
-            file.sync_all().map_err(io("syncing", &self.path))?;
+            file.set_len(keep).map_err(io("truncating", &path))?;
+            file.sync_all().map_err(io("syncing", &path))?;
         }
         self.len = keep;
         self.file = Some(file);
         Ok(())
     }
 
-    fn rotate(&mut self) -> Result<(), FileOutputError> {
-        self.file = None;
-        let oldest = self.rotated(self.max_files);
+    /// The configured codec is not the committed one: the committed codec's file is cut back
+    /// to what was acknowledged and renamed into its rotated series (removed when nothing
+    /// acknowledged is left in it).
+    fn switch_from(&self, committed: Committed) -> Result<(), FileOutputError> {
+        let old = self.active(committed.codec);
+        let actual = match std::fs::metadata(&old) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("reading metadata of", &old)(e)),
+        };
+        // Shorter than committed: rotated after the last ack, so nothing in it was acked.
+        let keep = if actual >= committed.len {
+            committed.len
+        } else {
+            0
+        };
+        if keep == 0 {
+            std::fs::remove_file(&old).map_err(io("removing", &old))?;
+        } else {
+            if keep != actual {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&old)
+                    .map_err(io("opening", &old))?;
+                f.set_len(keep).map_err(io("truncating", &old))?;
+                f.sync_all().map_err(io("syncing", &old))?;
+            }
+            self.shift(committed.codec)?;
+            let first = self.rotated(committed.codec, 1);
+            std::fs::rename(&old, &first).map_err(io("renaming", &old))?;
+        }
+        self.sync_dir();
+        tracing::info!(from = %old.display(), to = %self.path().display(), kept = keep,
+            "compress changed: the output continues in a new file");
+        Ok(())
+    }
+
+    /// Removes the active files of the codecs other than `committed`'s: only the committed
+    /// codec's file can hold acknowledged records (the output renames a file away whenever it
+    /// switches from it), so another one was made by a change of `compress` that a crash
+    /// interrupted before its first acknowledgement.
+    fn discard_other_codecs(&self, committed: Codec) -> Result<(), FileOutputError> {
+        for codec in [Codec::None, Codec::Gzip, Codec::Zstd] {
+            let path = self.active(codec);
+            if codec == committed || !path.exists() {
+                continue;
+            }
+            tracing::info!(path = %path.display(),
+                "removing the file of an interrupted change of compress: nothing in it was acknowledged");
+            std::fs::remove_file(&path).map_err(io("removing", &path))?;
+        }
+        Ok(())
+    }
+
+    /// Makes room for a new `<file>.1` of `codec`: removes the oldest rotated file and renames
+    /// the others one up.
+    fn shift(&self, codec: Codec) -> Result<(), FileOutputError> {
+        let oldest = self.rotated(codec, self.max_files);
         if oldest.exists() {
             std::fs::remove_file(&oldest).map_err(io("removing", &oldest))?;
         }
         for n in (1..self.max_files).rev() {
-            let from = self.rotated(n);
+            let from = self.rotated(codec, n);
             if from.exists() {
-                let to = self.rotated(n + 1);
+                let to = self.rotated(codec, n + 1);
                 std::fs::rename(&from, &to).map_err(io("renaming", &from))?;
             }
         }
-        let first = self.rotated(1);
-        std::fs::rename(&self.path, &first).map_err(io("renaming", &self.path))?;
-        if let Some(dir) = self.path.parent() {
-            // Make the renames durable before anything is written to the new file.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+        Ok(())
+    }
+
+    /// Makes renames and removals in the directory durable (best effort: a directory that
+    /// cannot be opened changes nothing about the data already synced).
+    fn sync_dir(&self) {
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
         }
+    }
+
+    fn rotate(&mut self) -> Result<(), FileOutputError> {
+        self.file = None;
+        self.shift(self.codec)?;
+        let (path, first) = (self.path(), self.rotated(self.codec, 1));
+        std::fs::rename(&path, &first).map_err(io("renaming", &path))?;
+        // Make the renames durable before anything is written to the new file.
+        self.sync_dir();
         self.file = Some(self.open_file()?);
         self.len = 0;
-        tracing::info!(path = %self.path.display(), rotated_to = %first.display(), "rotated output file");
+        tracing::info!(path = %path.display(), rotated_to = %first.display(), "rotated output file");
         Ok(())
     }
 
     fn write_batch(&mut self, batch: &[QueueItem]) -> Result<u64, FileOutputError> {
         if self.file.is_none() {
-            self.recover(Some(self.len))?;
+            self.recover(Some(Committed {
+                len: self.len,
+                codec: self.codec,
+            }))?;
         }
         if self.max_size > 0 && self.len >= self.max_size {
             self.rotate()?;
         }
         self.buf.clear();
         let json_lines = self.format == StdoutFormat::JsonLines;
-        let written: u64 = if json_lines {
-            // The records go to the file as they are, one write for many records: no copy
-            // of the batch into a buffer first.
-            batch.iter().map(|i| i.data.len() as u64 + 1).sum()
-        } else {
+        if !json_lines {
             render(self.format, batch, &mut self.buf);
-            self.buf.len() as u64
-        };
+        }
+        let path = self.path();
         let Some(file) = self.file.as_mut() else {
             unreachable!("opened above")
         };
         use std::io::{Seek, SeekFrom};
-        let result = file
-            .seek(SeekFrom::Start(self.len))
-            .and_then(|_| {
-                if json_lines {
-                    write_lines(file, batch)
-                } else {
-                    file.write_all(&self.buf)
+        let result = (|| {
+            let written = match &mut self.encoder {
+                // The records go to the file as they are, one write for many records: no
+                // copy of the batch into a buffer first.
+                None if json_lines => {
+                    file.seek(SeekFrom::Start(self.len))?;
+                    write_lines(file, batch)?;
+                    batch.iter().map(|i| i.data.len() as u64 + 1).sum()
                 }
-            })
-            .and_then(|_| if self.fsync { file.sync_data() } else { Ok(()) });
-        if let Err(e) = result {
-            // Reopen next time and cut back to the last good length.
-            self.file = None;
-            return Err(FileOutputError::Io {
-                op: "writing",
-                path: self.path.clone(),
-                source: e,
-            });
-        }
+                None => {
+                    file.seek(SeekFrom::Start(self.len))?;
+                    file.write_all(&self.buf)?;
+                    self.buf.len() as u64
+                }
+                Some(encoder) => {
+                    self.member.clear();
+                    if json_lines {
+                        let lines = batch.iter().flat_map(|i| [&i.data[..], b"\n"]);
+                        encoder.member(lines, &mut self.member)?;
+                    } else {
+                        encoder.member([&self.buf[..]], &mut self.member)?;
+                    }
+                    file.seek(SeekFrom::Start(self.len))?;
+                    file.write_all(&self.member)?;
+                    self.member.len() as u64
+                }
+            };
+            if self.fsync {
+                file.sync_data()?;
+            }
+            Ok(written)
+        })();
+        let written = match result {
+            Ok(w) => w,
+            Err(e) => {
+                // Reopen next time and cut back to the last good length.
+                self.file = None;
+                return Err(FileOutputError::Io {
+                    op: "writing",
+                    path,
+                    source: e,
+                });
+            }
+        };
         if self.fsync && self.drop_cache {
             drop_written_pages(file, self.len, written);
         }
         self.len += written;
         Ok(self.len)
+    }
+
+    fn committed(&self) -> String {
+        Committed {
+            len: self.len,
+            codec: self.codec,
+        }
+        .encode()
     }
 }
 
@@ -282,17 +455,17 @@ fn write_lines(file: &mut std::fs::File, batch: &[QueueItem]) -> std::io::Result
 #[async_trait::async_trait]
 impl Output for FileOutput {
     async fn open(&mut self, committed: Option<String>) -> Result<(), DeliveryError> {
-        let committed = committed.and_then(|c| c.trim().parse::<u64>().ok());
+        let committed = committed.as_deref().and_then(Committed::decode);
         tokio::task::block_in_place(|| self.recover(committed)).map_err(Into::into)
     }
 
     fn initial_state(&self) -> Option<String> {
-        Some(self.len.to_string())
+        Some(self.committed())
     }
 
     async fn deliver(&mut self, batch: &[QueueItem]) -> Result<Option<String>, DeliveryError> {
-        let len = tokio::task::block_in_place(|| self.write_batch(batch))?;
-        Ok(Some(len.to_string()))
+        tokio::task::block_in_place(|| self.write_batch(batch))?;
+        Ok(Some(self.committed()))
     }
 
     async fn close(&mut self) -> Result<(), DeliveryError> {
@@ -300,160 +473,5 @@ impl Output for FileOutput {
             let _ = f.sync_all();
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use kubetrail_core::config::SectionKind;
-
-    fn output(dir: &Path, extra: &[(&str, &str)]) -> FileOutput {
-        let d = dir.to_string_lossy().to_string();
-        let mut pairs = vec![("path", d.as_str())];
-        pairs.extend_from_slice(extra);
-        let mut s = Section::from_pairs(SectionKind::Output, "file", &pairs);
-        FileOutput::from_section(&mut s).unwrap()
-    }
-
-    fn items(from: u64, n: u64) -> Vec<QueueItem> {
-        (from..from + n)
-            .map(|i| QueueItem {
-                seq: i,
-                id: i.to_string(),
-                data: format!("{{\"n\":{i}}}").into_bytes().into(),
-            })
-            .collect()
-    }
-
-    /// How many pages of `path` are in the page cache (mincore over a mapping of it).
-    #[cfg(target_os = "linux")]
-    fn resident_pages(path: &Path) -> usize {
-        use std::os::fd::AsRawFd;
-        let f = File::open(path).unwrap();
-        let len = f.metadata().unwrap().len() as usize;
-        let page = 4096;
-        let mut vec = vec![0u8; len.div_ceil(page)];
-        // SAFETY: a private read-only mapping of a file nobody truncates meanwhile, only
-        // passed to mincore (its pages are never read) and unmapped before returning.
-        unsafe {
-            let addr = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                f.as_raw_fd(),
-                0,
-            );
-            assert_ne!(addr, libc::MAP_FAILED);
-            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
-            libc::munmap(addr, len);
-        }
-        vec.iter().filter(|b| *b & 1 == 1).count()
-    }
-
-    #[cfg(target_os = "linux")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn written_pages_leave_the_page_cache_unless_kept() {
-        // In a directory of the build (a disk file system; tmpfs pages are the storage).
-        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
-        let big: Vec<QueueItem> = (0..256)
-            .map(|i| QueueItem {
-                seq: i,
-                id: i.to_string(),
-                data: format!("{{\"pad\":\"{}\"}}", "x".repeat(8000))
-                    .into_bytes()
-                    .into(),
-            })
-            .collect();
-        let mut dropped = output(dir.path(), &[("file", "dropped.jsonl")]);
-        dropped.open(None).await.unwrap();
-        dropped.deliver(&big).await.unwrap();
-        let mut kept = output(dir.path(), &[("file", "kept.jsonl"), ("drop_cache", "off")]);
-        kept.open(None).await.unwrap();
-        kept.deliver(&big).await.unwrap();
-        let pages = 256 * 8012 / 4096;
-        let (d, k) = (
-            resident_pages(&dir.path().join("dropped.jsonl")),
-            resident_pages(&dir.path().join("kept.jsonl")),
-        );
-        assert!(d <= 2, "{d} of {pages} pages still cached");
-        assert!(k >= pages - 2, "only {k} of {pages} pages cached");
-        // The content is all there.
-        let text = std::fs::read_to_string(dir.path().join("dropped.jsonl")).unwrap();
-        assert_eq!(text.lines().count(), 256);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn cuts_unacknowledged_tail_on_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = output(dir.path(), &[]);
-        o.open(None).await.unwrap();
-        let acked = o.deliver(&items(1, 3)).await.unwrap();
-        o.deliver(&items(4, 2)).await.unwrap(); // written, never acknowledged
-        let mut o2 = output(dir.path(), &[]);
-        o2.open(acked).await.unwrap();
-        o2.deliver(&items(4, 2)).await.unwrap();
-        let text = std::fs::read_to_string(o2.path()).unwrap();
-        let ns: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            ns,
-            vec![
-                r#"{"n":1}"#,
-                r#"{"n":2}"#,
-                r#"{"n":3}"#,
-                r#"{"n":4}"#,
-                r#"{"n":5}"#
-            ]
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn rotates_at_committed_boundaries_and_keeps_max_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = output(dir.path(), &[("max_size", "20"), ("max_files", "2")]);
-        o.open(None).await.unwrap();
-        for i in 0..5 {
-            o.deliver(&items(i * 3 + 1, 3)).await.unwrap();
-        }
-        let base = o.path().to_path_buf();
-        assert!(o.rotated(1).exists() && o.rotated(2).exists() && !o.rotated(3).exists());
-        let all: String = [o.rotated(2), o.rotated(1), base]
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect();
-        // The newest 3 files hold the newest batches in order, each file whole batches.
-        assert!(
-            all.ends_with("{\"n\":13}\n{\"n\":14}\n{\"n\":15}\n"),
-            "{all}"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
-    async fn crash_after_rotation_before_ack_discards_new_file_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut o = output(dir.path(), &[("max_size", "10")]);
-        o.open(None).await.unwrap();
-        let acked = o.deliver(&items(1, 2)).await.unwrap();
-        o.deliver(&items(3, 1)).await.unwrap(); // rotates, writes, crash before ack
-        let mut o2 = output(dir.path(), &[("max_size", "10")]);
-        o2.open(acked).await.unwrap();
-        assert_eq!(std::fs::read_to_string(o2.path()).unwrap(), "");
-        assert_eq!(
-            std::fs::read_to_string(o2.rotated(1)).unwrap(),
-            "{\"n\":1}\n{\"n\":2}\n"
-        );
-    }
-
-    #[test]
-    fn path_is_required() {
-        let mut s = Section::from_pairs(SectionKind::Output, "file", &[]);
-        assert!(
-            FileOutput::from_section(&mut s)
-                .err()
-                .unwrap()
-                .to_string()
-                .contains("path")
-        );
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use kubetrail_core::config::{ConfigError, Section, TlsOptions, Value};
 
-use super::client::Endpoint;
+use super::auth::{AuthMethod, Secret};
+use super::endpoint::Endpoint;
 use super::subject::Template;
 
 /// The default subject template.
@@ -33,11 +34,7 @@ pub struct StreamOptions {
 #[derive(Debug, Clone)]
 pub struct NatsConfig {
     pub endpoints: Vec<Endpoint>,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub token: Option<String>,
-    pub token_file: Option<PathBuf>,
+    pub auth: AuthMethod,
     pub subject: Template,
     /// `None`: publish to whatever stream takes the subjects, without checking or creating.
     pub stream: Option<StreamOptions>,
@@ -71,6 +68,66 @@ fn tls_switch(s: &mut Section) -> Result<Option<bool>, ConfigError> {
             Ok(Some(true))
         }
         Some(_) => s.get_bool("tls"),
+    }
+}
+
+/// A secret given inline (`key`) or as a file (`key_file`), not both.
+fn secret(s: &mut Section, key: &str, file_key: &str) -> Result<Option<Secret>, ConfigError> {
+    let inline = s.get_str(key)?.filter(|v| !v.is_empty());
+    let file = s
+        .get_str(file_key)?
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(s.error(
+            file_key,
+            format!("give either {key} or {file_key}, not both"),
+        )),
+        (Some(v), None) => Ok(Some(Secret::Inline(v))),
+        (None, Some(p)) => Ok(Some(Secret::File(p))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The one authentication method the options name (see [`super::auth`]).
+fn auth_method(s: &mut Section) -> Result<AuthMethod, ConfigError> {
+    let user = s.get_str("user")?.filter(|u| !u.is_empty());
+    let password = secret(s, "password", "password_file")?;
+    let token = secret(s, "token", "token_file")?;
+    let nkey = secret(s, "nkey_seed", "nkey_seed_file")?;
+    let creds = s
+        .get_str("credentials_file")?
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    if password.is_some() && user.is_none() {
+        return Err(s.error("user", "is required with a password"));
+    }
+    let mut given: Vec<(&str, AuthMethod)> = Vec::new();
+    if let Some(user) = user {
+        given.push(("user", AuthMethod::UserPassword { user, password }));
+    }
+    if let Some(t) = token {
+        given.push(("token", AuthMethod::Token(t)));
+    }
+    if let Some(n) = nkey {
+        given.push(("nkey_seed", AuthMethod::NkeySeed(n)));
+    }
+    if let Some(c) = creds {
+        given.push(("credentials_file", AuthMethod::CredentialsFile(c)));
+    }
+    match given.len() {
+        0 => Ok(AuthMethod::FromUrl),
+        1 => Ok(given.remove(0).1),
+        _ => {
+            let names: Vec<&str> = given.iter().map(|(k, _)| *k).collect();
+            Err(s.error(
+                given[1].0,
+                format!(
+                    "give one way to authenticate, not several ({})",
+                    names.join(", ")
+                ),
+            ))
+        }
     }
 }
 
@@ -111,32 +168,7 @@ impl NatsConfig {
                 }]
             }
         };
-        let user = s.get_str("user")?.filter(|u| !u.is_empty());
-        let password = s.get_str("password")?;
-        let password_file = s
-            .get_str("password_file")?
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        let token = s.get_str("token")?.filter(|t| !t.is_empty());
-        let token_file = s
-            .get_str("token_file")?
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        if password.is_some() && password_file.is_some() {
-            return Err(s.error(
-                "password_file",
-                "give either password or password_file, not both",
-            ));
-        }
-        if token.is_some() && token_file.is_some() {
-            return Err(s.error("token_file", "give either token or token_file, not both"));
-        }
-        if (token.is_some() || token_file.is_some()) && user.is_some() {
-            return Err(s.error("token", "give either a token or user/password, not both"));
-        }
-        if (password.is_some() || password_file.is_some()) && user.is_none() {
-            return Err(s.error("user", "is required with a password"));
-        }
+        let auth = auth_method(s)?;
         let subject = Template::parse(&s.get_str_or("subject", DEFAULT_SUBJECT)?)
             .map_err(|m| s.error("subject", m))?;
 
@@ -211,11 +243,7 @@ impl NatsConfig {
             switch.unwrap_or(false) || (switch.is_none() && endpoints.iter().any(|e| e.tls));
         Ok(NatsConfig {
             endpoints,
-            user,
-            password,
-            password_file,
-            token,
-            token_file,
+            auth,
             subject,
             stream,
             ack_timeout,
@@ -289,6 +317,40 @@ mod tests {
     }
 
     #[test]
+    fn authentication() {
+        assert_eq!(cfg(&[]).unwrap().auth, AuthMethod::FromUrl);
+        assert_eq!(
+            cfg(&[("credentials_file", "/etc/nats/kubetrail.creds")])
+                .unwrap()
+                .auth,
+            AuthMethod::CredentialsFile("/etc/nats/kubetrail.creds".into())
+        );
+        assert_eq!(
+            cfg(&[("nkey_seed_file", "/etc/nats/seed")]).unwrap().auth,
+            AuthMethod::NkeySeed(Secret::File("/etc/nats/seed".into()))
+        );
+        assert_eq!(
+            cfg(&[("nkey_seed", "SUA")]).unwrap().auth,
+            AuthMethod::NkeySeed(Secret::Inline("SUA".into()))
+        );
+        assert_eq!(
+            cfg(&[("user", "u"), ("password_file", "/p")]).unwrap().auth,
+            AuthMethod::UserPassword {
+                user: "u".into(),
+                password: Some(Secret::File("/p".into()))
+            }
+        );
+        assert_eq!(
+            cfg(&[("token", "t")]).unwrap().auth,
+            AuthMethod::Token(Secret::Inline("t".into()))
+        );
+        let e = cfg(&[("nkey_seed_file", "/s"), ("token", "t")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one way to authenticate"), "{e}");
+    }
+
+    #[test]
     fn invalid() {
         for pairs in [
             vec![("url", "nats://a"), ("host", "b")],
@@ -297,6 +359,10 @@ mod tests {
             vec![("duplicate_window", "0s")],
             vec![("password", "p")],
             vec![("token", "t"), ("user", "u")],
+            vec![("token", "t"), ("token_file", "/t")],
+            vec![("nkey_seed", "SU"), ("nkey_seed_file", "/s")],
+            vec![("credentials_file", "/c"), ("nkey_seed_file", "/s")],
+            vec![("credentials_file", "/c"), ("user", "u"), ("password", "p")],
             vec![("ack_timeout", "0s")],
             vec![("tls.vhots", "x")],
             vec![("port", "70000")],

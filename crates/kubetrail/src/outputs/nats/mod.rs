@@ -28,34 +28,78 @@
 //! A record larger than the server's `max_payload` cannot be published: it goes to the
 //! output's dead-letter file with that reason and the rest of its batch is published.
 //!
+//! The protocol is the NATS maintainers' client, `async-nats`, over kubetrail's rustls (ring)
+//! configuration. Its own reconnection is cut short (a few immediate attempts): a connection
+//! that failed is dropped and the output runner's backoff, with jitter, decides when to
+//! connect again, to each address of `url` in turn starting with the last good one.
+//!
 //! Options: `url` (default `nats://127.0.0.1:4222`; `tls://` turns TLS on; several separated
-//! by commas are tried in turn; `user:password@` or `token@` may be in it) or `host`/`port`,
-//! `user` + `password`/`password_file`, or `token`/`token_file` (files read at each
-//! connection), `subject`, the stream options above, `ack_timeout` (10s), `connect_timeout`
-//! (10s), `max_in_flight` (1024), `verify_limit` (20000), `tls` (off) with `tls.ca_file`, `tls.ca_path`, `tls.verify`,
-//! `tls.vhost`, `tls.crt_file` + `tls.key_file`. NKey and credentials-file authentication are
-//! not supported.
+//! by commas are tried in turn; `user:password@` or `token@` may be in it) or `host`/`port`;
+//! authentication (see [`auth`]): `user` + `password`/`password_file`, `token`/`token_file`,
+//! `nkey_seed`/`nkey_seed_file`, or `credentials_file`; `subject`, the stream options above,
+//! `ack_timeout` (10s), `connect_timeout` (10s), `max_in_flight` (1024), `verify_limit`
+//! (20000), `tls` (off) with `tls.ca_file`, `tls.ca_path`, `tls.verify`, `tls.vhost` (the
+//! name the server's certificate is verified against), `tls.crt_file` + `tls.key_file`.
 
-pub mod client;
+mod auth;
 mod config;
-mod proto;
+mod endpoint;
+mod publish;
 pub mod subject;
 
-use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io;
+use std::path::PathBuf;
 
+use async_nats::jetstream::context::CreateStreamErrorKind;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::stream::{
+    Config as JsStreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
+};
+use async_nats::jetstream::{self, ErrorCode};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_state::QueueItem;
-use serde::Deserialize;
 
-pub use client::NatsError;
-use client::{ApiError, Auth, Connection, Outgoing, Tls};
+pub use auth::{AuthMethod, Secret};
 pub use config::{DEFAULT_SUBJECT, NatsConfig, StreamOptions};
+pub use endpoint::Endpoint;
+use publish::Outgoing;
 
 use crate::outputs::dead_letter::DeadLetterWriter;
 use crate::pipeline::{DeliveryError, Output};
+
+/// What failed in talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("connecting to {server}: {source}{hint}")]
+    Connect {
+        server: String,
+        #[source]
+        source: async_nats::ConnectError,
+        /// What to do about it, when the error says (e.g. TLS the configuration lacks).
+        hint: &'static str,
+    },
+    #[error("TLS settings: {0}")]
+    TlsConfig(#[source] kubetrail_net::NetError),
+    #[error("reading {what} {path}: {source}")]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Credentials { origin: String, message: String },
+    #[error("the connection to the NATS server was lost")]
+    ConnectionLost,
+    #[error("{what} timed out")]
+    Timeout { what: &'static str },
+    #[error("publishing: {0}")]
+    Publish(String),
+    #[error("JetStream: {0}")]
+    JetStream(String),
+}
 
 impl From<NatsError> for DeliveryError {
     fn from(e: NatsError) -> Self {
@@ -66,10 +110,17 @@ impl From<NatsError> for DeliveryError {
     }
 }
 
+/// An open connection and its JetStream context.
+struct Connection {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    addr: String,
+}
+
 /// The `nats` output.
 pub struct NatsOutput {
     config: NatsConfig,
-    tls: Option<Tls>,
+    tls: Option<rustls::ClientConfig>,
     conn: Option<Connection>,
     /// The endpoint to try first (the last one that worked).
     preferred: usize,
@@ -79,22 +130,6 @@ pub struct NatsOutput {
     /// or a restart): then the stream is read from `committed_seq` before publishing.
     suspect: bool,
     dead_letters: Option<DeadLetterWriter>,
-}
-
-#[derive(Deserialize)]
-struct StreamInfo {
-    #[serde(default)]
-    error: Option<ApiError>,
-    #[serde(default)]
-    config: Option<StreamConfig>,
-}
-
-#[derive(Deserialize)]
-struct StreamConfig {
-    #[serde(default)]
-    subjects: Vec<String>,
-    #[serde(default)]
-    duplicate_window: u64,
 }
 
 /// Whether a stream subject (with `*` and `>` wildcards) takes every subject `ours` matches.
@@ -112,95 +147,23 @@ fn covers(stream: &str, ours: &str) -> bool {
     }
 }
 
-#[derive(Deserialize)]
-struct StreamState {
-    #[serde(default)]
-    state: Option<StreamCounts>,
-    #[serde(default)]
-    error: Option<ApiError>,
-}
+/// Reconnection attempts the client makes on its own after a connection broke, before it
+/// gives up and the output connects again through the runner's backoff.
+const CLIENT_RECONNECTS: usize = 3;
 
-#[derive(Deserialize)]
-struct StreamCounts {
-    #[serde(default)]
-    last_seq: u64,
-}
-
-#[derive(Deserialize)]
-struct MsgGet {
-    #[serde(default)]
-    message: Option<StoredMsg>,
-}
-
-#[derive(Deserialize)]
-struct StoredMsg {
-    #[serde(default)]
-    hdrs: Option<String>,
-}
-
-/// The `Nats-Msg-Id`s of the stream's messages after sequence `from`; empty (with a log line)
-/// when there are more than `limit` of them.
-async fn stored_ids(
-    conn: &mut Connection,
-    stream: &str,
-    from: u64,
-    limit: u64,
-    timeout: Duration,
-) -> Result<HashSet<String>, NatsError> {
-    use base64::Engine;
-    let reply = conn
-        .request(&format!("$JS.API.STREAM.INFO.{stream}"), b"", timeout)
-        .await?;
-    let info: StreamState = serde_json::from_slice(&reply.payload)
-        .map_err(|e| NatsError::JetStream(format!("unreadable stream info: {e}")))?;
-    if let Some(e) = info.error {
-        return Err(NatsError::JetStream(format!("stream {stream}: {e}")));
-    }
-    let last = info.state.map_or(0, |s| s.last_seq);
-    let mut ids = HashSet::new();
-    if last <= from {
-        return Ok(ids);
-    }
-    if last - from > limit {
-        tracing::warn!(
-            stream,
-            messages = last - from,
-            verify_limit = limit,
-            "too many messages since the last acknowledged one to check them; relying on the duplicate window"
-        );
-        return Ok(ids);
-    }
-    let b64 = base64::engine::general_purpose::STANDARD;
-    for seq in from + 1..=last {
-        let body = format!(r#"{{"seq":{seq}}}"#);
-        let reply = conn
-            .request(
-                &format!("$JS.API.STREAM.MSG.GET.{stream}"),
-                body.as_bytes(),
-                timeout,
-            )
-            .await?;
-        // A message deleted since (or never there) answers with an error: nothing to skip.
-        let Ok(MsgGet {
-            message: Some(StoredMsg { hdrs: Some(h) }),
-        }) = serde_json::from_slice::<MsgGet>(&reply.payload)
-        else {
-            continue;
-        };
-        let Ok(h) = b64.decode(h) else { continue };
-        let text = String::from_utf8_lossy(&h);
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("Nats-Msg-Id:")) {
-            ids.insert(id.trim().to_string());
+/// Logs what the client reports about its connection.
+async fn log_event(event: Event) {
+    match event {
+        Event::Connected => tracing::debug!("NATS connection (re)established"),
+        Event::Disconnected => tracing::info!("NATS connection lost"),
+        Event::LameDuckMode => {
+            tracing::info!("the NATS server is shutting down (lame duck mode)")
         }
+        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer"),
+        Event::ServerError(e) => tracing::warn!(error = %e, "the NATS server reported an error"),
+        Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
+        Event::Draining | Event::Closed => {}
     }
-    tracing::info!(
-        stream,
-        from,
-        to = last,
-        found = ids.len(),
-        "read what the stream got since the last acknowledged message"
-    );
-    Ok(ids)
 }
 
 impl NatsOutput {
@@ -220,177 +183,201 @@ impl NatsOutput {
         }
     }
 
-    fn auth(&self, ep: &client::Endpoint) -> Result<Auth, NatsError> {
-        let read = |what: &'static str, path: &std::path::Path| {
-            std::fs::read_to_string(path)
-                .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
-                .map_err(|source| NatsError::SecretFile {
-                    what,
-                    path: path.to_path_buf(),
-                    source,
-                })
-        };
-        let c = &self.config;
-        let password = match &c.password_file {
-            Some(p) => Some(read("password_file", p)?),
-            None => c.password.clone(),
-        };
-        let token = match &c.token_file {
-            Some(p) => Some(read("token_file", p)?),
-            None => c.token.clone(),
-        };
-        Ok(Auth {
-            user: c.user.clone().or_else(|| ep.user.clone()),
-            password: password.or_else(|| ep.password.clone()),
-            token: token.or_else(|| ep.token.clone()),
+    fn tls_settings(&self) -> Option<kubetrail_net::TlsClientSettings> {
+        self.config.tls.as_ref().map(|opts| {
+            let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
+            settings.use_webpki_roots = true;
+            settings
         })
     }
 
-    fn tls(&mut self) -> Result<Option<Tls>, NatsError> {
-        let Some(opts) = &self.config.tls else {
+    /// The rustls configuration, built once: the client connects by the URL's host, so a
+    /// `tls.vhost` is the name the certificate is verified against.
+    fn tls(&mut self) -> Result<Option<rustls::ClientConfig>, NatsError> {
+        let Some(settings) = self.tls_settings() else {
             return Ok(None);
         };
         if self.tls.is_none() {
-            let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
-            settings.use_webpki_roots = true;
-            let mut cfg = (*settings.build().map_err(NatsError::TlsConfig)?).clone();
+            let mut cfg = (*settings
+                .build_verifying_vhost()
+                .map_err(NatsError::TlsConfig)?)
+            .clone();
+            // NATS negotiates no application protocol.
             cfg.alpn_protocols.clear();
-            self.tls = Some(Tls {
-                config: Arc::new(cfg),
-                vhost: opts.vhost.clone(),
-            });
+            self.tls = Some(cfg);
         }
         Ok(self.tls.clone())
     }
 
+    fn options(&mut self, ep: &Endpoint) -> Result<ConnectOptions, NatsError> {
+        let c = &self.config;
+        let mut opts = ConnectOptions::new()
+            .name("kubetrail")
+            .connection_timeout(c.connect_timeout)
+            .request_timeout(Some(c.ack_timeout))
+            .max_reconnects(CLIENT_RECONNECTS)
+            .event_callback(log_event);
+        opts = c.auth.apply(opts, ep)?;
+        if let Some(tls) = self.tls()? {
+            opts = opts.tls_client_config(tls).require_tls(true);
+        }
+        Ok(opts)
+    }
+
     /// Connects to the first endpoint that answers, starting with the last good one.
     async fn connect(&mut self) -> Result<Connection, NatsError> {
-        let tls = self.tls()?;
         let n = self.config.endpoints.len();
         let mut last = None;
         for k in 0..n {
             let i = (self.preferred + k) % n;
             let ep = self.config.endpoints[i].clone();
-            let auth = self.auth(&ep)?;
-            match Connection::connect(&ep, &auth, tls.as_ref(), self.config.connect_timeout).await {
-                Ok(mut conn) => {
-                    self.preferred = i;
-                    tracing::info!(server = %conn.addr(), version = %conn.info.version, tls = tls.is_some(),
-                        max_payload = conn.info.max_payload, "connected to NATS");
-                    if let Err(e) = self.ensure_stream(&mut conn).await {
-                        last = Some(e);
-                        continue;
-                    }
-                    return Ok(conn);
-                }
-                Err(e) => {
+            let opts = self.options(&ep)?;
+            let client = match opts.connect(ep.server_url()).await {
+                Ok(client) => client,
+                Err(source) => {
+                    let hint = match source.kind() {
+                        ConnectErrorKind::Tls | ConnectErrorKind::Io
+                            if self.config.tls.is_none()
+                                && source.to_string().contains("certificate") =>
+                        {
+                            " (the server requires TLS: set `tls: on` and `tls.ca_file`)"
+                        }
+                        ConnectErrorKind::AuthorizationViolation => {
+                            " (the server refused the credentials)"
+                        }
+                        _ => "",
+                    };
+                    let e = NatsError::Connect {
+                        server: ep.addr(),
+                        source,
+                        hint,
+                    };
                     tracing::warn!(server = ?ep, error = %e, "cannot connect to NATS");
                     last = Some(e);
+                    continue;
                 }
+            };
+            let info = client.server_info();
+            tracing::info!(server = %ep.addr(), version = %info.version, tls = self.config.tls.is_some(),
+                max_payload = info.max_payload, "connected to NATS");
+            let window = self.config.max_in_flight;
+            let js = jetstream::ContextBuilder::new()
+                .timeout(self.config.ack_timeout)
+                .max_ack_inflight(window)
+                .backpressure_on_inflight(true)
+                .build(client.clone());
+            let conn = Connection {
+                client,
+                js,
+                addr: ep.addr(),
+            };
+            if let Err(e) = self.ensure_stream(&conn.js).await {
+                tracing::warn!(server = %conn.addr, error = %e, "JetStream stream unusable");
+                last = Some(e);
+                continue;
             }
+            self.preferred = i;
+            return Ok(conn);
         }
-        Err(last.unwrap_or(NatsError::Closed))
+        Err(last.unwrap_or(NatsError::ConnectionLost))
     }
 
     /// Looks the stream up and creates it if missing (and allowed).
-    async fn ensure_stream(&self, conn: &mut Connection) -> Result<(), NatsError> {
+    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<(), NatsError> {
         let Some(st) = &self.config.stream else {
             return Ok(());
         };
-        let timeout = self.config.ack_timeout;
-        let reply = conn
-            .request(&format!("$JS.API.STREAM.INFO.{}", st.name), b"", timeout)
-            .await?;
-        if reply.status == Some(503) {
-            return Err(NatsError::JetStream(
-                "JetStream is not enabled on the server (no responders for $JS.API)".into(),
-            ));
-        }
-        let info: StreamInfo = serde_json::from_slice(&reply.payload)
-            .map_err(|e| NatsError::JetStream(format!("unreadable stream info: {e}")))?;
         let filter = self.config.subject.filter();
-        match (info.error, info.config) {
-            (None, Some(cfg)) => {
+        match js.get_stream(&st.name).await {
+            Ok(stream) => {
+                let cfg = &stream.cached_info().config;
                 if !cfg.subjects.iter().any(|s| covers(s, &filter)) {
                     tracing::warn!(stream = %st.name, subjects = ?cfg.subjects, template = %filter,
                         "the stream's subjects do not cover every subject the template makes; such messages will be refused");
                 }
-                let window = Duration::from_nanos(cfg.duplicate_window);
-                tracing::info!(stream = %st.name, duplicate_window = ?window, "JetStream stream found");
+                tracing::info!(stream = %st.name, duplicate_window = ?cfg.duplicate_window, "JetStream stream found");
                 Ok(())
             }
-            (Some(e), _) if e.code == 404 && st.create => self.create_stream(conn, st).await,
-            (Some(e), _) => Err(NatsError::JetStream(format!("stream {}: {e}", st.name))),
-            (None, None) => Err(NatsError::JetStream(
-                "stream info without its configuration".into(),
-            )),
+            Err(e) => match e.kind() {
+                GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NOT_FOUND && st.create =>
+                {
+                    self.create_stream(js, st).await
+                }
+                GetStreamErrorKind::Request if e.to_string().contains("no responders") => {
+                    Err(NatsError::JetStream(
+                        "JetStream is not enabled on the server (no responders for $JS.API)".into(),
+                    ))
+                }
+                _ => Err(NatsError::JetStream(format!("stream {}: {e}", st.name))),
+            },
         }
     }
 
     async fn create_stream(
         &self,
-        conn: &mut Connection,
+        js: &jetstream::Context,
         st: &StreamOptions,
     ) -> Result<(), NatsError> {
-        let body = serde_json::json!({
-            "name": st.name,
-            "subjects": st.subjects,
-            "retention": "limits",
-            "storage": st.storage,
-            "num_replicas": st.replicas,
-            "duplicate_window": u64::try_from(st.duplicate_window.as_nanos()).unwrap_or(u64::MAX),
-            "discard": "old",
-            "max_msgs": -1,
-            "max_bytes": st.max_bytes.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
-            "max_age": u64::try_from(st.max_age.as_nanos()).unwrap_or(u64::MAX),
-            "max_msg_size": -1,
-            "max_consumers": -1,
-        });
-        let reply = conn
-            .request(
-                &format!("$JS.API.STREAM.CREATE.{}", st.name),
-                body.to_string().as_bytes(),
-                self.config.ack_timeout,
-            )
-            .await?;
-        let info: StreamInfo = serde_json::from_slice(&reply.payload).map_err(|e| {
-            NatsError::JetStream(format!("unreadable answer to creating the stream: {e}"))
-        })?;
-        match info.error {
-            None => {
+        let config = JsStreamConfig {
+            name: st.name.clone(),
+            subjects: st.subjects.clone(),
+            retention: RetentionPolicy::Limits,
+            storage: if st.storage == "memory" {
+                StorageType::Memory
+            } else {
+                StorageType::File
+            },
+            num_replicas: st.replicas as usize,
+            duplicate_window: st.duplicate_window,
+            discard: DiscardPolicy::Old,
+            max_messages: -1,
+            max_bytes: st
+                .max_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            max_age: st.max_age,
+            max_message_size: -1,
+            max_consumers: -1,
+            ..Default::default()
+        };
+        match js.create_stream(config).await {
+            Ok(_) => {
                 tracing::info!(stream = %st.name, subjects = ?st.subjects, duplicate_window = ?st.duplicate_window, "created JetStream stream");
                 Ok(())
             }
-            // Another replica made it first.
-            Some(e) if e.err_code == Some(10058) => Ok(()),
-            Some(e) => Err(NatsError::JetStream(format!(
-                "creating stream {}: {e}",
-                st.name
-            ))),
+            Err(e) => match e.kind() {
+                // Another replica made it first.
+                CreateStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+                {
+                    Ok(())
+                }
+                _ => Err(NatsError::JetStream(format!(
+                    "creating stream {}: {e}",
+                    st.name
+                ))),
+            },
         }
     }
 
+    /// Publishes the batch; the ids of records over `max_payload` come back (not published).
     async fn publish(&mut self, batch: &[QueueItem]) -> Result<Vec<String>, DeliveryError> {
-        if let Some(c) = self.conn.as_mut()
-            && let Err(e) = c.drain_pending().await
+        if let Some(c) = &self.conn
+            && c.client.connection_state() != async_nats::connection::State::Connected
         {
-            tracing::info!(error = %e, "NATS connection lost while idle; reconnecting");
+            tracing::info!(server = %c.addr, "NATS connection lost while idle; reconnecting");
             self.conn = None;
         }
         if self.conn.is_none() {
             self.conn = Some(self.connect().await?);
         }
-        let already = match (
-            self.suspect,
-            self.committed_seq,
-            self.config.stream.as_ref(),
-        ) {
-            (true, Some(from), Some(st)) => {
-                let Some(conn) = self.conn.as_mut() else {
-                    unreachable!("connected above")
-                };
-                let (limit, timeout) = (self.config.verify_limit, self.config.ack_timeout);
-                match stored_ids(conn, &st.name, from, limit, timeout).await {
+        let Some(conn) = self.conn.as_ref() else {
+            unreachable!("connected above")
+        };
+        let stream = self.config.stream.as_ref().map(|s| s.name.as_str());
+        let already = match (self.suspect, self.committed_seq, stream) {
+            (true, Some(from), Some(name)) => {
+                match publish::stored_ids(&conn.js, name, from, self.config.verify_limit).await {
                     Ok(ids) => ids,
                     Err(e) => {
                         self.conn = None;
@@ -400,52 +387,33 @@ impl NatsOutput {
             }
             _ => HashSet::new(),
         };
-        let Some(conn) = self.conn.as_mut() else {
-            unreachable!("connected above")
-        };
-        let stream = self.config.stream.as_ref().map(|s| s.name.as_str());
-        let max = conn.info.max_payload;
         let mut msgs = Vec::with_capacity(batch.len());
-        let mut too_big = Vec::new();
-        let mut skipped = 0usize;
+        let mut sent = Vec::with_capacity(batch.len());
         for item in batch {
-            let id = proto::header_value(&item.id);
-            let id = if id.is_empty() {
-                Cow::Borrowed("_")
-            } else {
-                id
-            };
+            let id = publish::header_value(&item.id);
             if already.contains(id.as_ref()) {
-                skipped += 1;
                 continue;
             }
-            let mut headers = vec![("Nats-Msg-Id", id.as_ref())];
-            if let Some(s) = stream {
-                headers.push(("Nats-Expected-Stream", s));
-            }
-            if max > 0 && proto::hpub_size(&headers, item.data.len()) > max {
-                too_big.push(item.id.clone());
-                continue;
-            }
+            sent.push(item);
             msgs.push(Outgoing {
                 subject: self.config.subject.render(&item.data),
                 id,
-                payload: &item.data,
+                payload: item.data.clone(),
             });
         }
-        let outcome = match conn
-            .publish_batch(
-                &msgs,
-                stream,
-                self.config.max_in_flight,
-                self.config.ack_timeout,
-            )
-            .await
+        let skipped = batch.len() - msgs.len();
+        let outcome = match publish::publish_batch(
+            &conn.js,
+            &msgs,
+            stream,
+            self.config.max_in_flight,
+        )
+        .await
         {
             Ok(o) => o,
             Err(e) => {
-                // Whatever was in flight is unknown: the connection is dropped and the batch
-                // published again (the duplicate window makes that harmless).
+                // Whatever was in flight is unknown: the connection is dropped and the
+                // batch published again (the duplicate window makes that harmless).
                 self.conn = None;
                 return Err(e.into());
             }
@@ -481,19 +449,23 @@ impl NatsOutput {
                 retry_after: None,
             });
         }
-        Ok(too_big)
+        Ok(outcome
+            .too_big
+            .iter()
+            .map(|i| sent[*i].id.clone())
+            .collect())
     }
 }
 
 #[async_trait::async_trait]
 impl Output for NatsOutput {
     fn preflight(&self) -> Result<(), String> {
-        if let Some(opts) = &self.config.tls {
-            let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
-            settings.use_webpki_roots = true;
-            settings.build().map_err(|e| e.to_string())?;
+        if let Some(settings) = self.tls_settings() {
+            settings
+                .build_verifying_vhost()
+                .map_err(|e| e.to_string())?;
         }
-        Ok(())
+        self.config.auth.preflight().map_err(|e| e.to_string())
     }
 
     async fn open(&mut self, committed: Option<String>) -> Result<(), DeliveryError> {
@@ -518,7 +490,10 @@ impl Output for NatsOutput {
         };
         self.suspect = false;
         if !too_big.is_empty() {
-            let max = self.conn.as_ref().map_or(0, |c| c.info.max_payload);
+            let max = self
+                .conn
+                .as_ref()
+                .map_or(0, |c| c.client.server_info().max_payload);
             if let Some(w) = &self.dead_letters {
                 let reason = format!("larger than the NATS server's max_payload of {max} bytes");
                 let items: Vec<(&QueueItem, &str)> = batch

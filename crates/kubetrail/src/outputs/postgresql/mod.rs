@@ -15,6 +15,14 @@
 //! `username` and `verb` the audit event's, `reason` the Event's reason or the audit
 //! authorization reason.
 //!
+//! The activity columns (`seq`, `api_group`, `resource`, `subresource`, `obj_namespace`,
+//! `obj_name`, `obj_uid`, `owner_uid`, `mention_resource`, `mention_name`,
+//! `impersonated_user`, `user_groups`, `response_code`, `event_type`, `stage`,
+//! `activity_version`) and their indexes (`kubetrail_activity::pg`) are what `kubetrail who`
+//! and `kubetrail activity` read; they are added to a table made by an earlier kubetrail
+//! (`ADD COLUMN IF NOT EXISTS`; adding `seq` numbers the existing rows) and its rows are then
+//! filled in the background (`backfill`) while delivery goes on.
+//!
 //! Exactly once: a batch is one `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO
 //! NOTHING` (one statement, so one transaction). A batch delivered again after a crash or a
 //! lost acknowledgement inserts nothing twice: the record id is the primary key.
@@ -37,6 +45,7 @@
 //! or the bundled public roots, `tls.vhost`, `tls.verify`, client certificate `tls.crt_file` +
 //! `tls.key_file`). A URL's `sslmode=require` turns TLS on when `tls` is not written.
 
+mod backfill;
 mod config;
 mod row;
 mod sql;
@@ -154,6 +163,8 @@ pub struct PostgresqlOutput {
     conn: Option<Conn>,
     table_ready: bool,
     dead_letters: Option<DeadLetterWriter>,
+    /// The background pass filling the activity columns of rows stored before them.
+    backfill: Option<JoinHandle<()>>,
 }
 
 impl PostgresqlOutput {
@@ -168,68 +179,20 @@ impl PostgresqlOutput {
             conn: None,
             table_ready: false,
             dead_letters: None,
+            backfill: None,
         }
     }
 
-    fn target(&self) -> String {
-        use tokio_postgres::config::Host;
-        let host = match self.config.pg.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            #[cfg(unix)]
-            Some(Host::Unix(p)) => p.display().to_string(),
-            None => String::new(),
-        };
-        let port = self.config.pg.get_ports().first().copied().unwrap_or(5432);
-        format!(
-            "{host}:{port}/{} as {}",
-            self.config.pg.get_dbname().unwrap_or(""),
-            self.config.pg.get_user().unwrap_or("")
-        )
-    }
-
     fn make_tls(&mut self) -> Result<Option<tls::MakeRustls>, PostgresqlError> {
-        let Some(opts) = &self.config.tls else {
-            return Ok(None);
-        };
         if self.tls.is_none() {
-            let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
-            settings.use_webpki_roots = true;
-            let mut cfg = (*settings.build().map_err(PostgresqlError::Tls)?).clone();
-            cfg.alpn_protocols = vec![b"postgresql".to_vec()];
-            self.tls = Some(tls::MakeRustls {
-                config: Arc::new(cfg),
-                vhost: opts.vhost.clone(),
-            });
+            self.tls = tls_for(&self.config)?;
         }
         Ok(self.tls.clone())
     }
 
     async fn connect(&mut self) -> Result<Conn, PostgresqlError> {
-        let mut pg = self.config.pg.clone();
-        if let Some(path) = &self.config.password_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| PostgresqlError::PasswordFile {
-                    path: path.clone(),
-                    source,
-                })?;
-            pg.password(text.trim_end_matches(['\r', '\n']));
-        }
-        let target = self.target();
-        let err = |source| PostgresqlError::Connect {
-            target: target.clone(),
-            source,
-        };
-        let (client, driver) = match self.make_tls()? {
-            None => {
-                let (client, connection) = pg.connect(NoTls).await.map_err(err)?;
-                (client, tokio::spawn(drive(connection)))
-            }
-            Some(tls) => {
-                let (client, connection) = pg.connect(tls).await.map_err(err)?;
-                (client, tokio::spawn(drive(connection)))
-            }
-        };
-        tracing::info!(target = %target, tls = self.config.tls.is_some(), "connected to PostgreSQL");
+        let tls = self.make_tls()?;
+        let (client, driver) = open_connection(&self.config, tls).await?;
         Ok(Conn {
             client,
             driver,
@@ -260,6 +223,9 @@ impl PostgresqlOutput {
                 })?;
             self.table_ready = true;
             tracing::info!(table = %table.sql(), "table and indexes ready");
+            if self.backfill.as_ref().is_none_or(|b| b.is_finished()) {
+                self.backfill = Some(backfill::spawn(self.config.clone()));
+            }
         }
         let stmt = match &conn.insert {
             Some(s) => s.clone(),
@@ -337,6 +303,88 @@ impl PostgresqlOutput {
     }
 }
 
+/// `host:port/database as user`, for messages.
+fn target(config: &PostgresqlConfig) -> String {
+    use tokio_postgres::config::Host;
+    let host = match config.pg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => String::new(),
+    };
+    let port = config.pg.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{} as {}",
+        config.pg.get_dbname().unwrap_or(""),
+        config.pg.get_user().unwrap_or("")
+    )
+}
+
+/// The TLS connector the options ask for (`None` without TLS).
+fn tls_for(config: &PostgresqlConfig) -> Result<Option<tls::MakeRustls>, PostgresqlError> {
+    let Some(opts) = &config.tls else {
+        return Ok(None);
+    };
+    let mut settings = kubetrail_net::TlsClientSettings::from_options(opts);
+    settings.use_webpki_roots = true;
+    let mut cfg = (*settings.build().map_err(PostgresqlError::Tls)?).clone();
+    cfg.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Some(tls::MakeRustls {
+        config: Arc::new(cfg),
+        vhost: opts.vhost.clone(),
+    }))
+}
+
+/// Connects with the options (the password file read now), returning the client and the
+/// task that drives its socket.
+async fn open_connection(
+    config: &PostgresqlConfig,
+    tls: Option<tls::MakeRustls>,
+) -> Result<(Client, JoinHandle<()>), PostgresqlError> {
+    let mut pg = config.pg.clone();
+    if let Some(path) = &config.password_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| PostgresqlError::PasswordFile {
+                path: path.clone(),
+                source,
+            })?;
+        pg.password(text.trim_end_matches(['\r', '\n']));
+    }
+    let target = target(config);
+    let err = |source| PostgresqlError::Connect {
+        target: target.clone(),
+        source,
+    };
+    let (client, driver) = match tls {
+        None => {
+            let (client, connection) = pg.connect(NoTls).await.map_err(err)?;
+            (client, tokio::spawn(drive(connection)))
+        }
+        Some(tls) => {
+            let (client, connection) = pg.connect(tls).await.map_err(err)?;
+            (client, tokio::spawn(drive(connection)))
+        }
+    };
+    tracing::info!(target = %target, tls = config.tls.is_some(), "connected to PostgreSQL");
+    Ok((client, driver))
+}
+
+/// Connects to the output's server as the output does (password file, TLS), for readers of
+/// its table (`kubetrail who --postgres`). The returned task drives the connection.
+pub async fn connect_client(
+    config: &PostgresqlConfig,
+) -> Result<(Client, JoinHandle<()>), PostgresqlError> {
+    open_connection(config, tls_for(config)?).await
+}
+
+impl Drop for PostgresqlOutput {
+    fn drop(&mut self) {
+        if let Some(b) = self.backfill.take() {
+            b.abort();
+        }
+    }
+}
+
 async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -401,6 +449,9 @@ impl Output for PostgresqlOutput {
 
     async fn close(&mut self) -> Result<(), DeliveryError> {
         self.conn = None;
+        if let Some(b) = self.backfill.take() {
+            b.abort();
+        }
         Ok(())
     }
 }

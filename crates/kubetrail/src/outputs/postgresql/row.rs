@@ -31,6 +31,59 @@ pub struct Row {
     pub tag: Option<String>,
     /// The record as JSON text `jsonb` accepts.
     pub record: String,
+    /// The activity columns (what `kubetrail who` and `activity` query).
+    pub activity: ActivityCols,
+}
+
+/// The activity columns of a row (see `kubetrail_activity::pg`), text without NUL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActivityCols {
+    pub api_group: Option<String>,
+    pub resource: Option<String>,
+    pub subresource: Option<String>,
+    pub obj_namespace: Option<String>,
+    pub obj_name: Option<String>,
+    pub obj_uid: Option<String>,
+    pub owner_uid: Option<String>,
+    pub mention_resource: Option<String>,
+    pub mention_name: Option<String>,
+    pub impersonated_user: Option<String>,
+    /// The user's groups as a JSON array (turned into `text[]` by the statement).
+    pub user_groups: Option<String>,
+    pub response_code: Option<i32>,
+    pub event_type: Option<String>,
+    pub stage: Option<String>,
+}
+
+impl ActivityCols {
+    /// The columns of an encoded record.
+    pub fn from_record(data: &[u8]) -> ActivityCols {
+        let a = kubetrail_activity::Activity::from_record(data);
+        let t = |v: Option<String>| v.filter(|s| !s.is_empty()).map(no_nul);
+        let (mention_resource, mention_name) = match a.mention {
+            Some((r, n)) => (Some(r), Some(n)),
+            None => (None, None),
+        };
+        let groups: Vec<String> = a.groups.into_iter().map(no_nul).collect();
+        ActivityCols {
+            // The core group is "", which is a value here (not "unknown").
+            api_group: a.api_group.map(no_nul),
+            resource: t(a.resource),
+            subresource: t(a.subresource),
+            obj_namespace: t(a.namespace),
+            obj_name: t(a.name),
+            obj_uid: t(a.uid),
+            owner_uid: t(a.owner.map(|o| o.uid)),
+            mention_resource: t(mention_resource),
+            mention_name: t(mention_name),
+            impersonated_user: t(a.impersonated),
+            user_groups: (!groups.is_empty())
+                .then(|| serde_json::to_string(&groups).unwrap_or_default()),
+            response_code: a.response_code.and_then(|c| i32::try_from(c).ok()),
+            event_type: t(a.event_type),
+            stage: t(a.stage),
+        }
+    }
 }
 
 /// A string field that reads as `None` when it holds anything but a string (a filter may
@@ -171,6 +224,7 @@ impl Row {
         } else {
             Row::from_envelope(id, fields)
         };
+        row.activity = ActivityCols::from_record(json.as_bytes());
         row.record = json.into_owned();
         row
     }
@@ -189,6 +243,7 @@ impl Row {
             source: None,
             tag: None,
             record,
+            activity: ActivityCols::default(),
         }
     }
 
@@ -222,6 +277,7 @@ impl Row {
             source: f.source.get(),
             tag: f.tag.get(),
             record: String::new(),
+            activity: ActivityCols::default(),
         }
     }
 
@@ -245,6 +301,7 @@ impl Row {
                 source: None,
                 tag: None,
                 record: String::new(),
+                activity: ActivityCols::default(),
             }
         } else {
             let object = f.involved_object_raw.or(f.regarding);
@@ -261,6 +318,7 @@ impl Row {
                 source: None,
                 tag: None,
                 record: String::new(),
+                activity: ActivityCols::default(),
             }
         }
     }

@@ -11,10 +11,16 @@
 //! `api_group`, `api_version`}, `response_code`, `request_uri`, `decision` and `reason` (the
 //! `authorization.k8s.io/*` annotations), `api_version`. The original is the event's exact
 //! bytes.
+//!
+//! An item kept as an error record's original nests at most [`MAX_STORED_DEPTH`] deep; a
+//! deeper one is kept as a JSON string of its text ([`nesting`]), so that the readers
+//! downstream take the record.
 
+pub mod nesting;
 mod normalize;
 mod parse;
 
+pub use nesting::MAX_STORED_DEPTH;
 pub use normalize::{
     DEDUP_SCOPE, ERROR_DEDUP_SCOPE, ERROR_SOURCE_KIND, error_record, invalid_input_record,
     normalize,

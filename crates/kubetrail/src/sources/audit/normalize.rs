@@ -8,6 +8,7 @@ use kubetrail_core::{DedupKey, Original, Record, RecordKind, Timestamp};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use super::nesting;
 use super::parse::{AuditItem, ItemError};
 
 /// The dedup scope of audit records. Both audit sources use it, so the same event arriving by
@@ -57,11 +58,19 @@ pub fn normalize(item: AuditItem, source: &Arc<str>, tag: &Arc<str>, raw_format:
 }
 
 /// An `error` record for an item that is JSON but not an audit event: fields `error` (the
-/// reason) and `source_kind: "audit"`, the item's exact bytes as original, time = now. Its id
-/// (and dedup key) is a hash of the bytes, so an apiserver retry of the same batch does not
-/// repeat it. It is never in raw format: without its envelope the reason would be lost.
+/// reason) and `source_kind: "audit"`, the item's exact bytes as original (a JSON string of
+/// them when it nests deeper than [`MAX_STORED_DEPTH`], which the reason then says), time =
+/// now. Its id (and dedup key) is a hash of the bytes, so an apiserver retry of the same batch
+/// does not repeat it. It is never in raw format: without its envelope the reason would be
+/// lost.
 pub fn error_record(err: ItemError, source: &Arc<str>, tag: &Arc<str>) -> Record {
     let key = format!("error/{:016x}", fnv1a64(err.raw.get().as_bytes()));
+    let (raw, as_string) = nesting::bounded(err.raw);
+    let reason = if as_string {
+        nesting::too_deep(&err.reason)
+    } else {
+        err.reason
+    };
     let mut record = Record::new(
         key.clone(),
         Timestamp::now(),
@@ -69,14 +78,12 @@ pub fn error_record(err: ItemError, source: &Arc<str>, tag: &Arc<str>) -> Record
         source.clone(),
         tag.clone(),
     );
-    record
-        .fields
-        .insert("error".into(), Value::String(err.reason));
+    record.fields.insert("error".into(), Value::String(reason));
     record.fields.insert(
         "source_kind".into(),
         Value::String(ERROR_SOURCE_KIND.into()),
     );
-    record.original = Some(Original::Raw(err.raw));
+    record.original = Some(Original::Raw(raw));
     record.dedup = Some(DedupKey {
         scope: Arc::from(ERROR_DEDUP_SCOPE),
         key,

@@ -158,6 +158,14 @@ impl LineStore {
         }));
     }
 
+    /// Makes room for `bytes` of lines at once, so that a batch filled line by line is not
+    /// moved to a larger allocation again and again as it grows (a copy of all of it each
+    /// time, about twice the batch in all).
+    pub fn reserve(&mut self, bytes: usize) {
+        self.unseal();
+        self.data.reserve(bytes);
+    }
+
     /// Adds what the splitter found. Blank lines are not records and are left out.
     pub fn push(&mut self, fp: Fingerprint, path: &Arc<str>, event: Event<'_>) {
         let (offset, bytes, kind) = match &event {
@@ -228,8 +236,13 @@ pub fn build_records_of(
             ItemKind::Line => match parsed {
                 Ok(event) => audit::normalize(event, &cx.source, &cx.tag, cx.raw_format),
                 Err(e) => {
-                    let reason = e.to_string();
-                    let r = error_record(file, item.offset, &reason, original_of(bytes), cx);
+                    let (original, as_string) = original_of(bytes);
+                    let reason = if as_string {
+                        audit::nesting::too_deep(&e.to_string())
+                    } else {
+                        e.to_string()
+                    };
+                    let r = error_record(file, item.offset, &reason, original, cx);
                     errors.push(LineError {
                         path: file.path.clone(),
                         offset: item.offset,
@@ -257,14 +270,18 @@ pub fn build_records_of(
     (records, errors)
 }
 
-/// The line itself if it is JSON, else a JSON string of (the start of) it.
-fn original_of(line: &[u8]) -> Original {
+/// The line itself if it is JSON (as a JSON string of its text when it nests too deeply for
+/// readers downstream: then `true`), else a JSON string of (the start of) it.
+fn original_of(line: &[u8]) -> (Original, bool) {
     match serde_json::from_slice::<&RawValue>(line) {
         Ok(raw) => match RawValue::from_string(raw.get().to_string()) {
-            Ok(owned) => Original::Raw(owned.into()),
-            Err(_) => snippet(line),
+            Ok(owned) => {
+                let (raw, as_string) = audit::nesting::bounded(owned.into());
+                (Original::Raw(raw), as_string)
+            }
+            Err(_) => (snippet(line), false),
         },
-        Err(_) => snippet(line),
+        Err(_) => (snippet(line), false),
     }
 }
 
@@ -453,6 +470,24 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].kind, RecordKind::K8sAudit);
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn a_line_nested_too_deeply_is_kept_as_a_string() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let store = store_of(&[deep.as_bytes()]);
+        let (records, errors) = build_records(&store, &cx());
+        assert_eq!((records.len(), errors.len()), (1, 1));
+        let v: Value = serde_json::from_slice(&records[0].encode()).expect("readable JSON");
+        assert_eq!(v["object"].as_str(), Some(deep.as_str()));
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("kept as a JSON string"),
+            "{}",
+            v["error"]
+        );
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub struct AuditFileConfig {
     /// `/var/log/kubernetes/audit/audit*.log*`. It should match the active file and its
     /// rotated (and gzipped) backups, so that a rotated file is found under its new name.
     pub path: String,
+    /// `exclude_path` (default none): patterns (comma-separated, or a list) of files the
+    /// glob matches that are not read, e.g. `*.gz` to leave compressed backups alone. A
+    /// pattern matches the whole path, `*` crossing `/` (Fluent Bit's `fnmatch` without
+    /// flags).
+    pub exclude_path: Vec<glob::Pattern>,
     /// `read_from_head` (default on): a file never seen before, found at start, is read from
     /// its beginning. When off, it starts at its end (after its last complete line). Files
     /// that appear while running are always read from their beginning.
@@ -55,6 +60,12 @@ impl AuditFileConfig {
         if let Err(e) = glob::Pattern::new(&path) {
             return Err(s.error("path", format!("'{path}' is not a valid glob: {e}")));
         }
+        let mut exclude_path = Vec::new();
+        for p in s.get_list("exclude_path")?.unwrap_or_default() {
+            let pattern = glob::Pattern::new(&p)
+                .map_err(|e| s.error("exclude_path", format!("'{p}' is not a valid glob: {e}")))?;
+            exclude_path.push(pattern);
+        }
         let read_from_head = s.get_bool("read_from_head")?.unwrap_or(true);
         let buffer_max_size = s.get_size("buffer_max_size")?.unwrap_or(16 << 20);
         if !(MIN_BUFFER_MAX_SIZE..=MAX_BUFFER_MAX_SIZE).contains(&buffer_max_size) {
@@ -82,6 +93,7 @@ impl AuditFileConfig {
         }
         Ok(AuditFileConfig {
             path,
+            exclude_path,
             read_from_head,
             // Bounded to 1G above, so it fits in usize on every supported target.
             buffer_max_size: buffer_max_size as usize,
@@ -120,6 +132,7 @@ mod tests {
         let c = AuditFileConfig::from_section(&mut s).unwrap();
         s.finish().unwrap();
         assert_eq!(c.path, "/var/log/kubernetes/audit/audit*.log*");
+        assert!(c.exclude_path.is_empty());
         assert!(c.read_from_head);
         assert_eq!(c.buffer_max_size, 16 << 20);
         assert_eq!(c.refresh_interval, Duration::from_secs(1));
@@ -175,6 +188,10 @@ mod tests {
             ),
             (vec![("path", "/a"), ("format", "yaml")], "format"),
             (vec![("path", "/a"), ("rotate_wait", "soon")], "rotate_wait"),
+            (
+                vec![("path", "/a"), ("exclude_path", "*.gz, [")],
+                "exclude_path",
+            ),
         ] {
             let err = AuditFileConfig::from_section(&mut section(&pairs)).unwrap_err();
             assert!(
@@ -182,6 +199,17 @@ mod tests {
                 "{key}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn exclude_path_is_fluent_bits_comma_separated_list() {
+        let mut s = section(&[("path", "/a/*"), ("exclude_path", "*.gz, /a/old-*")]);
+        let c = AuditFileConfig::from_section(&mut s).unwrap();
+        s.finish().unwrap();
+        let excluded = |p: &str| c.exclude_path.iter().any(|x| x.matches(p));
+        assert!(excluded("/a/audit-1.log.gz"));
+        assert!(excluded("/a/old-audit.log"));
+        assert!(!excluded("/a/audit.log"));
     }
 
     #[test]

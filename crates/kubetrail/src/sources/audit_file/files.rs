@@ -72,11 +72,16 @@ pub struct Found {
 /// Fingerprints of the last scan, by path.
 pub type ScanCache = HashMap<PathBuf, (Meta, Option<Fingerprint>)>;
 
-/// Lists the files matching `pattern` with their fingerprints: plain files first, then gzip
-/// files (so a backup that exists both ways is read from the plain file), each group oldest
-/// first. Unreadable entries are logged and left out. Returns the new cache (only paths seen
-/// now).
-pub fn scan(pattern: &str, mut cache: ScanCache, want_tail_start: bool) -> (Vec<Found>, ScanCache) {
+/// Lists the files matching `pattern` and none of `exclude` with their fingerprints: plain
+/// files first, then gzip files (so a backup that exists both ways is read from the plain
+/// file), each group oldest first. Unreadable entries are logged and left out. Returns the new
+/// cache (only paths seen now).
+pub fn scan(
+    pattern: &str,
+    exclude: &[glob::Pattern],
+    mut cache: ScanCache,
+    want_tail_start: bool,
+) -> (Vec<Found>, ScanCache) {
     let mut found = Vec::new();
     let mut next_cache = ScanCache::new();
     let paths = match glob::glob(pattern) {
@@ -95,6 +100,9 @@ pub fn scan(pattern: &str, mut cache: ScanCache, want_tail_start: bool) -> (Vec<
                 continue;
             }
         };
+        if exclude.iter().any(|p| p.matches_path(&path)) {
+            continue;
+        }
         let Ok(m) = std::fs::metadata(&path) else {
             continue;
         };
@@ -243,6 +251,12 @@ pub fn step(handle: Handle, store: &mut LineStore, p: &StepParams) -> (Handle, S
     }
     of.at_eof = false;
     let mut read = 0u64;
+    if store.is_empty() {
+        // A batch read at full speed fills up to the byte limit and one line more; one that
+        // is read as lines come holds a few, and the pages reserved and not written to are
+        // never touched, so they take no memory.
+        store.reserve(p.limit_bytes.saturating_add(p.chunk));
+    }
     loop {
         while let Some(event) = of.splitter.next_event() {
             store.push(p.fp, &p.path, event);
@@ -312,4 +326,30 @@ fn open(path: &Path, compressed: bool, p: &StepParams) -> Result<OpenFile, StepE
         compressed,
         at_eof: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_leaves_out_excluded_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["audit.log", "audit-1.log.gz", "notes.txt"] {
+            std::fs::write(dir.path().join(name), "{\"auditID\":\"a\"}\n").unwrap();
+        }
+        let pattern = format!("{}/*", dir.path().display());
+        let exclude = vec![
+            glob::Pattern::new("*.gz").unwrap(),
+            glob::Pattern::new("*/notes.*").unwrap(),
+        ];
+        let (found, _) = scan(&pattern, &exclude, ScanCache::new(), false);
+        let names: Vec<_> = found
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(names, vec!["audit.log"]);
+        let (all, _) = scan(&pattern, &[], ScanCache::new(), false);
+        assert_eq!(all.len(), 3);
+    }
 }

@@ -266,11 +266,13 @@ impl<C: Committer> Tailer<C> {
     async fn scan(&mut self) -> Result<(), Stop> {
         let want_tail_start = !self.scanned && !self.cfg.read_from_head;
         let pattern = self.cfg.path.clone();
+        let exclude = self.cfg.exclude_path.clone();
         let cache = std::mem::take(&mut self.cache);
-        let (found, cache) =
-            tokio::task::spawn_blocking(move || files::scan(&pattern, cache, want_tail_start))
-                .await
-                .map_err(|e| Stop::Failed(format!("scanning the audit log files failed: {e}")))?;
+        let (found, cache) = tokio::task::spawn_blocking(move || {
+            files::scan(&pattern, &exclude, cache, want_tail_start)
+        })
+        .await
+        .map_err(|e| Stop::Failed(format!("scanning the audit log files failed: {e}")))?;
         self.cache = cache;
         if found.is_empty() && !self.scanned {
             tracing::info!(path = %self.cfg.path, "no file matches the path yet; waiting for one");

@@ -4,10 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kubetrail_core::config::{ConfigError, Section, SettingError, Value, closest};
-
-/// Keys accepted inside the `tls` map.
-const TLS_KEYS: [&str; 3] = ["crt_file", "key_file", "client_ca_file"];
+use kubetrail_core::config::{ConfigError, Section};
+pub use kubetrail_net::server_tls::ServerTls;
+use kubetrail_net::server_tls::read_server_tls;
 
 /// The resolved options of one `audit_webhook` input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,18 +33,6 @@ pub struct WebhookOptions {
     pub max_connections: usize,
 }
 
-/// The server certificate and, optionally, the CA that client certificates must chain to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerTls {
-    /// `tls.crt_file`: PEM certificate chain, re-read when it changes.
-    pub crt_file: PathBuf,
-    /// `tls.key_file`: PEM private key of `tls.crt_file`, re-read with it.
-    pub key_file: PathBuf,
-    /// `tls.client_ca_file`: PEM CA bundle; a request is authenticated by a client
-    /// certificate that chains to it.
-    pub client_ca_file: Option<PathBuf>,
-}
-
 /// Defaults, named so the documentation and the code agree.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9443";
 pub const DEFAULT_PATH: &str = "/audit";
@@ -67,7 +54,7 @@ impl WebhookOptions {
         if !path.starts_with('/') {
             return Err(s.error("path", format!("'{path}' must start with '/'")));
         }
-        let tls = read_tls(s)?;
+        let tls = read_server_tls(s, "tls", "the audit webhook")?;
         let token_file = s
             .get_str("token_file")?
             .filter(|p| !p.is_empty())
@@ -122,76 +109,4 @@ impl WebhookOptions {
             max_connections,
         })
     }
-}
-
-/// Reads `tls` (`off`, or a map with `crt_file`, `key_file`, `client_ca_file`).
-fn read_tls(s: &mut Section) -> Result<Option<ServerTls>, ConfigError> {
-    let nested = TLS_KEYS.iter().any(|k| s.has(&format!("tls.{k}")));
-    // `tls` itself is only read when no nested key is written: reading it marks the whole
-    // map as known, which would hide a misspelled key inside it from `finish`.
-    let mut enabled = true;
-    if s.has("tls") && !nested {
-        match s.get_value("tls") {
-            Some(Value::Map(entries)) => {
-                // Only unknown keys (the known ones were checked above).
-                if let Some((k, line, _)) = entries.first() {
-                    return Err(unknown_tls_key(s, k, *line));
-                }
-            }
-            Some(_) => enabled = s.get_bool("tls")?.unwrap_or(true),
-            None => {}
-        }
-    }
-    let crt = s
-        .get_str("tls.crt_file")?
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    let key = s
-        .get_str("tls.key_file")?
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    let client_ca = s
-        .get_str("tls.client_ca_file")?
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    if !enabled {
-        if let Some(k) = [
-            ("tls.crt_file", &crt),
-            ("tls.key_file", &key),
-            ("tls.client_ca_file", &client_ca),
-        ]
-        .into_iter()
-        .find_map(|(k, v)| v.is_some().then_some(k))
-        {
-            return Err(s.error(k, "is set but 'tls: off' serves plain HTTP"));
-        }
-        return Ok(None);
-    }
-    match (crt, key) {
-        (Some(crt_file), Some(key_file)) => Ok(Some(ServerTls {
-            crt_file,
-            key_file,
-            client_ca_file: client_ca,
-        })),
-        (None, _) => Err(s.error(
-            "tls.crt_file",
-            "the audit webhook serves HTTPS: set tls.crt_file and tls.key_file \
-             (or write 'tls: off' for plain HTTP)",
-        )),
-        (Some(_), None) => {
-            Err(s.error("tls.key_file", "tls.crt_file and tls.key_file go together"))
-        }
-    }
-}
-
-fn unknown_tls_key(s: &Section, key: &str, line: usize) -> ConfigError {
-    ConfigError::Setting(Box::new(SettingError {
-        file: s.file().into(),
-        component: s.label(),
-        key: Some(format!("tls.{key}")),
-        line: (line > 0).then_some(line),
-        message: "unknown key".to_string(),
-        suggestion: closest(&key.to_ascii_lowercase(), TLS_KEYS.iter().copied())
-            .map(|k| format!("tls.{k}")),
-    }))
 }

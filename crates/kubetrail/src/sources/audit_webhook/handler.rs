@@ -4,6 +4,12 @@
 //! while decompressing), then parsing, and the answer 200 only once the records are committed
 //! (durable). A pipeline that cannot take them now gets 503, which makes the apiserver retry
 //! the same batch later; the dedup key `auditID/stage` makes that retry harmless.
+//!
+//! A body over `max_body_size` is answered 413 in a way the client can read: at once when it
+//! asked `Expect: 100-continue` (it then never sends the body); otherwise after reading and
+//! throwing away the rest of the body, up to [`DISCARD_LIMIT`] past the limit, since a server
+//! that closes while the client is still sending makes the client's TCP stack drop the answer
+//! with a connection reset. Only a body larger than that bound is cut off.
 
 use std::convert::Infallible;
 use std::fmt::Display;
@@ -14,13 +20,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE,
+    ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use kubetrail_core::Record;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use super::auth::Authenticator;
 use super::config::WebhookOptions;
@@ -31,6 +38,10 @@ use crate::telemetry::{ComponentMetrics, Metrics};
 /// The limit for receiving a whole body once the headers are in. The apiserver gives up after
 /// 30 s itself.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many bytes past `max_body_size` a refused body may run on and still be read (and
+/// thrown away, no memory kept) so that its sender gets the 413: the apiserver's largest
+/// batches are tens of MiB. A larger body is cut off (the client then sees a reset).
+const DISCARD_LIMIT: u64 = 64 << 20;
 /// How many requests are read, parsed and committed at once; others wait for a slot. Bounds
 /// memory to about this many times `max_body_size` (times ~3: body, items, records).
 pub(crate) const MAX_INFLIGHT_REQUESTS: usize = 8;
@@ -190,20 +201,25 @@ where
         Ok(n) => n,
         Err(()) => return reply(StatusCode::BAD_REQUEST, "invalid Content-Length", true),
     };
-    if declared.is_some_and(|n| n > limit as u64) {
-        tracing::warn!(component = %shared.name, %peer, length = declared, limit, "audit webhook body too large");
-        return reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the body is larger than max_body_size ({limit} bytes)"),
-            true,
-        );
+    let expects_continue = headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let deadline = Instant::now() + BODY_TIMEOUT;
+    let mut body = std::pin::pin!(req.into_body());
+    if let Some(n) = declared.filter(|n| *n > limit as u64) {
+        tracing::warn!(component = %shared.name, %peer, length = n, limit, "audit webhook body too large");
+        // Waiting for 100 Continue, the client has sent nothing: answering now is the protocol.
+        let drained = !expects_continue
+            && n <= limit as u64 + DISCARD_LIMIT
+            && discard(body.as_mut(), 0, limit as u64 + DISCARD_LIMIT, deadline).await;
+        return too_large(limit, !drained);
     }
 
     // The semaphore is never closed, so acquiring only waits.
-    let Ok(_permit) = shared.inflight.acquire().await else {
+    let Ok(permit) = shared.inflight.acquire().await else {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "shutting down", true);
     };
-    let body = match tokio::time::timeout(BODY_TIMEOUT, read_body(req.into_body(), limit, declared))
+    let body = match tokio::time::timeout_at(deadline, read_body(body.as_mut(), limit, declared))
         .await
     {
         Err(_) => {
@@ -213,13 +229,13 @@ where
                 true,
             );
         }
-        Ok(Err(ReadError::TooLarge)) => {
+        Ok(Err(ReadError::TooLarge { seen })) => {
             tracing::warn!(component = %shared.name, %peer, limit, "audit webhook body too large");
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is larger than max_body_size ({limit} bytes)"),
-                true,
-            );
+            // What was read is freed; the rest is only counted, so no slot is held for it.
+            drop(permit);
+            let drained =
+                discard(body.as_mut(), seen, limit as u64 + DISCARD_LIMIT, deadline).await;
+            return too_large(limit, !drained);
         }
         Ok(Err(ReadError::Io(e))) => {
             tracing::debug!(component = %shared.name, %peer, error = %e, "audit webhook body read failed");
@@ -231,6 +247,7 @@ where
         }
         Ok(Ok(body)) => body,
     };
+    let _permit = permit;
 
     // Decompressing and parsing a 12 MiB body is milliseconds of CPU: off the async threads.
     let (name, tag, raw_format) = (
@@ -320,6 +337,15 @@ where
     }
 }
 
+/// The 413 for a body over `max_body_size`; `close` when the body was not read to its end.
+fn too_large(limit: usize, close: bool) -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is larger than max_body_size ({limit} bytes)"),
+        close,
+    )
+}
+
 /// A short plain-text answer. `close` asks for the connection to be closed, which is needed
 /// whenever the request body was left unread.
 fn reply(status: StatusCode, message: &str, close: bool) -> Response<Full<Bytes>> {
@@ -392,17 +418,23 @@ fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
 }
 
 enum ReadError {
-    TooLarge,
+    /// Past `limit` after `seen` bytes; the rest of the body is unread.
+    TooLarge {
+        seen: u64,
+    },
     Io(String),
 }
 
 /// Reads the body, refusing it as soon as it grows past `limit` (whatever it declared).
-async fn read_body<B>(body: B, limit: usize, declared: Option<u64>) -> Result<Vec<u8>, ReadError>
+async fn read_body<B>(
+    mut body: std::pin::Pin<&mut B>,
+    limit: usize,
+    declared: Option<u64>,
+) -> Result<Vec<u8>, ReadError>
 where
     B: Body<Data = Bytes>,
     B::Error: Display,
 {
-    let mut body = std::pin::pin!(body);
     let hint = declared
         .map_or(64 * 1024, |n| usize::try_from(n).unwrap_or(limit))
         .min(limit);
@@ -411,12 +443,42 @@ where
         let frame = frame.map_err(|e| ReadError::Io(e.to_string()))?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > limit {
-                return Err(ReadError::TooLarge);
+                return Err(ReadError::TooLarge {
+                    seen: (buf.len() + data.len()) as u64,
+                });
             }
             buf.extend_from_slice(&data);
         }
     }
     Ok(buf)
+}
+
+/// Reads and throws away the rest of a body of which `seen` bytes were read: `true` once it
+/// ended, `false` when it ran past `bound` bytes in all, failed, or `deadline` came first.
+async fn discard<B>(
+    mut body: std::pin::Pin<&mut B>,
+    mut seen: u64,
+    bound: u64,
+    deadline: Instant,
+) -> bool
+where
+    B: Body<Data = Bytes>,
+{
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > bound {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout_at(deadline, drain)
+        .await
+        .unwrap_or(false)
 }
 
 enum DecodeError {

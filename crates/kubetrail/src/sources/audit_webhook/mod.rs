@@ -21,7 +21,6 @@ mod auth;
 mod config;
 mod handler;
 mod server;
-mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -29,17 +28,19 @@ mod tests;
 use std::sync::Arc;
 
 use kubetrail_core::config::{ConfigError, Section};
+use kubetrail_net::server_tls::server_config;
+use kubetrail_net::tokens::TokenFile;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-pub use auth::{RELOAD_CHECK_INTERVAL, TokenFileError};
 pub use config::{
     DEFAULT_DEDUP_RETENTION, DEFAULT_LISTEN, DEFAULT_MAX_BODY_SIZE, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PATH, ServerTls, WebhookOptions,
 };
 pub use handler::Commit;
-pub use tls::TlsSetupError;
+pub use kubetrail_net::server_tls::TlsSetupError;
+pub use kubetrail_net::tokens::{RELOAD_CHECK_INTERVAL, TokenFileError};
 
 use crate::pipeline::{Source, SourceContext, SourceError};
 use crate::shutdown::Shutdown;
@@ -106,11 +107,11 @@ impl AuditWebhook {
         env: ServeEnv,
     ) -> Result<(), WebhookError> {
         let acceptor = match &self.options.tls {
-            Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
+            Some(t) => Some(TlsAcceptor::from(server_config(t)?)),
             None => None,
         };
         let tokens = match &self.options.token_file {
-            Some(p) => Some(auth::TokenFile::load(p)?),
+            Some(p) => Some(TokenFile::load(p)?),
             None => None,
         };
         let client_certs = self
@@ -170,10 +171,10 @@ impl Source for AuditWebhook {
 
     fn preflight(&self) -> Result<(), String> {
         if let Some(t) = &self.options.tls {
-            tls::server_config(t).map_err(|e| e.to_string())?;
+            server_config(t).map_err(|e| e.to_string())?;
         }
         if let Some(p) = &self.options.token_file {
-            auth::TokenFile::load(p).map_err(|e| e.to_string())?;
+            TokenFile::load(p).map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -1,12 +1,14 @@
 //! Options of the `kubernetes_events` input, with Fluent Bit's names and (where kubetrail does
 //! not do better) Fluent Bit's defaults. The list/watch tunables (`kube_request_limit`,
 //! `kube_watch_timeout`, `interval_sec`, `interval_nsec`) are read by the watcher's own
-//! `WatcherConfig::from_section`.
+//! `WatcherConfig::from_section`, the `leader_election.*` block by
+//! `LeaderElectionOptions::from_section`.
 
 use std::time::Duration;
 
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_kube::KubeConnectionOptions;
+use kubetrail_kube::leader::LeaderElectionOptions;
 
 use super::normalize::{EventsApi, Updates};
 
@@ -32,6 +34,8 @@ pub struct EventsConfig {
     pub raw_format: bool,
     /// `emit_deleted` (default off): also record DELETED (TTL expiry) changes.
     pub emit_deleted: bool,
+    /// `leader_election` (default off): run on several replicas, one watching at a time.
+    pub leader_election: Option<LeaderElectionOptions>,
 }
 
 impl EventsConfig {
@@ -90,6 +94,7 @@ impl EventsConfig {
         };
         let raw_format = matches!(s.get_choice("format", &["normalized", "raw"])?, Some("raw"));
         let emit_deleted = s.get_bool("emit_deleted")?.unwrap_or(false);
+        let leader_election = LeaderElectionOptions::from_section(s)?;
         if let Some(db) = s.get_str("db")?
             && !db.trim().is_empty()
         {
@@ -110,6 +115,7 @@ impl EventsConfig {
             updates,
             raw_format,
             emit_deleted,
+            leader_election,
         })
     }
 }

@@ -1,0 +1,108 @@
+//! The `store` output's options.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kubetrail_activity::Retention;
+use kubetrail_core::config::{ConfigError, Section};
+
+/// The resolved options of a `store` output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `path` (default `<data_dir>/activity.db`; a relative path is under `data_dir`).
+    pub path: PathBuf,
+    /// `retention.max_age` (default `30d`; `0` keeps records forever),
+    /// `retention.max_size` (default `8G`; `0`: no limit), `retention.interval` (`1m`).
+    pub retention: Retention,
+    /// `sync` (default `full`): fsync every batch; `normal` survives a crash of kubetrail but
+    /// not a power loss.
+    pub sync_full: bool,
+}
+
+impl StoreConfig {
+    /// Reads the section; `data_dir` is the service's.
+    pub fn from_section(s: &mut Section, data_dir: &Path) -> Result<StoreConfig, ConfigError> {
+        let path = s.get_str_or("path", "activity.db")?;
+        if path.trim().is_empty() {
+            return Err(s.error("path", "must name a file"));
+        }
+        let path = data_dir.join(path.trim());
+        let defaults = Retention::default();
+        let max_age = match s.get_duration("retention.max_age")? {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => defaults.max_age,
+        };
+        let max_size = match s.get_size("retention.max_size")? {
+            Some(0) => None,
+            Some(n) if n < (1 << 20) => {
+                return Err(s.error(
+                    "retention.max_size",
+                    "must be at least 1M (or 0 for no limit)",
+                ));
+            }
+            Some(n) => Some(n),
+            None => defaults.max_size,
+        };
+        let interval = s
+            .get_duration("retention.interval")?
+            .unwrap_or(defaults.interval)
+            .max(Duration::from_secs(1));
+        let sync_full = !matches!(s.get_choice("sync", &["full", "normal"])?, Some("normal"));
+        Ok(StoreConfig {
+            path,
+            retention: Retention {
+                max_age,
+                max_size,
+                interval,
+                ..defaults
+            },
+            sync_full,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubetrail_core::config::SectionKind;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<StoreConfig, ConfigError> {
+        let mut s = Section::from_pairs(SectionKind::Output, "store", pairs);
+        let c = StoreConfig::from_section(&mut s, Path::new("/data"))?;
+        s.finish()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_and_options() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.path, PathBuf::from("/data/activity.db"));
+        assert_eq!(c.retention.max_age, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(c.retention.max_size, Some(8 << 30));
+        assert!(c.sync_full);
+        let c = parse(&[
+            ("path", "/srv/a.db"),
+            ("retention.max_age", "7d"),
+            ("retention.max_size", "0"),
+            ("retention.interval", "10s"),
+            ("sync", "normal"),
+        ])
+        .unwrap();
+        assert_eq!(c.path, PathBuf::from("/srv/a.db"));
+        assert_eq!(c.retention.max_age, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(c.retention.max_size, None);
+        assert_eq!(c.retention.interval, Duration::from_secs(10));
+        assert!(!c.sync_full);
+        assert_eq!(
+            parse(&[("retention.max_age", "0")])
+                .unwrap()
+                .retention
+                .max_age,
+            None
+        );
+        assert!(parse(&[("retention.max_size", "10k")]).is_err());
+        assert!(parse(&[("sync", "sometimes")]).is_err());
+        assert!(parse(&[("retention.maxage", "1d")]).is_err());
+    }
+}

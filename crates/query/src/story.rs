@@ -1,0 +1,384 @@
+//! `who`: one object's story, its changes and their causes, what it made, and what evidence
+//! is missing. The object's records are read in the window asked for; the objects its causes
+//! lead to are read up to the window's end (a cause may be older than the window).
+
+use kubetrail_core::Timestamp;
+
+use crate::QueryError;
+use crate::backend::{Backend, ObjectKey, Window};
+use crate::causes::chain;
+use crate::evidence::{Evidence, Need};
+use crate::history::{Fact, History};
+use crate::model::{Change, ChangeKind, Child, EndState, Story, WhoQuery};
+use crate::rec::Rec;
+use crate::spec::rfc3339;
+
+/// Records read per object at most (the newest are kept).
+pub(crate) const OBJECT_LIMIT: usize = 5000;
+/// Objects one owner made, at most.
+const OWNED_LIMIT: usize = 1000;
+/// Rounds of fetching what the rules need.
+const ROUNDS: usize = 12;
+/// Workload kinds whose story lists what they made.
+const WORKLOADS: &[&str] = &[
+    "deployments",
+    "replicasets",
+    "statefulsets",
+    "daemonsets",
+    "jobs",
+    "cronjobs",
+    "replicationcontrollers",
+];
+
+pub(crate) fn window(q: &WhoQuery, now: Timestamp) -> Window {
+    Window {
+        since: q.since.map(|s| s.resolve(now).unix_nanos()),
+        until: q.until.map(|s| s.resolve(now).unix_nanos()),
+    }
+}
+
+/// Resolves the object of a `who` query to the key the store uses.
+pub(crate) async fn resolve(
+    backend: &dyn Backend,
+    q: &WhoQuery,
+    w: Window,
+) -> Result<ObjectKey, QueryError> {
+    let spec = q.object.as_ref().ok_or_else(|| {
+        QueryError::BadQuery("who needs an object: KIND/NAME (e.g. pod/web-0)".into())
+    })?;
+    let name = spec.name.clone().ok_or_else(|| {
+        QueryError::BadQuery(format!(
+            "who needs KIND/NAME, not a kind alone ('{}')",
+            spec.text
+        ))
+    })?;
+    let resource = spec.ty.resource.clone();
+    let namespace = match (&q.namespace, spec.ty.namespaced) {
+        // Like kubectl, a namespace given for a cluster-scoped kind is ignored.
+        (_, Some(false)) => Some(None),
+        (Some(ns), _) => Some(Some(ns.clone())),
+        (None, _) => {
+            let found = backend.namespaces(&resource, &name, w).await?;
+            match found.len() {
+                0 => {
+                    return Err(QueryError::NotFound(spec.text.clone(), window_words(w)));
+                }
+                1 => Some(found.into_iter().next().flatten()),
+                _ => {
+                    let names: Vec<String> = found
+                        .iter()
+                        .map(|n| n.clone().unwrap_or_else(|| "(cluster)".into()))
+                        .collect();
+                    return Err(QueryError::Ambiguous {
+                        object: spec.text.clone(),
+                        namespaces: names.join(", "),
+                    });
+                }
+            }
+        }
+    };
+    Ok(ObjectKey {
+        resource,
+        name,
+        namespace,
+    })
+}
+
+fn window_words(w: Window) -> String {
+    match (w.since, w.until) {
+        (None, None) => String::new(),
+        (s, u) => format!(
+            " between {} and {}",
+            s.map_or("the beginning".into(), rfc3339),
+            u.map_or("now".into(), rfc3339)
+        ),
+    }
+}
+
+async fn history(
+    backend: &dyn Backend,
+    key: &ObjectKey,
+    w: Window,
+) -> Result<(History, bool), QueryError> {
+    let rows = backend.object_rows(key, w, OBJECT_LIMIT).await?;
+    let truncated = rows.len() >= OBJECT_LIMIT;
+    let recs: Vec<Rec> = rows.into_iter().map(Rec::from_row).collect();
+    Ok((History::build(key.clone(), recs), truncated))
+}
+
+/// Fetches what the rules asked for.
+async fn fetch(
+    backend: &dyn Backend,
+    ev: &mut Evidence,
+    needs: Vec<Need>,
+    w: Window,
+) -> Result<(), QueryError> {
+    for need in needs {
+        match need {
+            Need::Object(k) => {
+                if let std::collections::btree_map::Entry::Vacant(slot) = ev.histories.entry(k) {
+                    let (h, _) = history(backend, slot.key(), w).await?;
+                    slot.insert(h);
+                }
+            }
+            Need::Owned(uid) => {
+                let keys = backend.owned_keys(&uid, w, OWNED_LIMIT).await?;
+                ev.owned.insert(uid, keys);
+            }
+            Need::Uid(uid) => {
+                let rows = backend.uid_rows(&uid, w, 1).await?;
+                let key = rows.into_iter().next().map(Rec::from_row).and_then(|r| {
+                    Some(ObjectKey {
+                        resource: r.a.resource.clone()?,
+                        name: r.a.name.clone()?,
+                        namespace: Some(r.a.namespace.clone()),
+                    })
+                });
+                ev.uids.insert(uid, key);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The answer to a `who` query.
+pub(crate) async fn who(
+    backend: &dyn Backend,
+    q: &WhoQuery,
+    now: Timestamp,
+) -> Result<Story, QueryError> {
+    let w = window(q, now);
+    let key = resolve(backend, q, w).await?;
+    let (h, truncated) = history(backend, &key, w).await?;
+    if h.recs.is_empty() {
+        let text = q
+            .object
+            .as_ref()
+            .map(|o| o.text.clone())
+            .unwrap_or_default();
+        let ns = key
+            .namespace
+            .clone()
+            .flatten()
+            .map(|n| format!(" in namespace {n}"))
+            .unwrap_or_default();
+        return Err(QueryError::NotFound(format!("{text}{ns}"), window_words(w)));
+    }
+    let mut ev = Evidence::default();
+    ev.histories.insert(key.clone(), h);
+    // The objects the causes lead to are read up to the end of the window, however old.
+    let related = Window {
+        since: None,
+        until: w.until,
+    };
+    let mut story = assemble(&ev, &key);
+    for _ in 0..ROUNDS {
+        let needs = ev.take_needs();
+        if needs.is_empty() {
+            break;
+        }
+        fetch(backend, &mut ev, needs, related).await?;
+        story = assemble(&ev, &key);
+    }
+    story.since = w.since.map(rfc3339);
+    story.until = w.until.map(rfc3339);
+    story.truncated = truncated;
+    story.missing = missing(backend, &ev.histories[&key], w, truncated, q).await?;
+    Ok(story)
+}
+
+/// The story as far as what is loaded tells it (noting what else it needs).
+pub(crate) fn assemble(ev: &Evidence, key: &ObjectKey) -> Story {
+    let h = &ev.histories[key];
+    let mut steps: Vec<&Rec> = crate::rec::collapse_stages(h.recs.iter().collect());
+    steps.sort_by_key(|r| (r.at, r.seq));
+    let changes = h
+        .facts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let c = chain(ev, h, i);
+            Change {
+                what: f.what,
+                time: rfc3339(f.at),
+                actor: f.actor.clone(),
+                summary: f.summary.clone(),
+                record_ids: h.ids(f),
+                causes: c.causes,
+                missing: c.missing,
+            }
+        })
+        .collect();
+    Story {
+        object: h.object_ref(),
+        uids: h.uids.clone(),
+        since: None,
+        until: None,
+        steps: steps.into_iter().map(Rec::entry).collect(),
+        changes,
+        state: end_state(h),
+        children: if WORKLOADS.contains(&key.resource.as_str()) {
+            children(ev, h, 2)
+        } else {
+            Vec::new()
+        },
+        missing: Vec::new(),
+        truncated: false,
+    }
+}
+
+fn actor_words(f: &Fact) -> String {
+    f.actor
+        .as_ref()
+        .map_or_else(|| "an unknown actor".into(), |a| a.display.clone())
+}
+
+/// What the records say about the object at the end.
+pub(crate) fn end_state(h: &History) -> EndState {
+    if let Some(d) = h.deleted {
+        let f = &h.facts[d];
+        return EndState {
+            state: "deleted".into(),
+            since: Some(rfc3339(f.at)),
+            detail: format!("deleted at {} by {}", rfc3339(f.at), actor_words(f)),
+            record_ids: h.ids(f),
+        };
+    }
+    if let Some(t) = h.terminating {
+        let f = &h.facts[t];
+        return EndState {
+            state: "terminating".into(),
+            since: Some(rfc3339(f.at)),
+            detail: format!(
+                "terminating since {} ({} by {}); no record shows it removed",
+                rfc3339(f.at),
+                f.what.word(),
+                actor_words(f)
+            ),
+            record_ids: h.ids(f),
+        };
+    }
+    // A pod its kubelet failed (evicted under node pressure) stays, failed, until removed.
+    if let Some(f) = h.facts.iter().rev().find(|f| f.what != ChangeKind::Updated)
+        && f.what == ChangeKind::Evicted
+        && f.via == crate::history::Via::KubeletPressure
+    {
+        return EndState {
+            state: "failed".into(),
+            since: Some(rfc3339(f.at)),
+            detail: format!(
+                "failed since {} (evicted by its kubelet under node pressure); no record shows it deleted",
+                rfc3339(f.at)
+            ),
+            record_ids: h.ids(f),
+        };
+    }
+    let own: Vec<&Rec> = h.recs.iter().filter(|r| h.own(r)).collect();
+    let Some(last) = own.iter().max_by_key(|r| r.at) else {
+        return EndState {
+            state: "unknown".into(),
+            since: None,
+            detail: "only Events naming it are in the records".into(),
+            record_ids: Vec::new(),
+        };
+    };
+    let created = h.facts.iter().rev().find(|f| f.what == ChangeKind::Created);
+    EndState {
+        state: "exists".into(),
+        since: created.map(|f| rfc3339(f.at)),
+        detail: match created {
+            Some(f) => format!(
+                "exists: created at {} by {}, no record shows it deleted (last record {})",
+                rfc3339(f.at),
+                actor_words(f),
+                rfc3339(last.at)
+            ),
+            None => format!(
+                "exists: no record shows it deleted (last record {})",
+                rfc3339(last.at)
+            ),
+        },
+        record_ids: vec![last.id.clone()],
+    }
+}
+
+/// What a workload made (and what those made), oldest first.
+fn children(ev: &Evidence, h: &History, depth: usize) -> Vec<Child> {
+    if depth == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<(i64, Child)> = Vec::new();
+    for uid in &h.uids {
+        let Some(keys) = ev.children(uid) else {
+            continue;
+        };
+        for k in keys {
+            if k.resource == h.key.resource && k.name == h.key.name {
+                continue;
+            }
+            let Some(c) = ev.history(k) else { continue };
+            let created = c.facts.iter().find(|f| f.what == ChangeKind::Created);
+            out.push((
+                created.map_or(i64::MAX, |f| f.at),
+                Child {
+                    object: c.object_ref(),
+                    created: created.map(|f| rfc3339(f.at)),
+                    state: end_state(c),
+                    children: if WORKLOADS.contains(&k.resource.as_str()) {
+                        children(ev, c, depth - 1)
+                    } else {
+                        Vec::new()
+                    },
+                },
+            ));
+        }
+    }
+    out.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.object.name.cmp(&b.1.object.name))
+    });
+    out.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The evidence an answer needed and the store does not hold.
+async fn missing(
+    backend: &dyn Backend,
+    h: &History,
+    w: Window,
+    truncated: bool,
+    q: &WhoQuery,
+) -> Result<Vec<String>, QueryError> {
+    let mut out = Vec::new();
+    if truncated {
+        out.push(format!("the object has more than {OBJECT_LIMIT} records in the window: the oldest are left out (narrow it with --since/--until)"));
+    }
+    if !backend.any_of_kind("k8s_audit", w).await? {
+        out.push("the store holds no audit events in this window: who asked for each change is not known (add the audit_webhook or audit_file input)".into());
+    }
+    if !backend.any_of_kind("k8s_event", w).await? {
+        out.push("the store holds no Kubernetes Events in this window".into());
+    }
+    if !h.facts.iter().any(|f| f.what == ChangeKind::Created) {
+        out.push(match q.since {
+            Some(s) => format!("its creation is not in the window (since {s})"),
+            None => "its creation is not in the records (older than the store's records, or not audited)".into(),
+        });
+    }
+    for g in backend.gaps(w, 20).await? {
+        let r = Rec::from_row(g);
+        let get = |k: &str| {
+            r.v.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_string()
+        };
+        out.push(format!(
+            "kubetrail lost records of stream {} ({}: {}), gap record {}",
+            get("stream"),
+            get("reason"),
+            get("message"),
+            r.id
+        ));
+    }
+    Ok(out)
+}
