@@ -30,6 +30,9 @@ pub struct ServiceOptions {
     /// `db.sync` (default `full`): `full` fsyncs at every commit; `normal` is faster but a
     /// power loss (not a crash) can lose the last commits.
     pub db_sync: SyncMode,
+    /// `queue_retention` (default 7d): how long the queue of an output removed from the
+    /// configuration is kept (with its undelivered records) before it is deleted.
+    pub queue_retention: Duration,
     /// `ui.*` (default off): the activity page (see `kubetrail_ui::UiOptions`).
     pub ui: Option<kubetrail_ui::UiOptions>,
 }
@@ -63,6 +66,9 @@ impl ServiceOptions {
             Some("normal") => SyncMode::Normal,
             _ => SyncMode::Full,
         };
+        let queue_retention = s
+            .get_duration("queue_retention")?
+            .unwrap_or(Duration::from_secs(7 * 86_400));
         let ui = kubetrail_ui::UiOptions::from_section(s)?;
         Ok(ServiceOptions {
             data_dir,
@@ -71,6 +77,7 @@ impl ServiceOptions {
             log_format,
             grace,
             db_sync,
+            queue_retention,
             ui,
         })
     }

@@ -37,6 +37,7 @@
 mod batch;
 mod checkpointer;
 mod error;
+mod fault;
 /// Public only for the fuzz target of the segment reader (`fuzz/fuzz_targets/segment.rs`).
 #[doc(hidden)]
 pub mod format;
@@ -50,6 +51,7 @@ mod store;
 
 pub use batch::{Ack, Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry, Trim};
 pub use error::StateError;
+pub use fault::{FaultSite, Faults};
 pub use lock::lock_path;
 pub use queue::{MAX_SEQ, QueueDepth, QueueId, QueueItem};
 pub use reader::{DamagedRecord, Reader};

@@ -29,6 +29,7 @@ use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::fault::{FaultSite, Faults};
 use crate::format::{self, FormatError, SegmentFormat, Unit};
 use crate::queue::QueueId;
 
@@ -389,13 +390,21 @@ pub(crate) struct Appender {
     target: u64,
     /// Whether the directory holds a spare segment file to reuse.
     spare: bool,
+    /// Injected faults (tests only; see fault.rs).
+    faults: Faults,
 }
 
 impl Appender {
     /// Opens a queue's log for appending at `head`, after a restart or creation: creates the
     /// directory, removes segments wholly before `tail` or starting at or after `head`, and
     /// cuts the last one back to `head` (bytes past it were never committed).
-    pub fn open(dir: PathBuf, tail: u64, head: u64, target: u64) -> Result<Appender, LogError> {
+    pub fn open(
+        dir: PathBuf,
+        tail: u64,
+        head: u64,
+        target: u64,
+        faults: Faults,
+    ) -> Result<Appender, LogError> {
         let io_err = |path: &Path, what: &'static str| {
             let path = path.to_path_buf();
             move |source| LogError::Io { path, what, source }
@@ -422,7 +431,10 @@ impl Appender {
             removed = true;
         }
         if removed {
-            sync_dir(&dir).map_err(io_err(&dir, "sync queue directory"))?;
+            faults
+                .check(FaultSite::DirSync)
+                .and_then(|()| sync_dir(&dir))
+                .map_err(io_err(&dir, "sync queue directory"))?;
         }
         if head > tail && starts.first().is_none_or(|s| *s > tail) {
             return Err(LogError::Corrupt {
@@ -462,6 +474,7 @@ impl Appender {
             dirty: false,
             target,
             spare,
+            faults,
         })
     }
 
@@ -510,6 +523,7 @@ impl Appender {
             self.dirty = true;
             if let Some((_, f, _)) = &self.current {
                 f.write_all_at(&format::file_header(), 0)
+                    .and_then(|()| self.faults.check(FaultSite::SegmentWrite))
                     .map_err(io_err("write segment header"))?;
             }
         }
@@ -556,8 +570,9 @@ impl Appender {
                 Err(e) => return Err(io_err(e)),
             }
         }
-        start_writeback(f, offset, written);
         self.dirty = true;
+        self.faults.check(FaultSite::SegmentWrite).map_err(io_err)?;
+        start_writeback(f, offset, written);
         Ok(())
     }
 
@@ -566,18 +581,24 @@ impl Appender {
         if let Some((start, f, _)) = &self.current
             && self.dirty
         {
-            f.sync_data().map_err(|source| LogError::Io {
-                path: segment_path(&self.dir, *start),
-                what: "fsync segment",
-                source,
-            })?;
+            self.faults
+                .check(FaultSite::SegmentSync)
+                .and_then(|()| f.sync_data())
+                .map_err(|source| LogError::Io {
+                    path: segment_path(&self.dir, *start),
+                    what: "fsync segment",
+                    source,
+                })?;
         }
         if self.created {
-            sync_dir(&self.dir).map_err(|source| LogError::Io {
-                path: self.dir.clone(),
-                what: "fsync queue directory",
-                source,
-            })?;
+            self.faults
+                .check(FaultSite::DirSync)
+                .and_then(|()| sync_dir(&self.dir))
+                .map_err(|source| LogError::Io {
+                    path: self.dir.clone(),
+                    what: "fsync queue directory",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -616,11 +637,13 @@ impl Appender {
         while self.starts.len() > 1 && self.starts[1] <= tail {
             let p = segment_path(&self.dir, self.starts[0]);
             let fits = self.starts[1] - self.starts[0] <= 2 * self.target;
-            let result = if recycle && fits && !self.spare {
-                fs::rename(&p, self.dir.join(SPARE)).map(|()| self.spare = true)
-            } else {
-                fs::remove_file(&p)
-            };
+            let result = self.faults.check(FaultSite::SegmentRemove).and_then(|()| {
+                if recycle && fits && !self.spare {
+                    fs::rename(&p, self.dir.join(SPARE)).map(|()| self.spare = true)
+                } else {
+                    fs::remove_file(&p)
+                }
+            });
             if let Err(e) = result {
                 tracing::warn!(path = %p.display(), error = %e, "cannot remove an acknowledged queue segment");
                 break;
@@ -628,7 +651,12 @@ impl Appender {
             self.starts.remove(0);
             removed = true;
         }
-        if removed && let Err(e) = sync_dir(&self.dir) {
+        if removed
+            && let Err(e) = self
+                .faults
+                .check(FaultSite::DirSync)
+                .and_then(|()| sync_dir(&self.dir))
+        {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot fsync the queue directory");
         }
     }
@@ -651,7 +679,10 @@ impl Appender {
         self.current = None;
         while let Some(start) = self.starts.pop() {
             let p = segment_path(&self.dir, start);
-            if let Err(e) = fs::remove_file(&p)
+            if let Err(e) = self
+                .faults
+                .check(FaultSite::SegmentRemove)
+                .and_then(|()| fs::remove_file(&p))
                 && e.kind() != io::ErrorKind::NotFound
             {
                 tracing::warn!(path = %p.display(), error = %e, "cannot remove a drained queue segment");
@@ -711,7 +742,8 @@ mod tests {
     fn open_cuts_uncommitted_bytes_and_drops_dead_segments() {
         let dir = tempfile::tempdir().expect("tempdir");
         let qdir = dir.path().join("q1");
-        let mut a = Appender::open(qdir.clone(), 0, 0, SEGMENT_TARGET).expect("open");
+        let mut a =
+            Appender::open(qdir.clone(), 0, 0, SEGMENT_TARGET, Faults::default()).expect("open");
         a.begin(0).expect("begin");
         let b1 = block(1, &[("a", b"xxxx"), ("b", b"yyyy")]);
         let b2 = block(3, &[("c", b"zzzz")]);
@@ -724,7 +756,8 @@ mod tests {
             .expect("write");
         File::create(segment_path(&qdir, head + 100)).expect("create");
         drop(a);
-        let a = Appender::open(qdir.clone(), 0, head, SEGMENT_TARGET).expect("reopen");
+        let a = Appender::open(qdir.clone(), 0, head, SEGMENT_TARGET, Faults::default())
+            .expect("reopen");
         assert_eq!(a.segment_count(), 1);
         let len = fs::metadata(segment_path(&qdir, 0)).expect("stat").len();
         assert_eq!(len, head + format::FILE_HEADER_LEN);
@@ -752,7 +785,8 @@ mod tests {
         );
         // Records committed but without a segment file: refused, not silently skipped.
         fs::remove_file(segment_path(&qdir, 0)).expect("rm");
-        let err = Appender::open(qdir, 0, head, SEGMENT_TARGET).expect_err("missing segment");
+        let err = Appender::open(qdir, 0, head, SEGMENT_TARGET, Faults::default())
+            .expect_err("missing segment");
         assert!(matches!(err, LogError::Corrupt { .. }), "{err}");
     }
 
@@ -760,7 +794,8 @@ mod tests {
     fn a_damaged_block_header_is_reported_with_its_file_and_offset() {
         let dir = tempfile::tempdir().expect("tempdir");
         let qdir = dir.path().join("q1");
-        let mut a = Appender::open(qdir.clone(), 0, 0, SEGMENT_TARGET).expect("open");
+        let mut a =
+            Appender::open(qdir.clone(), 0, 0, SEGMENT_TARGET, Faults::default()).expect("open");
         a.begin(0).expect("begin");
         let b1 = block(1, &[("a", b"xxxx")]);
         let b2 = block(2, &[("b", b"yyyy")]);

@@ -16,6 +16,7 @@ use rusqlite::{
 use crate::batch::{Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry};
 use crate::checkpointer::{self, Checkpointer, Step, WalShared};
 use crate::error::{StateError, sql};
+use crate::fault::{self, FaultSite, Faults};
 use crate::format;
 use crate::lock;
 use crate::queue::{MAX_QUEUE_ID, MAX_SEQ, QueueDepth, QueueId};
@@ -55,6 +56,8 @@ pub struct StoreOptions {
     pub wal_checkpoint_pages: u64,
     /// Bytes kept allocated in `<db>-reserve` for a full disk (reserve.rs); 0 keeps none.
     pub reserve_bytes: u64,
+    /// Faults to inject (fault.rs): only tests can make one that does anything.
+    pub faults: Faults,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +68,7 @@ impl Default for StoreOptions {
             segment_bytes: SEGMENT_TARGET,
             wal_checkpoint_pages: WAL_CHECKPOINT_PAGES,
             reserve_bytes: RESERVE_BYTES,
+            faults: Faults::default(),
         }
     }
 }
@@ -447,6 +451,7 @@ impl Store {
                 ));
             }
         }
+        self.remove_stray_queue_dirs(rows.iter().map(|r| r.0));
         for (raw_id, name, next_seq, tail_seq, tail_pos, head_pos) in rows {
             let id = u32::try_from(raw_id)
                 .ok()
@@ -476,6 +481,7 @@ impl Store {
                 state.tail_pos,
                 state.head_pos,
                 self.opts.segment_bytes,
+                self.opts.faults.clone(),
             )?;
             let mut segments = Segments::new(dir);
             segments.set_starts(appender.starts());
@@ -484,6 +490,37 @@ impl Store {
             self.names.insert(name, id);
         }
         Ok(())
+    }
+
+    /// Removes the directories `q<id>` of queues the database does not have (deleted by
+    /// [`Store::delete_queue`] just before a crash). Failures are logged: they only waste
+    /// space.
+    fn remove_stray_queue_dirs(&self, ids: impl Iterator<Item = i64>) {
+        let known: std::collections::HashSet<i64> = ids.collect();
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('q'))
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if !known.contains(&id) {
+                let dir = entry.path();
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {
+                        tracing::info!(dir = %dir.display(), "removed the directory of a deleted queue")
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the directory of a deleted queue")
+                    }
+                }
+            }
+        }
     }
 
     /// Moves a schema-1 queue's rows (`queue_items`, keyed `queue << 48 | seq`) into its
@@ -497,7 +534,8 @@ impl Store {
         let dir = queue_dir(&self.root, id);
         // Whatever a crashed earlier conversion left is garbage: nothing was committed.
         let _ = std::fs::remove_dir_all(&dir);
-        let mut appender = Appender::open(dir, 0, 0, self.opts.segment_bytes)?;
+        let mut appender =
+            Appender::open(dir, 0, 0, self.opts.segment_bytes, self.opts.faults.clone())?;
         let lo = i64::from(id.0) << 48;
         let hi = lo | (MAX_SEQ as i64);
         let tx = self
@@ -656,7 +694,13 @@ impl Store {
         let dir = queue_dir(&self.root, id);
         // A directory left by a queue created in a transaction that never committed.
         let _ = std::fs::remove_dir_all(&dir);
-        let appender = Appender::open(dir.clone(), 0, 0, self.opts.segment_bytes)?;
+        let appender = Appender::open(
+            dir.clone(),
+            0,
+            0,
+            self.opts.segment_bytes,
+            self.opts.faults.clone(),
+        )?;
         sync_dir(&self.root).map_err(|source| LogError::Io {
             path: self.root.clone(),
             what: "fsync the queues directory",
@@ -690,6 +734,42 @@ impl Store {
         Ok(id)
     }
 
+    /// Deletes the queue called `name` with every record still in it (its segment files),
+    /// and the checkpoint streams `forget` in the same transaction (e.g. its output's state).
+    /// For the queues of outputs removed from the configuration. Returns the records that
+    /// were still queued, or `None` when there is no such queue. The directory goes after the
+    /// commit; one left by a crash in between is removed by the next open.
+    pub fn delete_queue(&mut self, name: &str, forget: &[&str]) -> Result<Option<u64>, StateError> {
+        let Some(id) = self.names.get(name).copied() else {
+            return Ok(None);
+        };
+        let records = self.queue_depth(id).records;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("delete queue: begin"))?;
+        tx.execute("DELETE FROM queues WHERE id = ?1", [id.0])
+            .map_err(sql("delete queue"))?;
+        for stream in forget {
+            tx.execute(DELETE_CHECKPOINT, [stream])
+                .map_err(sql("delete queue: delete checkpoint"))?;
+        }
+        tx.commit().map_err(sql("delete queue: commit"))?;
+        self.names.remove(name);
+        self.queues.remove(&id);
+        self.files.remove(&id);
+        let dir = queue_dir(&self.root, id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted queue's directory; the next start will");
+        } else if let Err(e) = sync_dir(&self.root) {
+            tracing::warn!(dir = %self.root.display(), error = %e, "cannot fsync the queues directory");
+        }
+        self.after_write();
+        Ok(Some(records))
+    }
+
     /// All queues, ordered by id.
     pub fn queues(&self) -> Vec<(String, QueueId)> {
         let mut all: Vec<_> = self
@@ -718,11 +798,12 @@ impl Store {
     /// 5. the appended frames are made durable (fsync, in [`SyncMode::Full`]), then the
     ///    queues' new bounds are stored and the transaction commits.
     ///
-    /// On any error the whole transaction is rolled back, appended bytes are cut off and the
-    /// in-memory bounds are left untouched; they change only after the commit succeeded. One
-    /// caveat, inherent to any database: if the error came from the final write or fsync of
-    /// the WAL, the batch may still turn out durable after a restart (entirely, never in
-    /// part). A writer that sees a commit error for which [`StateError::outcome_known`] is
+    /// On any error the whole transaction is rolled back, appended bytes are cut off (unless
+    /// the error came from the commit itself) and the in-memory bounds are left untouched;
+    /// they change only after the commit succeeded. One caveat, inherent to any database: if
+    /// the error came from the final write or fsync of the WAL, the batch may still turn out
+    /// durable after a restart (entirely, never in part), so its appended blocks are kept
+    /// (opening the store cuts them off if it did not commit). A writer that sees a commit error for which [`StateError::outcome_known`] is
     /// false must therefore not go on with this `Store` (its bounds may be stale, and the next
     /// commit would write over the records of that batch) but reopen the database
     /// ([`Store::close_for_reopen`]) and let the sources resume from the stored checkpoints,
@@ -754,6 +835,10 @@ impl Store {
             tight,
             ..
         } = self;
+        // Set once the transaction is told to commit: from then on a failure leaves the
+        // outcome unknown (the WAL may hold the commit after all), and the appended blocks
+        // must stay where they are for the reopen to find them if it did commit.
+        let mut committing = false;
         let result = (|| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -771,11 +856,21 @@ impl Store {
             // On error `tx` is dropped, which rolls the transaction back.
             w.write_batch(batch, now_unix_ms, &mut outcome)?;
             w.finish(opts.sync == SyncMode::Full)?;
-            tx.commit().map_err(sql("commit"))
+            committing = true;
+            if opts.faults.hit(FaultSite::CommitBefore) {
+                // Dropping `tx` rolls it back.
+                return Err(sql("commit")(fault::injected_sqlite()));
+            }
+            tx.commit().map_err(sql("commit"))?;
+            if opts.faults.hit(FaultSite::CommitAfter) {
+                return Err(sql("commit")(fault::injected_sqlite()));
+            }
+            Ok(())
         })();
         if let Err(e) = result {
             for p in &pending {
-                if p.began
+                if !committing
+                    && p.began
                     && let Some(f) = files.get_mut(&p.id)
                     && let Some(committed) = queues.get(&p.id)
                 {

@@ -13,6 +13,11 @@
 //! while it still commits acknowledgements, whose delivered segments are then deleted (the
 //! store is `tight`: nothing drained is kept). Once twice the reserve is free again, the
 //! reserve is made again and records are taken again.
+//!
+//! Housekeeping: the queues of outputs removed from the configuration (queues in the database
+//! with no slot here) are marked with the time they were first found so (a checkpoint row
+//! `orphaned/<queue>`), at start and every minute, and deleted with what they hold once marked
+//! for `queue_retention`; an output configured again before that keeps its queue.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -225,12 +230,14 @@ impl PendingAck {
 }
 
 /// Starts the journal thread. It stops when every handle is dropped. `disk_full` is set while
-/// the state's file system is full (for `/readyz`).
+/// the state's file system is full (for `/readyz`). Queues of the store that are not in
+/// `queues` belong to outputs no longer configured: deleted after `queue_retention`.
 pub(crate) fn spawn(
     store: Store,
     queues: HashMap<QueueId, QueueSlot>,
     metrics: &Metrics,
     disk_full: Arc<AtomicBool>,
+    queue_retention: Duration,
 ) -> std::io::Result<(JournalHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(1024);
     let counters = Counters {
@@ -241,7 +248,7 @@ pub(crate) fn spawn(
     };
     let handle = std::thread::Builder::new()
         .name("kubetrail-journal".into())
-        .spawn(move || run(store, queues, rx, counters, disk_full))?;
+        .spawn(move || run(store, queues, rx, counters, disk_full, queue_retention))?;
     Ok((JournalHandle { tx }, handle))
 }
 
@@ -274,6 +281,7 @@ fn run(
     mut rx: mpsc::Receiver<Cmd>,
     counters: Counters,
     disk_full: Arc<AtomicBool>,
+    queue_retention: Duration,
 ) {
     let Counters {
         commits,
@@ -282,6 +290,10 @@ fn run(
         disk_full: disk_full_count,
     } = counters;
     let mut last_purge = Instant::now();
+    store = match housekeeping(store, &queues, queue_retention, &rx) {
+        Some(s) => s,
+        None => return,
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut round = vec![first];
         while round.len() < MAX_ROUND {
@@ -505,6 +517,10 @@ fn run(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging expired dedup keys failed"),
             }
+            store = match housekeeping(store, &queues, queue_retention, &rx) {
+                Some(s) => s,
+                None => return,
+            };
         }
     }
 }
@@ -646,6 +662,76 @@ fn reopen(store: Store, rx: &mpsc::Receiver<Cmd>) -> Option<Store> {
     }
 }
 
+/// Retires the queues of removed outputs (see [`retire_orphan_queues`]); a failure is logged
+/// and tried again at the next round of housekeeping. `None` when the store had to be reopened
+/// and shutdown came first.
+fn housekeeping(
+    mut store: Store,
+    queues: &HashMap<QueueId, QueueSlot>,
+    retention: Duration,
+    rx: &mpsc::Receiver<Cmd>,
+) -> Option<Store> {
+    let now_ms = kubetrail_core::Timestamp::now().unix_nanos() / 1_000_000;
+    if let Err(e) = retire_orphan_queues(&mut store, queues, retention, now_ms) {
+        tracing::warn!(error = %e, "housekeeping of the queues of removed outputs failed; will retry");
+        if !e.outcome_known() {
+            store = reopen(store, rx)?;
+        }
+    }
+    Some(store)
+}
+
+/// The checkpoint row marking a queue whose output is no longer configured; its value is when
+/// that was first found (Unix milliseconds).
+fn orphan_stream(queue: &str) -> String {
+    format!("orphaned/{queue}")
+}
+
+/// Marks the store's queues that have no slot in `configured` (their output was removed from
+/// the configuration) with the time first found so, and deletes those marked for `retention`
+/// by `now_ms`, with their records and their output's state; unmarks queues configured again.
+fn retire_orphan_queues(
+    store: &mut Store,
+    configured: &HashMap<QueueId, QueueSlot>,
+    retention: Duration,
+    now_ms: i64,
+) -> Result<(), kubetrail_state::StateError> {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    for (name, id) in store.queues() {
+        let marker = orphan_stream(&name);
+        let marked = store.checkpoint(&marker)?;
+        if let Some(slot) = configured.get(&id) {
+            if marked.is_some() {
+                store.commit(&CommitBatch {
+                    forget: vec![marker],
+                    ..CommitBatch::default()
+                })?;
+                tracing::info!(output = %slot.name, "output configured again: its queue is kept");
+            }
+            continue;
+        }
+        let records = store.queue_depth(id).records;
+        let Some(since) = marked.map(|c| c.value.parse::<i64>().unwrap_or(c.updated_at_unix_ms))
+        else {
+            store.commit(&CommitBatch {
+                checkpoints: vec![(marker, now_ms.to_string())],
+                ..CommitBatch::default()
+            })?;
+            tracing::warn!(queue = %name, records, retention = ?retention,
+                "the queue of an output that is no longer configured is deleted, with its undelivered records, after queue_retention unless the output is configured again");
+            continue;
+        };
+        if now_ms.saturating_sub(since) >= retention_ms {
+            // The output's state row has the queue's name (`output/<name>`).
+            if let Some(records) = store.delete_queue(&name, &[&marker, &name])? {
+                tracing::warn!(queue = %name, records_deleted = records, retention = ?retention,
+                    "deleted the queue of an output removed from the configuration longer than queue_retention ago");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The bytes an entry takes in a queue (what queue depths and limits count).
 fn framed(e: &Entry) -> u64 {
     kubetrail_state::frame_len(e.id.len(), e.data.len())
@@ -761,6 +847,8 @@ pub(crate) mod tests {
     use super::*;
     use kubetrail_state::{StoreOptions, SyncMode};
 
+    const RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
     /// A journal over a new store with one queue (limit 1000 bytes): (its directory, the
     /// handle, the queue, the queue's drop counter, a reader).
     pub(crate) fn setup(
@@ -795,7 +883,14 @@ pub(crate) mod tests {
             dropped: dropped.clone(),
             gaps: Counter::default(),
         };
-        let (handle, _thread) = spawn(store, [(q, slot)].into(), &metrics, Arc::default()).unwrap();
+        let (handle, _thread) = spawn(
+            store,
+            [(q, slot)].into(),
+            &metrics,
+            Arc::default(),
+            RETENTION,
+        )
+        .unwrap();
         (dir, handle, q, dropped, reader)
     }
 
@@ -849,7 +944,14 @@ pub(crate) mod tests {
             dropped: Counter::default(),
             gaps: Counter::default(),
         };
-        let (j, thread) = spawn(store, [(q, slot)].into(), &metrics, Arc::default()).unwrap();
+        let (j, thread) = spawn(
+            store,
+            [(q, slot)].into(),
+            &metrics,
+            Arc::default(),
+            RETENTION,
+        )
+        .unwrap();
         j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
         let qdir = dir.path().join("j.db-queues").join(format!("q{}", q.get()));
         std::fs::rename(&qdir, dir.path().join("aside")).unwrap();
@@ -914,6 +1016,218 @@ pub(crate) mod tests {
                 .get(),
             0
         );
+    }
+
+    /// A write, fsync or commit failing under a submission: the submission is refused with
+    /// the error (the source keeps its checkpoint and submits again), the journal reopens the
+    /// store when the outcome is unknown, and the replay stores each record once, whether the
+    /// failed commit landed or not.
+    #[tokio::test]
+    async fn a_submission_failing_at_any_write_or_fsync_is_replayed_exactly_once() {
+        use kubetrail_state::{Dedup, FaultSite, Faults};
+        let keyed = |q, id: &str| Entry {
+            dedup: Some(Dedup {
+                scope: "src".into(),
+                key: id.into(),
+                value: "1".into(),
+                expires_at_unix_ms: i64::MAX,
+            }),
+            ..entry(q, id)
+        };
+        for site in FaultSite::ALL {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = Faults::new();
+            let mut store = Store::open(
+                &dir.path().join("j.db"),
+                &StoreOptions {
+                    // Every site is reached: fsyncs, and a new segment per commit.
+                    sync: SyncMode::Full,
+                    segment_bytes: 1,
+                    reserve_bytes: 0,
+                    faults: faults.clone(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let q = store.queue_id("output/out").unwrap();
+            let mut reader = store.reader().unwrap();
+            let metrics = Metrics::new();
+            let slot = QueueSlot {
+                name: "out".into(),
+                notify: Arc::new(Notify::new()),
+                limit_bytes: 1 << 20,
+                depth_records: Gauge::default(),
+                depth_bytes: Gauge::default(),
+                on_full: OnFull::Backpressure,
+                dropped: Counter::default(),
+                gaps: Counter::default(),
+            };
+            let (j, _thread) = spawn(
+                store,
+                [(q, slot)].into(),
+                &metrics,
+                Arc::default(),
+                RETENTION,
+            )
+            .unwrap();
+            j.submit(vec![keyed(q, "a")], vec![("s".into(), "a".into())], None)
+                .await
+                .unwrap();
+            faults.fail(site, 1, 1);
+            let b = || {
+                (
+                    vec![keyed(q, "b1"), keyed(q, "b2")],
+                    vec![("s".into(), "b".into())],
+                )
+            };
+            let (e, c) = b();
+            let first = j.submit(e, c, None).await;
+            match &first {
+                Ok(o) => {
+                    // Only removing released segments fails outside the commit (and no
+                    // segment is released here): the fault was not reached.
+                    assert_eq!(faults.fired(site), 0, "{site:?}");
+                    assert_eq!(o.accepted, 2);
+                }
+                Err(err) => {
+                    assert!(
+                        matches!(err, PipelineError::Storage(_)),
+                        "{site:?}: {err:?}"
+                    );
+                }
+            }
+            // The source submits again from its checkpoint.
+            let (e, c) = b();
+            let replay = j.submit(e, c, None).await.unwrap();
+            // Committed after the store was reopened (the failure was answered before).
+            assert_eq!(
+                metrics
+                    .counter("kubetrail_journal_reopens_total", &[])
+                    .get(),
+                u64::from(first.is_err()),
+                "{site:?}: the store is reopened after a failed commit"
+            );
+            let landed = first.is_ok() || site == FaultSite::CommitAfter;
+            assert_eq!(
+                (replay.accepted, replay.duplicates),
+                if landed { (0, 2) } else { (2, 0) },
+                "{site:?}"
+            );
+            j.submit(vec![keyed(q, "c")], vec![], None).await.unwrap();
+            let items: Vec<(u64, String)> = reader
+                .read_queue(q, 0, 10, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.seq, i.id))
+                .collect();
+            assert_eq!(
+                items,
+                [(1, "a"), (2, "b1"), (3, "b2"), (4, "c")].map(|(s, i)| (s, i.to_string())),
+                "{site:?}"
+            );
+            assert_eq!(
+                j.checkpoint("s".into()).await.unwrap().map(|c| c.value),
+                Some("b".into())
+            );
+        }
+    }
+
+    /// The queue of an output removed from the configuration is marked when first found,
+    /// kept (across restarts) for the retention, then deleted with its records and its
+    /// output's state; an output configured again before that keeps its queue.
+    #[test]
+    fn queues_of_removed_outputs_are_deleted_after_their_retention() {
+        let slot = |name: &str| QueueSlot {
+            name: name.into(),
+            notify: Arc::new(Notify::new()),
+            limit_bytes: 1 << 20,
+            depth_records: Gauge::default(),
+            depth_bytes: Gauge::default(),
+            on_full: OnFull::Backpressure,
+            dropped: Counter::default(),
+            gaps: Counter::default(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("j.db");
+        let opts = StoreOptions {
+            sync: SyncMode::Normal,
+            reserve_bytes: 0,
+            ..Default::default()
+        };
+        let mut store = Store::open(&db, &opts).unwrap();
+        let kept = store.queue_id("output/kept").unwrap();
+        let gone = store.queue_id("output/gone").unwrap();
+        store
+            .commit(&CommitBatch {
+                entries: vec![entry(gone, "a"), entry(gone, "b"), entry(kept, "c")],
+                acks: vec![Ack {
+                    queue: gone,
+                    up_to_seq: 0,
+                    state: Some(("output/gone".into(), "state".into())),
+                }],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let gone_dir = dir
+            .path()
+            .join("j.db-queues")
+            .join(format!("q{}", gone.get()));
+        assert!(gone_dir.is_dir());
+        let configured: HashMap<QueueId, QueueSlot> = [(kept, slot("kept"))].into();
+        let hour = Duration::from_secs(3600);
+        let t0 = 1_700_000_000_000i64;
+        let marker = |store: &Store| {
+            store
+                .checkpoint("orphaned/output/gone")
+                .unwrap()
+                .map(|c| c.value)
+        };
+        let names = |store: &Store| {
+            store
+                .queues()
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+
+        retire_orphan_queues(&mut store, &configured, hour, t0).unwrap();
+        assert_eq!(marker(&store), Some(t0.to_string()));
+        retire_orphan_queues(&mut store, &configured, hour, t0 + 3_599_999).unwrap();
+        assert_eq!(names(&store), ["output/kept", "output/gone"]);
+        assert_eq!(store.queue_depth(gone).records, 2);
+        // The mark survives a restart: the retention counts from the first sighting.
+        drop(store);
+        let mut store = Store::open(&db, &opts).unwrap();
+        assert_eq!(marker(&store), Some(t0.to_string()));
+        retire_orphan_queues(&mut store, &configured, hour, t0 + 3_600_000).unwrap();
+        assert_eq!(names(&store), ["output/kept"]);
+        assert!(!gone_dir.exists(), "its segments are deleted");
+        assert_eq!(marker(&store), None);
+        assert_eq!(store.checkpoint("output/gone").unwrap(), None);
+        assert_eq!(
+            store.queue_depth(kept).records,
+            1,
+            "other queues are untouched"
+        );
+
+        // Configured again before the retention: unmarked, kept.
+        let back = store.queue_id("output/back").unwrap();
+        retire_orphan_queues(&mut store, &configured, hour, t0).unwrap();
+        assert!(store.checkpoint("orphaned/output/back").unwrap().is_some());
+        let both: HashMap<QueueId, QueueSlot> = [(kept, slot("kept")), (back, slot("back"))].into();
+        retire_orphan_queues(&mut store, &both, hour, t0 + 1000).unwrap();
+        assert_eq!(store.checkpoint("orphaned/output/back").unwrap(), None);
+        retire_orphan_queues(&mut store, &both, hour, t0 + 10 * 3_600_000).unwrap();
+        assert_eq!(names(&store), ["output/kept", "output/back"]);
+
+        // A queue directory without its queue (a crash right after the delete) goes at open.
+        let stray = dir.path().join("j.db-queues").join("q77");
+        std::fs::create_dir_all(&stray).unwrap();
+        std::fs::write(stray.join("00000000000000000000.seg"), b"x").unwrap();
+        drop(store);
+        let store = Store::open(&db, &opts).unwrap();
+        assert!(!stray.exists());
+        assert_eq!(names(&store), ["output/kept", "output/back"]);
     }
 
     #[tokio::test]

@@ -2,6 +2,9 @@
 //! acknowledges each delivered batch through the journal (which removes it from the queue and
 //! commits the output's state with it). Failed deliveries are retried with capped exponential
 //! backoff and jitter; refused batches and batches past `retry_limit` go to a dead-letter file.
+//! An acknowledgement that fails to commit (a disk fault: the journal reopens the store) is
+//! committed again with the same backoff until it is, so the output goes on; the batch is not
+//! delivered again (its acknowledgement is the same whether its first commit landed or not).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +15,7 @@ use tokio::sync::Notify;
 use super::DeliveryOptions;
 use crate::outputs::dead_letter::DeadLetterWriter;
 use crate::pipeline::journal::{JournalHandle, PendingAck};
-use crate::pipeline::{DeliveryError, Output};
+use crate::pipeline::{DeliveryError, Output, PipelineError};
 use crate::shutdown::Shutdown;
 use crate::telemetry::ComponentMetrics;
 
@@ -36,6 +39,16 @@ pub(crate) struct OutputRunner {
 /// The state row an output's acknowledgements carry.
 pub(crate) fn state_stream(output: &str) -> String {
     format!("output/{output}")
+}
+
+/// An acknowledgement handed to the journal while the next batch is delivered: what resolves
+/// when it is committed, the acknowledgement itself (to commit it again if that failed), and
+/// its batch's size for the metrics.
+struct InFlight {
+    pending: PendingAck,
+    ack: Ack,
+    records: usize,
+    bytes: usize,
 }
 
 /// Capped exponential backoff with full jitter.
@@ -85,15 +98,15 @@ impl OutputRunner {
                 up_to_seq: 0,
                 state: Some((state_stream(&self.name), state)),
             };
-            if let Err(e) = self.journal.ack(ack).await {
-                tracing::error!(output = %self.name, error = %e, "cannot commit the output's initial state");
+            let first = self.journal.ack(ack.clone()).await;
+            if !self.ack_until_committed(ack, first).await {
                 return;
             }
         }
         let mut after = 0u64;
         // The acknowledgement of the last delivered batch, while the next one is delivered:
         // it is committed (or has failed) before the next acknowledgement is handed over.
-        let mut in_flight: Option<(PendingAck, usize, usize)> = None;
+        let mut in_flight: Option<InFlight> = None;
         loop {
             if self.stop.is_fired() {
                 break;
@@ -131,9 +144,14 @@ impl OutputRunner {
                         up_to_seq: last,
                         state: None,
                     };
-                    match self.journal.ack_begin(ack).await {
+                    match self.journal.ack_begin(ack.clone()).await {
                         Ok(pending) => {
-                            in_flight = Some((pending, 0, 0));
+                            in_flight = Some(InFlight {
+                                pending,
+                                ack,
+                                records: 0,
+                                bytes: 0,
+                            });
                             after = last;
                             continue;
                         }
@@ -175,10 +193,15 @@ impl OutputRunner {
                 up_to_seq: last,
                 state: state.map(|s| (state_stream(&self.name), s)),
             };
-            match self.journal.ack_begin(ack).await {
+            match self.journal.ack_begin(ack.clone()).await {
                 Ok(pending) => {
                     let bytes: usize = batch.iter().map(|i| i.data.len()).sum();
-                    in_flight = Some((pending, batch.len(), bytes));
+                    in_flight = Some(InFlight {
+                        pending,
+                        ack,
+                        records: batch.len(),
+                        bytes,
+                    });
                     after = last;
                 }
                 Err(e) => {
@@ -195,20 +218,56 @@ impl OutputRunner {
         }
     }
 
-    /// Waits for an acknowledgement handed to the journal; counts its batch as delivered.
-    /// Returns false when it failed (the batch stays queued and is delivered again after a
-    /// restart; outputs with committed state cut back to it).
-    async fn settle(&self, (pending, records, bytes): (PendingAck, usize, usize)) -> bool {
-        match pending.wait().await {
-            Ok(()) => {
-                self.metrics.records_out.add(records as u64);
-                self.metrics.bytes_out.add(bytes as u64);
-                true
+    /// Waits for an acknowledgement handed to the journal, committing it again while it
+    /// fails; counts its batch as delivered. Returns false when the runner must stop (the
+    /// grace period ended, or the journal is gone): the batch stays queued and is delivered
+    /// again after a restart (outputs with committed state cut back to it).
+    async fn settle(&self, f: InFlight) -> bool {
+        let first = f.pending.wait().await;
+        if !self.ack_until_committed(f.ack, first).await {
+            return false;
+        }
+        self.metrics.records_out.add(f.records as u64);
+        self.metrics.bytes_out.add(f.bytes as u64);
+        true
+    }
+
+    /// Given the outcome of an acknowledgement's commit, commits it again while it fails,
+    /// with capped exponential backoff and jitter (`retry_base_backoff`, `retry_max_backoff`).
+    /// A failed commit of the state database (a write or fsync error, a full disk) leaves the
+    /// journal working on a reopened store, so trying again is right: the same acknowledgement
+    /// moves the queue's tail to the same place and writes the same state, whether the failed
+    /// commit landed or not, and later acknowledgements wait behind it, so they stay in order.
+    /// Returns true once committed, false when stopped or the journal is gone.
+    async fn ack_until_committed(&self, ack: Ack, mut result: Result<(), PipelineError>) -> bool {
+        let mut attempt: u32 = 0;
+        loop {
+            let e = match result {
+                Ok(()) => {
+                    if attempt > 0 {
+                        tracing::info!(output = %self.name, attempts = attempt + 1, "acknowledgement committed after failures");
+                    }
+                    return true;
+                }
+                Err(PipelineError::ShuttingDown) => {
+                    tracing::warn!(output = %self.name, "the journal is gone; the unacknowledged batch stays queued");
+                    return false;
+                }
+                Err(e) => e,
+            };
+            self.metrics.errors.inc();
+            let delay = backoff(
+                self.delivery.retry_base_backoff,
+                self.delivery.retry_max_backoff,
+                attempt,
+            );
+            attempt = attempt.saturating_add(1);
+            tracing::error!(output = %self.name, error = %e, attempt, retry_in = ?delay,
+                up_to_seq = ack.up_to_seq, "acknowledging a delivered batch failed; committing it again");
+            if self.sleep_or_stop(delay).await {
+                return false;
             }
-            Err(e) => {
-                tracing::error!(output = %self.name, error = %e, "acknowledging a delivered batch failed");
-                false
-            }
+            result = self.journal.ack(ack.clone()).await;
         }
     }
 
@@ -330,6 +389,164 @@ impl OutputRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+
+    use kubetrail_state::{Dedup, Entry, FaultSite, Faults, Store, StoreOptions, SyncMode};
+
+    use crate::pipeline::journal::{self, OnFull, QueueSlot};
+    use crate::telemetry::{Counter, Gauge, Metrics};
+
+    /// An output that keeps the ids it was given; its state is how many it has.
+    struct Collect {
+        ids: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Output for Collect {
+        async fn open(&mut self, _committed: Option<String>) -> Result<(), DeliveryError> {
+            Ok(())
+        }
+
+        async fn deliver(&mut self, batch: &[QueueItem]) -> Result<Option<String>, DeliveryError> {
+            let mut ids = self.ids.lock().unwrap();
+            ids.extend(batch.iter().map(|i| i.id.clone()));
+            Ok(Some(ids.len().to_string()))
+        }
+    }
+
+    fn entries(q: QueueId, from: usize, n: usize) -> Vec<Entry> {
+        (from..from + n)
+            .map(|i| Entry {
+                dedup: Some(Dedup {
+                    scope: "src".into(),
+                    key: format!("r{i}"),
+                    value: "1".into(),
+                    expires_at_unix_ms: i64::MAX,
+                }),
+                queues: [q].into(),
+                id: format!("r{i}"),
+                data: format!("{{\"n\":{i}}}").into_bytes().into(),
+            })
+            .collect()
+    }
+
+    /// Polls until `done` holds; panics after 20 s.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// An acknowledgement whose commit fails (nothing committed, or committed but reported
+    /// failed) is committed again: the output goes on, every record is delivered once, the
+    /// queue drains and the output's state is the last one. Before, the runner stopped for
+    /// good at the first failed acknowledgement.
+    #[tokio::test]
+    async fn a_failed_acknowledgement_is_committed_again_and_the_output_goes_on() {
+        for site in [FaultSite::CommitBefore, FaultSite::CommitAfter] {
+            let dir = tempfile::tempdir().unwrap();
+            let faults = Faults::new();
+            let mut store = Store::open(
+                &dir.path().join("kubetrail.db"),
+                &StoreOptions {
+                    sync: SyncMode::Normal,
+                    faults: faults.clone(),
+                    reserve_bytes: 0,
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap();
+            let q = store.queue_id("output/out").unwrap();
+            let reader = store.reader().unwrap();
+            let mut check = store.reader().unwrap();
+            let notify = Arc::new(Notify::new());
+            let metrics = Metrics::new();
+            let slot = QueueSlot {
+                name: "out".into(),
+                notify: notify.clone(),
+                limit_bytes: 1 << 30,
+                depth_records: Gauge::default(),
+                depth_bytes: Gauge::default(),
+                on_full: OnFull::Backpressure,
+                dropped: Counter::default(),
+                gaps: Counter::default(),
+            };
+            let (j, _thread) = journal::spawn(
+                store,
+                HashMap::from([(q, slot)]),
+                &metrics,
+                Arc::default(),
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
+            j.submit(entries(q, 0, 30), vec![], None).await.unwrap();
+            // The next three commits are acknowledgements, and they fail.
+            faults.fail(site, 1, 3);
+            let ids = Arc::new(Mutex::new(Vec::new()));
+            let (drain_trigger, drain) = crate::shutdown::channel();
+            let (_stop_trigger, stop) = crate::shutdown::channel();
+            let runner = OutputRunner {
+                name: "out".into(),
+                queue: q,
+                output: Box::new(Collect { ids: ids.clone() }),
+                reader: Arc::new(Mutex::new(reader)),
+                journal: j.clone(),
+                notify,
+                delivery: DeliveryOptions {
+                    total_limit_size: 1 << 30,
+                    retry_limit: None,
+                    retry_max_backoff: Duration::from_millis(20),
+                    retry_base_backoff: Duration::from_millis(2),
+                    on_full: OnFull::Backpressure,
+                    batch_records: 7,
+                    batch_bytes: 1 << 20,
+                },
+                metrics: ComponentMetrics::default(),
+                dead_letters: DeadLetterWriter::new(dir.path().join("dead-letter"), "out"),
+                drain,
+                stop,
+            };
+            let task = tokio::spawn(runner.run());
+            until("the queue drains", || {
+                check.first_seq(q).unwrap().is_none() && ids.lock().unwrap().len() >= 30
+            })
+            .await;
+            assert_eq!(faults.fired(site), 3, "{site:?}");
+            // More records after the failures: the output is still running.
+            j.submit(entries(q, 30, 10), vec![], None).await.unwrap();
+            until("the new records are delivered", || {
+                check.first_seq(q).unwrap().is_none() && ids.lock().unwrap().len() >= 40
+            })
+            .await;
+            drain_trigger.fire();
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the runner ends when drained")
+                .unwrap();
+            let want: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+            assert_eq!(
+                *ids.lock().unwrap(),
+                want,
+                "{site:?}: each record once, in order"
+            );
+            assert_eq!(
+                check.checkpoint("output/out").unwrap().map(|c| c.value),
+                Some("40".to_string())
+            );
+            assert_eq!(
+                metrics
+                    .counter("kubetrail_journal_reopens_total", &[])
+                    .get(),
+                3,
+                "{site:?}: the journal reopened the store after each failed commit"
+            );
+        }
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {

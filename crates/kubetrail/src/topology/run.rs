@@ -128,9 +128,14 @@ impl Plan {
                 });
                 pending.push((o, queue, notify, reader));
             }
-            (journal_handle, journal_thread) =
-                journal::spawn(store, slots, &metrics, health.disk_full(&service.data_dir))
-                    .map_err(RunError::Thread)?;
+            (journal_handle, journal_thread) = journal::spawn(
+                store,
+                slots,
+                &metrics,
+                health.disk_full(&service.data_dir),
+                service.queue_retention,
+            )
+            .map_err(RunError::Thread)?;
             for (o, queue, notify, reader) in pending {
                 let component_metrics = ComponentMetrics::register(&metrics, &o.name);
                 let dead_letters =
