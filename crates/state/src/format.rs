@@ -45,7 +45,8 @@ const FORMAT_VERSION: u16 = 2;
 
 /// Bytes of a block header.
 pub const BLOCK_HEADER_LEN: usize = 36;
-const BLOCK_MAGIC: &[u8; 4] = b"KTQB";
+/// The bytes a block header starts with (a reader past a damaged header looks for them).
+pub const BLOCK_MAGIC: &[u8; 4] = b"KTQB";
 
 /// Bytes of a record's header inside a block's payload.
 pub const RECORD_HEADER_LEN: usize = 12;

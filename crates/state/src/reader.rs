@@ -76,9 +76,14 @@ struct QueueLog {
 
 /// A record of a queue segment block whose bytes are damaged (its checksum, or its block's
 /// structure, does not hold): skipped by reads, reported by [`Reader::take_damaged`] so that
-/// it goes to the dead-letter file instead of stopping the queue.
+/// it goes to the dead-letter file instead of stopping the queue. When a block's header is
+/// damaged, the reader skips to the next intact header and one `DamagedRecord` stands for
+/// every record in between (`first_seq..=seq`), whose bounds are lost.
 #[derive(Debug, Clone)]
 pub struct DamagedRecord {
+    /// The first record it stands for: `seq` for one record, lower for a run of records lost
+    /// with a damaged block header.
+    pub first_seq: u64,
     pub seq: u64,
     /// The id as far as it could be read (lossy), empty when the record's bounds are lost.
     pub id: String,
@@ -162,6 +167,7 @@ impl QueueLog {
                         )
                     });
                     self.damaged.push(DamagedRecord {
+                        first_seq: n,
                         seq: n,
                         id,
                         data,
@@ -273,8 +279,34 @@ impl QueueLog {
                 chunk = self.read_chunk(pos, b.head_pos, chunk_size)?;
             }
             let off = (pos - chunk.pos) as usize;
-            let unit = format::parse_unit(chunk.format, &chunk.bytes[off..])
-                .map_err(|e| self.segments.damaged(pos, b.head_pos, e))?;
+            let unit = match format::parse_unit(chunk.format, &chunk.bytes[off..]) {
+                Ok(unit) => unit,
+                // A damaged block header: its length, and so where the next block starts, is
+                // lost. The next intact header (its own checksum holds) is found by looking
+                // for it, and the records in between are reported as damaged.
+                Err(e) if chunk.format == SegmentFormat::V2 => {
+                    let (path, offset) = self.segments.place(pos, b.head_pos);
+                    let (next_seq, next_pos) = self.resync(pos, seq, b)?;
+                    tracing::error!(path = %path.display(), offset, error = %e, first_seq = seq,
+                        records_lost = next_seq - seq, next_block_position = next_pos,
+                        "a queue segment block header is damaged: its records go to the dead-letter file, the queue goes on at the next intact block");
+                    self.damaged.push(DamagedRecord {
+                        first_seq: seq,
+                        seq: next_seq - 1,
+                        id: String::new(),
+                        data: Bytes::new(),
+                        path,
+                        offset,
+                        what: e.to_string(),
+                    });
+                    // An acknowledgement up to the damage finds where the queue goes on.
+                    hints.put(q, next_seq, next_pos);
+                    seq = next_seq;
+                    pos = next_pos;
+                    continue;
+                }
+                Err(e) => return Err(self.segments.damaged(pos, b.head_pos, e)),
+            };
             if !unit.holds(seq) || (unit.first_seq != seq && seq != want) {
                 return Err(self.corrupt(format!(
                     "the unit at position {pos} holds seqs {}..{}, not {seq}",
@@ -395,6 +427,47 @@ impl QueueLog {
         Ok((seq, true))
     }
 
+    /// After a damaged block header at `from` (a block holding `seq`): the seq and position of
+    /// the next block whose header is intact (its magic and checksum hold, its first seq is
+    /// past `seq` and before the head, it ends within its segment), found by looking through
+    /// the rest of the segment and then the next ones (a segment starts with a block); the
+    /// head when there is none.
+    fn resync(&mut self, from: u64, seq: u64, b: &Bounds) -> Result<(u64, u64), LogError> {
+        let mut pos = from + 1;
+        let mut buf = Vec::new();
+        while pos < b.head_pos {
+            let (_, end) = self.segments.locate(pos, b.head_pos)?;
+            let mut at = pos;
+            while at < end {
+                let fmt = self
+                    .segments
+                    .read_block(at, b.head_pos, READ_BLOCK, &mut buf)?;
+                if fmt != SegmentFormat::V2 {
+                    // Format-1 frames carry no magic to find: past the damage, the next
+                    // segment.
+                    break;
+                }
+                let found = memchr_magic(&buf).find_map(|i| {
+                    let h = format::parse_block_header(&buf[i..]).ok()?;
+                    let p = at + i as u64;
+                    (h.first_seq > seq && h.first_seq < b.next_seq && p + h.total() <= end)
+                        .then_some((h.first_seq, p))
+                });
+                if let Some(found) = found {
+                    return Ok(found);
+                }
+                if at + buf.len() as u64 >= end || buf.len() <= format::BLOCK_HEADER_LEN {
+                    break;
+                }
+                // The next chunk overlaps this one by a header's length but one, so that a
+                // header cut by the chunk's end is seen whole.
+                at += (buf.len() - format::BLOCK_HEADER_LEN + 1) as u64;
+            }
+            pos = end;
+        }
+        Ok((b.next_seq, b.head_pos))
+    }
+
     /// Reads up to `want` bytes of the log from `pos` (within one segment) into a new chunk.
     fn read_chunk(&mut self, pos: u64, head: u64, want: usize) -> Result<Chunk, LogError> {
         let mut buf = Vec::new();
@@ -405,6 +478,14 @@ impl QueueLog {
             format,
         })
     }
+}
+
+/// The offsets in `buf` where a block's magic starts.
+fn memchr_magic(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    buf.windows(format::BLOCK_MAGIC.len())
+        .enumerate()
+        .filter(|(_, w)| *w == format::BLOCK_MAGIC)
+        .map(|(i, _)| i)
 }
 
 impl std::fmt::Debug for Reader {

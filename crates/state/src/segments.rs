@@ -222,7 +222,7 @@ impl Segments {
 
     /// The segment holding `pos`, and where its committed bytes end (the next segment's start,
     /// or `head`).
-    fn locate(&self, pos: u64, head: u64) -> Result<(u64, u64), LogError> {
+    pub fn locate(&self, pos: u64, head: u64) -> Result<(u64, u64), LogError> {
         let i = self.starts.partition_point(|s| *s <= pos);
         if i == 0 {
             return Err(LogError::Corrupt {

@@ -106,3 +106,86 @@ fn a_flipped_byte_damages_only_its_records() {
     let items = reader.read_queue(q, 150, 100, usize::MAX).unwrap();
     assert_eq!(items.len(), 5);
 }
+
+/// A flipped byte in a block's header: the block's length is lost, so the reader looks for
+/// the next intact header, reports the records in between as one damaged run (with the file
+/// and the offset of the damaged header), and delivers the rest; acknowledgements past the
+/// damage commit.
+#[test]
+fn a_flipped_byte_in_a_block_header_skips_to_the_next_intact_block() {
+    for (commits, damaged_block) in [(3u64, 1usize), (3, 2), (3, 0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kubetrail.db");
+        let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
+        let q = store.queue_id("output/out").unwrap();
+        for c in 0..commits {
+            store.commit(&batch(q, c * 50, 50)).unwrap();
+        }
+        let qdir = dir
+            .path()
+            .join("kubetrail.db-queues")
+            .join(format!("q{}", q.get()));
+        let seg = std::fs::read_dir(&qdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .expect("a segment");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let blocks: Vec<usize> = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| w == b"KTQB")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(blocks.len(), commits as usize, "one block per commit");
+        // The low byte of the block's first sequence number.
+        bytes[blocks[damaged_block] + 8] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+
+        let mut reader = store.reader().unwrap();
+        let mut got = Vec::new();
+        let mut damaged = Vec::new();
+        let mut after = 0;
+        loop {
+            let items = reader.read_queue(q, after, 7, usize::MAX).unwrap();
+            let lost = reader.take_damaged(q);
+            let last = items.last().map(|i| i.seq).max(lost.last().map(|d| d.seq));
+            got.extend(items.into_iter().map(|i| i.seq));
+            damaged.extend(lost);
+            match last {
+                Some(l) => after = l,
+                None => break,
+            }
+        }
+        let lost_from = damaged_block as u64 * 50 + 1;
+        assert_eq!(damaged.len(), 1, "one run: {damaged:?}");
+        let d = &damaged[0];
+        assert_eq!((d.first_seq, d.seq), (lost_from, lost_from + 49));
+        assert_eq!(d.path, seg);
+        assert_eq!(
+            d.offset, blocks[damaged_block] as u64,
+            "the header's offset"
+        );
+        assert!(d.what.contains("header"), "{}", d.what);
+        let want: Vec<u64> = (1..=commits * 50)
+            .filter(|s| !(lost_from..lost_from + 50).contains(s))
+            .collect();
+        assert_eq!(got, want, "every other record, once, in order");
+        // Acknowledged up to the end of the damage, then past it: both commit.
+        for up_to_seq in [lost_from + 49, commits * 50] {
+            store
+                .commit(&CommitBatch {
+                    acks: vec![kubetrail_state::Ack {
+                        queue: q,
+                        up_to_seq,
+                        state: None,
+                    }],
+                    ..CommitBatch::default()
+                })
+                .unwrap();
+        }
+        store.commit(&batch(q, commits * 50, 5)).unwrap();
+        let items = reader.read_queue(q, commits * 50, 100, usize::MAX).unwrap();
+        assert_eq!(items.len(), 5);
+    }
+}

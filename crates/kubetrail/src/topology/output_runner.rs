@@ -306,12 +306,25 @@ impl OutputRunner {
                         id: d.id.clone(),
                         data: d.data.clone(),
                     },
-                    format!(
-                        "damaged in queue segment {} (block at byte {}): {}",
-                        d.path.display(),
-                        d.offset,
-                        d.what
-                    ),
+                    if d.first_seq < d.seq {
+                        format!(
+                            "records {} to {} of the queue lost: the header of the block at byte \
+                             {} of queue segment {} is damaged ({}); the queue goes on at the \
+                             next intact block",
+                            d.first_seq,
+                            d.seq,
+                            d.offset,
+                            d.path.display(),
+                            d.what
+                        )
+                    } else {
+                        format!(
+                            "damaged in queue segment {} (block at byte {}): {}",
+                            d.path.display(),
+                            d.offset,
+                            d.what
+                        )
+                    },
                 )
             })
             .collect();
