@@ -2,7 +2,8 @@
 //! `file` output's queue (its directory cannot be written), the agent stops, a byte of the
 //! second of three blocks is flipped, and the next run delivers every intact record once,
 //! writes the damaged ones to the dead-letter file with the segment's path and offset, and
-//! logs both.
+//! logs both. A flipped byte in a block's header loses the block: the next run delivers the
+//! other blocks and writes one dead letter naming the lost records, the file and the offset.
 
 mod common;
 
@@ -51,6 +52,17 @@ fn body(round: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_block_goes_to_the_dead_letter_file_and_the_rest_is_delivered() {
+    damaged_second_block(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_block_header_is_skipped_and_the_rest_is_delivered() {
+    damaged_second_block(true).await;
+}
+
+/// Three blocks of 50 records queued, then a byte of the second one flipped: in its payload,
+/// or (`header`) in its header's first sequence number.
+async fn damaged_second_block(header: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let out = d.join("out");
@@ -127,7 +139,11 @@ pipeline:
         .map(|(i, _)| i)
         .collect();
     assert_eq!(blocks.len(), 3, "a block per batch");
-    bytes[(blocks[1] + 36 + blocks[2]) / 2] ^= 0x10;
+    if header {
+        bytes[blocks[1] + 8] ^= 0x10;
+    } else {
+        bytes[(blocks[1] + 36 + blocks[2]) / 2] ^= 0x10;
+    }
     std::fs::write(&seg, &bytes).unwrap();
 
     std::fs::remove_file(&out).unwrap();
@@ -148,9 +164,11 @@ pipeline:
             .collect()
     };
     let records = || read_records(&out.join("audit.jsonl"));
+    // With a damaged header, one dead letter stands for the 50 records of the block.
+    let want = if header { 101 } else { 150 };
     let done = wait_until(Duration::from_secs(20), || {
         let n = records().len() + dead_lines().len();
-        n >= 150
+        n >= want
     })
     .await;
     signal(&child, "TERM");
@@ -170,7 +188,12 @@ pipeline:
         "the other blocks are delivered: {}",
         delivered.len()
     );
-    assert_eq!(delivered.len() + dead.len(), 150, "nothing twice");
+    assert_eq!(delivered.len() + dead.len(), want, "nothing twice");
+    if header {
+        assert_eq!(delivered.len(), 100, "every record of the other blocks");
+        let reason = dead[0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("records 51 to 100"), "{reason}");
+    }
     let seg_name = seg.display().to_string();
     let at = format!("at byte {}", blocks[1]);
     for l in &dead {

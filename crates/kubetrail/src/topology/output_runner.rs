@@ -107,6 +107,8 @@ impl OutputRunner {
         // The acknowledgement of the last delivered batch, while the next one is delivered:
         // it is committed (or has failed) before the next acknowledgement is handed over.
         let mut in_flight: Option<InFlight> = None;
+        // Reads (or dead-letter writes) that failed in a row: retried with backoff.
+        let mut failures: u32 = 0;
         loop {
             if self.stop.is_fired() {
                 break;
@@ -114,8 +116,9 @@ impl OutputRunner {
             let (batch, damaged) = match self.read(after).await {
                 Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(output = %self.name, error = %e, "reading the queue failed");
-                    if self.sleep_or_stop(Duration::from_secs(1)).await {
+                    let delay = self.backoff(&mut failures);
+                    tracing::error!(output = %self.name, error = %e, retry_in = ?delay, "reading the queue failed");
+                    if self.sleep_or_stop(delay).await {
                         break;
                     }
                     continue;
@@ -126,12 +129,14 @@ impl OutputRunner {
             let past_damage = match self.dead_letter_damaged(&damaged) {
                 Ok(last) => last,
                 Err(()) => {
-                    if self.sleep_or_stop(Duration::from_secs(1)).await {
+                    let delay = self.backoff(&mut failures);
+                    if self.sleep_or_stop(delay).await {
                         break;
                     }
                     continue;
                 }
             };
+            failures = 0;
             let Some(last) = batch.last().map(|i| i.seq) else {
                 if let Some(last) = past_damage {
                     if let Some(pending) = in_flight.take()
@@ -380,6 +385,17 @@ impl OutputRunner {
                 return None;
             }
         }
+    }
+
+    /// The delay before the next try after `failures` failures in a row (counted up).
+    fn backoff(&self, failures: &mut u32) -> Duration {
+        let d = backoff(
+            self.delivery.retry_base_backoff,
+            self.delivery.retry_max_backoff,
+            *failures,
+        );
+        *failures = failures.saturating_add(1);
+        d
     }
 
     /// Sleeps; returns true if the stop signal fired meanwhile.
