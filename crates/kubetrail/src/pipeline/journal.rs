@@ -711,15 +711,17 @@ fn retire_orphan_queues(
             continue;
         }
         let records = store.queue_depth(id).records;
-        let Some(since) = marked.map(|c| c.value.parse::<i64>().unwrap_or(c.updated_at_unix_ms))
-        else {
-            store.commit(&CommitBatch {
-                checkpoints: vec![(marker, now_ms.to_string())],
-                ..CommitBatch::default()
-            })?;
-            tracing::warn!(queue = %name, records, retention = ?retention,
-                "the queue of an output that is no longer configured is deleted, with its undelivered records, after queue_retention unless the output is configured again");
-            continue;
+        let since = match marked {
+            Some(c) => c.value.parse::<i64>().unwrap_or(c.updated_at_unix_ms),
+            None => {
+                store.commit(&CommitBatch {
+                    checkpoints: vec![(marker.clone(), now_ms.to_string())],
+                    ..CommitBatch::default()
+                })?;
+                tracing::warn!(queue = %name, records, retention = ?retention,
+                    "the queue of an output that is no longer configured is deleted, with its undelivered records, after queue_retention unless the output is configured again");
+                now_ms
+            }
         };
         if now_ms.saturating_sub(since) >= retention_ms {
             // The output's state row has the queue's name (`output/<name>`).
@@ -1228,6 +1230,66 @@ pub(crate) mod tests {
         let store = Store::open(&db, &opts).unwrap();
         assert!(!stray.exists());
         assert_eq!(names(&store), ["output/kept", "output/back"]);
+    }
+
+    /// The journal retires the queues of removed outputs when it starts (and every minute):
+    /// with a retention of zero, at once.
+    #[tokio::test]
+    async fn the_journal_deletes_the_queues_of_removed_outputs_when_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            sync: SyncMode::Normal,
+            reserve_bytes: 0,
+            ..Default::default()
+        };
+        let db = dir.path().join("j.db");
+        let mut store = Store::open(&db, &opts).unwrap();
+        let gone = store.queue_id("output/gone").unwrap();
+        store
+            .commit(&CommitBatch {
+                entries: vec![entry(gone, "a")],
+                ..CommitBatch::default()
+            })
+            .unwrap();
+        let q = store.queue_id("output/out").unwrap();
+        let slot = QueueSlot {
+            name: "out".into(),
+            notify: Arc::new(Notify::new()),
+            limit_bytes: 1 << 20,
+            depth_records: Gauge::default(),
+            depth_bytes: Gauge::default(),
+            on_full: OnFull::Backpressure,
+            dropped: Counter::default(),
+            gaps: Counter::default(),
+        };
+        let metrics = Metrics::new();
+        let (j, thread) = spawn(
+            store,
+            [(q, slot)].into(),
+            &metrics,
+            Arc::default(),
+            Duration::ZERO,
+        )
+        .unwrap();
+        // Answered after the housekeeping that runs first.
+        assert_eq!(
+            j.checkpoint("orphaned/output/gone".into()).await.unwrap(),
+            None
+        );
+        drop(j);
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .unwrap();
+        let store = Store::open(&db, &opts).unwrap();
+        let names: Vec<String> = store.queues().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["output/out"]);
+        assert!(
+            !dir.path()
+                .join("j.db-queues")
+                .join(format!("q{}", gone.get()))
+                .exists()
+        );
     }
 
     #[tokio::test]
