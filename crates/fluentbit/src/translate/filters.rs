@@ -6,7 +6,7 @@
 use kubetrail_core::config::Value;
 
 use super::catalog;
-use super::{Component, Ctx, Props, Who, common_option, label, pass_through, plugin_name, values};
+use super::{Component, Ctx, Opened, Props, Who, common_option, open, pass_through, values};
 use crate::diag::{List, Severity};
 use crate::document::{Property, Section};
 
@@ -16,13 +16,12 @@ pub(crate) fn translate(
     fb_index: usize,
     index: usize,
 ) -> Option<Component> {
-    let mut who = Who {
-        label: label(ctx.doc, s, None, fb_index),
-        anchor: Some((List::Filters, index)),
-    };
-    let mut props = Props::new(s);
-    let (name, name_prop) = plugin_name(ctx, s, &mut props, &mut who)?;
-    who.label = label(ctx.doc, s, Some(&name), fb_index);
+    let Opened {
+        who,
+        mut props,
+        name,
+        name_prop,
+    } = open(ctx, s, List::Filters, fb_index, index)?;
     let mut c = match name.as_str() {
         "grep" => grep(ctx, &who, s, &mut props)?,
         "modify" => modify(ctx, &who, s, &mut props)?,

@@ -4,7 +4,7 @@
 use kubetrail_core::config::Value;
 
 use super::catalog;
-use super::{Component, Ctx, Props, Who, common_option, label, pass_through, plugin_name};
+use super::{Component, Ctx, Opened, Props, Who, common_option, open, pass_through};
 use crate::diag::{List, Severity};
 use crate::document::{Property, Section};
 
@@ -34,13 +34,12 @@ pub(crate) fn translate(
     fb_index: usize,
     index: usize,
 ) -> Option<Component> {
-    let mut who = Who {
-        label: label(ctx.doc, s, None, fb_index),
-        anchor: Some((List::Inputs, index)),
-    };
-    let mut props = Props::new(s);
-    let (name, name_prop) = plugin_name(ctx, s, &mut props, &mut who)?;
-    who.label = label(ctx.doc, s, Some(&name), fb_index);
+    let Opened {
+        who,
+        mut props,
+        name,
+        name_prop,
+    } = open(ctx, s, List::Inputs, fb_index, index)?;
     let mut c = match name.as_str() {
         "kubernetes_events" => kubernetes_events(ctx, &who, s, &mut props),
         "tail" => tail(ctx, &who, s, &mut props)?,

@@ -528,6 +528,40 @@ fn other_section(ctx: &mut Ctx, s: &Section) {
     }
 }
 
+/// What every pipeline section's translation starts from: who diagnostics name, the section's
+/// properties not yet read, and its plugin name (with the property that gave it).
+pub(crate) struct Opened<'a> {
+    pub who: Who,
+    pub props: Props<'a>,
+    pub name: String,
+    pub name_prop: Property,
+}
+
+/// Opens section `s` (the `fb_index`th of its kind in the Fluent Bit file, the `index`th of
+/// `list` in kubetrail's): reads its plugin name and labels it; `None` when it has none (the
+/// error is in the diagnostics).
+pub(crate) fn open<'a>(
+    ctx: &mut Ctx,
+    s: &'a Section,
+    list: List,
+    fb_index: usize,
+    index: usize,
+) -> Option<Opened<'a>> {
+    let mut who = Who {
+        label: label(ctx.doc, s, None, fb_index),
+        anchor: Some((list, index)),
+    };
+    let mut props = Props::new(s);
+    let (name, name_prop) = plugin_name(ctx, s, &mut props, &mut who)?;
+    who.label = label(ctx.doc, s, Some(&name), fb_index);
+    Some(Opened {
+        who,
+        props,
+        name,
+        name_prop,
+    })
+}
+
 /// The plugin name of a pipeline section, `${VAR}` expanded; errors when it has none.
 pub(crate) fn plugin_name(
     ctx: &mut Ctx,
