@@ -1,12 +1,16 @@
 //! Property test: random sequences of commits, acks, failing commits, purges and reopens
-//! against a simple in-memory model. Queue contents, sequence numbers, depths, dedup decisions
+//! against a simple in-memory model. Some commits meet an injected I/O fault (a failed segment
+//! write, directory fsync or segment removal, or a SQLite commit that fails, before or after
+//! it landed): the store is then reopened, as the journal does, and the model holds the
+//! commit entirely when it landed and not at all otherwise. Queue contents, sequence numbers, depths, dedup decisions
 //! and checkpoints must match the model after every step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use kubetrail_state::{
-    Ack, CommitBatch, Dedup, Entry, QueueId, QueueItem, Store, StoreOptions, SyncMode,
+    Ack, CommitBatch, Dedup, Entry, FaultSite, Faults, QueueId, QueueItem, Store, StoreOptions,
+    SyncMode,
 };
 use proptest::prelude::*;
 
@@ -38,6 +42,8 @@ enum Op {
         /// Checkpoint streams deleted (after the upserts).
         forget: Vec<u8>,
         acks: Vec<AckSpec>,
+        /// The `nth` call at `FaultSite::ALL[site]` during the commit fails.
+        fault: Option<(usize, u64)>,
     },
     /// Like `Commit` but one more entry names a queue the store does not have, so the whole
     /// transaction must roll back.
@@ -72,8 +78,9 @@ fn op() -> impl Strategy<Value = Op> {
                     .prop_map(|(queue, extra, with_state)| AckSpec { queue, extra, with_state }),
                 0..3,
             ),
+            proptest::option::weighted(0.2, (0..FaultSite::ALL.len(), 1u64..3)),
         )
-            .prop_map(|(entries, checkpoints, forget, acks)| Op::Commit { entries, checkpoints, forget, acks }),
+            .prop_map(|(entries, checkpoints, forget, acks, fault)| Op::Commit { entries, checkpoints, forget, acks, fault }),
         1 => proptest::collection::vec(entry_spec(), 0..4)
             .prop_map(|entries| Op::FailingCommit { entries }),
         1 => (0i64..120).prop_map(Op::Purge),
@@ -94,13 +101,15 @@ struct Model {
     checkpoints: HashMap<String, String>,
 }
 
-fn open(db: &Path) -> Store {
+fn open(db: &Path, faults: &Faults) -> Store {
     Store::open(
         db,
         &StoreOptions {
             sync: SyncMode::Normal,
             // Small segments, so that commits start new ones and acks delete old ones.
             segment_bytes: 5000,
+            reserve_bytes: 0,
+            faults: faults.clone(),
             ..StoreOptions::default()
         },
     )
@@ -285,13 +294,14 @@ proptest! {
         let db = dir.path().join("kubetrail.db");
         // A queue id this store does not have, from a store with one more queue.
         let foreign = {
-            let mut other = open(&dir.path().join("other.db"));
+            let mut other = open(&dir.path().join("other.db"), &Faults::default());
             for name in QUEUES {
                 other.queue_id(name).expect("queue");
             }
             other.queue_id("extra").expect("queue")
         };
-        let mut store = open(&db);
+        let faults = Faults::new();
+        let mut store = open(&db, &faults);
         let ids: Vec<QueueId> = QUEUES.iter().map(|n| store.queue_id(n).expect("queue")).collect();
         prop_assert!(!ids.contains(&foreign));
         let mut model = Model {
@@ -301,7 +311,7 @@ proptest! {
         let mut counter = 0u64;
         for op in ops {
             match op {
-                Op::Commit { entries, checkpoints, forget, acks } => {
+                Op::Commit { entries, checkpoints, forget, acks, fault } => {
                     let batch = CommitBatch {
                         entries: build_entries(&entries, &ids, &mut counter),
                         checkpoints: checkpoints
@@ -324,7 +334,28 @@ proptest! {
                             .collect(),
                         trims: vec![],
                     };
-                    let outcome = store.commit(&batch).expect("commit");
+                    let site = fault.map(|(i, nth)| {
+                        faults.fail(FaultSite::ALL[i], nth, 1);
+                        FaultSite::ALL[i]
+                    });
+                    let fired_before = site.map_or(0, |s| faults.fired(s));
+                    let result = store.commit(&batch);
+                    faults.clear();
+                    let fired = site.is_some_and(|s| faults.fired(s) > fired_before);
+                    let outcome = match result {
+                        Ok(outcome) => outcome,
+                        Err(e) => {
+                            prop_assert!(fired, "failed without a fault: {}", e);
+                            prop_assert!(!e.outcome_known(), "{}", e);
+                            drop(store);
+                            store = open(&db, &faults);
+                            if site == Some(FaultSite::CommitAfter) {
+                                model.commit(&batch, &ids);
+                            }
+                            check(&store, &model, &ids);
+                            continue;
+                        }
+                    };
                     let expected = model.commit(&batch, &ids);
                     prop_assert_eq!(
                         outcome.duplicates,
@@ -357,7 +388,7 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(store);
-                    store = open(&db);
+                    store = open(&db, &faults);
                     let reopened: Vec<QueueId> =
                         QUEUES.iter().map(|n| store.queue_id(n).expect("queue")).collect();
                     prop_assert_eq!(&reopened, &ids);
