@@ -290,7 +290,7 @@ fn run(
         disk_full: disk_full_count,
     } = counters;
     let mut last_purge = Instant::now();
-    store = match housekeeping(store, &queues, queue_retention, &rx) {
+    store = match housekeeping(store, &queues, queue_retention, &rx, &disk_full) {
         Some(s) => s,
         None => return,
     };
@@ -491,6 +491,10 @@ fn run(
                             None => return,
                         }
                         reopens.inc();
+                        // A store opened on a full disk keeps nothing drained either.
+                        if disk_full.load(Ordering::Relaxed) {
+                            store.set_tight(true);
+                        }
                     }
                 }
             }
@@ -517,7 +521,7 @@ fn run(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging expired dedup keys failed"),
             }
-            store = match housekeeping(store, &queues, queue_retention, &rx) {
+            store = match housekeeping(store, &queues, queue_retention, &rx, &disk_full) {
                 Some(s) => s,
                 None => return,
             };
@@ -670,12 +674,16 @@ fn housekeeping(
     queues: &HashMap<QueueId, QueueSlot>,
     retention: Duration,
     rx: &mpsc::Receiver<Cmd>,
+    disk_full: &AtomicBool,
 ) -> Option<Store> {
     let now_ms = kubetrail_core::Timestamp::now().unix_nanos() / 1_000_000;
     if let Err(e) = retire_orphan_queues(&mut store, queues, retention, now_ms) {
         tracing::warn!(error = %e, "housekeeping of the queues of removed outputs failed; will retry");
         if !e.outcome_known() {
             store = reopen(store, rx)?;
+            if disk_full.load(Ordering::Relaxed) {
+                store.set_tight(true);
+            }
         }
     }
     Some(store)
