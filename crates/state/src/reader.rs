@@ -16,7 +16,7 @@ use crate::batch::Checkpoint;
 use crate::error::{StateError, sql};
 use crate::format::{self, SegmentFormat};
 use crate::queue::{QueueId, QueueItem};
-use crate::segments::{Hints, LogError, Segments, queue_dir};
+use crate::segments::{Hints, LogEnd, LogError, Segments, queue_dir};
 use crate::store::{connect, open_error, pragma, read_checkpoint};
 
 /// How much of a segment a read fetches at once at most (more when one unit is larger).
@@ -220,7 +220,10 @@ impl QueueLog {
             b.tail_seq,
             b.tail_pos,
             want,
-            b.head_pos,
+            LogEnd {
+                next_seq: b.next_seq,
+                head: b.head_pos,
+            },
             &mut self.buf,
             |_| true,
         )?;
@@ -286,7 +289,14 @@ impl QueueLog {
                 // for it, and the records in between are reported as damaged.
                 Err(e) if chunk.format == SegmentFormat::V2 => {
                     let (path, offset) = self.segments.place(pos, b.head_pos);
-                    let (next_seq, next_pos) = self.resync(pos, seq, b)?;
+                    let (next_seq, next_pos) = self.segments.next_intact(
+                        pos,
+                        seq,
+                        LogEnd {
+                            next_seq: b.next_seq,
+                            head: b.head_pos,
+                        },
+                    )?;
                     tracing::error!(path = %path.display(), offset, error = %e, first_seq = seq,
                         records_lost = next_seq - seq, next_block_position = next_pos,
                         "a queue segment block header is damaged: its records go to the dead-letter file, the queue goes on at the next intact block");
@@ -427,47 +437,6 @@ impl QueueLog {
         Ok((seq, true))
     }
 
-    /// After a damaged block header at `from` (a block holding `seq`): the seq and position of
-    /// the next block whose header is intact (its magic and checksum hold, its first seq is
-    /// past `seq` and before the head, it ends within its segment), found by looking through
-    /// the rest of the segment and then the next ones (a segment starts with a block); the
-    /// head when there is none.
-    fn resync(&mut self, from: u64, seq: u64, b: &Bounds) -> Result<(u64, u64), LogError> {
-        let mut pos = from + 1;
-        let mut buf = Vec::new();
-        while pos < b.head_pos {
-            let (_, end) = self.segments.locate(pos, b.head_pos)?;
-            let mut at = pos;
-            while at < end {
-                let fmt = self
-                    .segments
-                    .read_block(at, b.head_pos, READ_BLOCK, &mut buf)?;
-                if fmt != SegmentFormat::V2 {
-                    // Format-1 frames carry no magic to find: past the damage, the next
-                    // segment.
-                    break;
-                }
-                let found = memchr_magic(&buf).find_map(|i| {
-                    let h = format::parse_block_header(&buf[i..]).ok()?;
-                    let p = at + i as u64;
-                    (h.first_seq > seq && h.first_seq < b.next_seq && p + h.total() <= end)
-                        .then_some((h.first_seq, p))
-                });
-                if let Some(found) = found {
-                    return Ok(found);
-                }
-                if at + buf.len() as u64 >= end || buf.len() <= format::BLOCK_HEADER_LEN {
-                    break;
-                }
-                // The next chunk overlaps this one by a header's length but one, so that a
-                // header cut by the chunk's end is seen whole.
-                at += (buf.len() - format::BLOCK_HEADER_LEN + 1) as u64;
-            }
-            pos = end;
-        }
-        Ok((b.next_seq, b.head_pos))
-    }
-
     /// Reads up to `want` bytes of the log from `pos` (within one segment) into a new chunk.
     fn read_chunk(&mut self, pos: u64, head: u64, want: usize) -> Result<Chunk, LogError> {
         let mut buf = Vec::new();
@@ -478,14 +447,6 @@ impl QueueLog {
             format,
         })
     }
-}
-
-/// The offsets in `buf` where a block's magic starts.
-fn memchr_magic(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    buf.windows(format::BLOCK_MAGIC.len())
-        .enumerate()
-        .filter(|(_, w)| *w == format::BLOCK_MAGIC)
-        .map(|(i, _)| i)
 }
 
 impl std::fmt::Debug for Reader {

@@ -177,6 +177,21 @@ fn open_segment(path: &Path, write: bool) -> Result<(File, SegmentFormat), LogEr
     Ok((f, fmt))
 }
 
+/// Where a queue's committed log ends: the seq of the next record and the head position.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogEnd {
+    pub next_seq: u64,
+    pub head: u64,
+}
+
+/// The offsets in `buf` where a block's magic starts.
+fn block_magics(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    buf.windows(format::BLOCK_MAGIC.len())
+        .enumerate()
+        .filter(|(_, w)| *w == format::BLOCK_MAGIC)
+        .map(|(i, _)| i)
+}
+
 /// Read access to one queue's segments, for readers and for the writer's walks. Keeps the
 /// last segment it opened.
 #[derive(Debug)]
@@ -293,19 +308,66 @@ impl Segments {
         Ok(fmt)
     }
 
+    /// After a damaged block header at `from` (a block holding `seq`): the seq and position of
+    /// the next block whose header is intact (its magic and checksum hold, its first seq is
+    /// past `seq` and before the end, it ends within its segment), found by looking through
+    /// the rest of the segment and then the next ones (a segment starts with a block); the
+    /// end of the log when there is none.
+    pub fn next_intact(
+        &mut self,
+        from: u64,
+        seq: u64,
+        end: LogEnd,
+    ) -> Result<(u64, u64), LogError> {
+        let mut pos = from + 1;
+        let mut buf = Vec::new();
+        while pos < end.head {
+            let (_, seg_end) = self.locate(pos, end.head)?;
+            let mut at = pos;
+            while at < seg_end {
+                let fmt = self.read_block(at, end.head, BLOCK, &mut buf)?;
+                if fmt != SegmentFormat::V2 {
+                    // Format-1 frames carry no magic to find: past the damage, the next
+                    // segment.
+                    break;
+                }
+                let found = block_magics(&buf).find_map(|i| {
+                    let h = format::parse_block_header(&buf[i..]).ok()?;
+                    let p = at + i as u64;
+                    (h.first_seq > seq && h.first_seq < end.next_seq && p + h.total() <= seg_end)
+                        .then_some((h.first_seq, p))
+                });
+                if let Some(found) = found {
+                    return Ok(found);
+                }
+                if at + buf.len() as u64 >= seg_end || buf.len() <= format::BLOCK_HEADER_LEN {
+                    break;
+                }
+                // The next chunk overlaps this one by a header's length but one, so that a
+                // header cut by the chunk's end is seen whole.
+                at += (buf.len() - format::BLOCK_HEADER_LEN + 1) as u64;
+            }
+            pos = seg_end;
+        }
+        Ok((end.next_seq, end.head))
+    }
+
     /// Walks the log's units from `(seq, pos)` (`pos` starts the unit holding `seq`) until
-    /// the unit holding record `target`, or `head`; calls `each(unit)` for every unit passed
+    /// the unit holding record `target`, or the end; calls `each(unit)` for every unit passed
     /// over and stops before a unit for which it returns false. Returns the `(seq, pos)`
-    /// reached: `(target, start of its unit)` when found.
+    /// reached: `(target, start of its unit)` when found. A block whose header is damaged is
+    /// passed over as one unit up to the next intact block (see [`Segments::next_intact`]):
+    /// readers report its records, which is how an acknowledgement or a trim gets past them.
     pub fn walk(
         &mut self,
         mut seq: u64,
         mut pos: u64,
         target: u64,
-        head: u64,
+        end: LogEnd,
         buf: &mut Vec<u8>,
         mut each: impl FnMut(&Unit) -> bool,
     ) -> Result<(u64, u64), LogError> {
+        let head = end.head;
         let mut block_pos = pos;
         let mut fmt = SegmentFormat::V2;
         let mut first = true;
@@ -329,6 +391,23 @@ impl Segments {
             }
             let u = match format::parse_unit(fmt, &buf[off..]) {
                 Ok(u) => u,
+                Err(e) if fmt == SegmentFormat::V2 => {
+                    let (next_seq, next_pos) = self.next_intact(pos, seq, end)?;
+                    if next_seq <= seq {
+                        return Err(self.damaged(pos, head, e));
+                    }
+                    let (path, offset) = self.place(pos, head);
+                    tracing::warn!(path = %path.display(), offset, error = %e, first_seq = seq, next_seq,
+                        "passing over a queue segment block whose header is damaged");
+                    // The next read starts afresh at the unit after it.
+                    buf.clear();
+                    block_pos = next_pos;
+                    Unit {
+                        first_seq: seq,
+                        count: next_seq - seq,
+                        len: next_pos - pos,
+                    }
+                }
                 Err(e) => return Err(self.damaged(pos, head, e)),
             };
             let in_place = if first {
@@ -711,6 +790,10 @@ impl Appender {
 mod tests {
     use super::*;
 
+    fn log_end(next_seq: u64, head: u64) -> LogEnd {
+        LogEnd { next_seq, head }
+    }
+
     /// A block of records `(seq, id, data)` as the writer makes it.
     pub(crate) fn block(first_seq: u64, recs: &[(&str, &[u8])]) -> Vec<u8> {
         let mut raw = Vec::new();
@@ -767,7 +850,7 @@ mod tests {
         let mut buf = Vec::new();
         let mut seen = Vec::new();
         let end = s
-            .walk(1, 0, u64::MAX, head, &mut buf, |u| {
+            .walk(1, 0, u64::MAX, log_end(4, head), &mut buf, |u| {
                 seen.push((u.first_seq, u.count));
                 true
             })
@@ -776,11 +859,13 @@ mod tests {
         assert_eq!(end, (4, head));
         // Seq 2 is inside the first block: the walk stops at that block's start.
         assert_eq!(
-            s.walk(1, 0, 2, head, &mut buf, |_| true).expect("walk"),
+            s.walk(1, 0, 2, log_end(4, head), &mut buf, |_| true)
+                .expect("walk"),
             (2, 0)
         );
         assert_eq!(
-            s.walk(1, 0, 3, head, &mut buf, |_| true).expect("walk"),
+            s.walk(1, 0, 3, log_end(4, head), &mut buf, |_| true)
+                .expect("walk"),
             (3, b1.len() as u64)
         );
         // Records committed but without a segment file: refused, not silently skipped.
@@ -791,17 +876,21 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_block_header_is_reported_with_its_file_and_offset() {
+    fn a_damaged_block_header_is_passed_over_to_the_next_intact_block() {
         let dir = tempfile::tempdir().expect("tempdir");
         let qdir = dir.path().join("q1");
         let mut a =
             Appender::open(qdir.clone(), 0, 0, SEGMENT_TARGET, Faults::default()).expect("open");
         a.begin(0).expect("begin");
         let b1 = block(1, &[("a", b"xxxx")]);
-        let b2 = block(2, &[("b", b"yyyy")]);
-        a.write_vectored_at(0, &mut [IoSlice::new(&b1), IoSlice::new(&b2)])
-            .expect("write");
-        let head = (b1.len() + b2.len()) as u64;
+        let b2 = block(2, &[("b", b"yyyy"), ("c", b"zzzz")]);
+        let b3 = block(4, &[("d", b"wwww")]);
+        a.write_vectored_at(
+            0,
+            &mut [IoSlice::new(&b1), IoSlice::new(&b2), IoSlice::new(&b3)],
+        )
+        .expect("write");
+        let head = (b1.len() + b2.len() + b3.len()) as u64;
         let path = segment_path(&qdir, 0);
         let mut bytes = fs::read(&path).expect("read");
         let at = format::FILE_HEADER_LEN as usize + b1.len() + 9;
@@ -809,18 +898,33 @@ mod tests {
         fs::write(&path, &bytes).expect("write");
         let mut s = Segments::new(qdir);
         s.refresh().expect("refresh");
-        let err = s
-            .walk(1, 0, u64::MAX, head, &mut Vec::new(), |_| true)
-            .expect_err("damaged");
-        match err {
-            LogError::Damaged {
-                path: p, offset, ..
-            } => {
-                assert_eq!(p, path);
-                assert_eq!(offset, format::FILE_HEADER_LEN + b1.len() as u64);
-            }
-            other => panic!("{other}"),
-        }
+        let mut seen = Vec::new();
+        let reached = s
+            .walk(1, 0, u64::MAX, log_end(5, head), &mut Vec::new(), |u| {
+                seen.push((u.first_seq, u.count, u.len));
+                true
+            })
+            .expect("walk");
+        // The damaged block is one unit up to the next intact header.
+        let (l1, l2, l3) = (b1.len() as u64, b2.len() as u64, b3.len() as u64);
+        assert_eq!(seen, [(1, 1, l1), (2, 2, l2), (4, 1, l3)]);
+        assert_eq!(reached, (5, head));
+        // A walk to a record after it, or to one inside it.
+        assert_eq!(
+            s.walk(1, 0, 4, log_end(5, head), &mut Vec::new(), |_| true)
+                .expect("walk"),
+            (4, l1 + l2)
+        );
+        assert_eq!(
+            s.walk(1, 0, 3, log_end(5, head), &mut Vec::new(), |_| true)
+                .expect("walk"),
+            (3, l1)
+        );
+        // The last block damaged: passed over to the end of the log.
+        assert_eq!(
+            s.next_intact(l1 + l2, 4, log_end(5, head)).expect("next"),
+            (5, head)
+        );
     }
 }
 

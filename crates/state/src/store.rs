@@ -24,7 +24,7 @@ use crate::reader::Reader;
 use crate::reserve::Reserve;
 use crate::schema;
 use crate::segments::{
-    Appender, Hints, LogError, SEGMENT_TARGET, Segments, queue_dir, queues_root, sync_dir,
+    Appender, Hints, LogEnd, LogError, SEGMENT_TARGET, Segments, queue_dir, queues_root, sync_dir,
 };
 
 /// How hard each commit insists on reaching the disk.
@@ -1116,7 +1116,10 @@ impl Writer<'_, '_> {
                 st.tail_seq,
                 st.tail_pos,
                 st.next_seq,
-                st.head_pos,
+                LogEnd {
+                    next_seq: st.next_seq,
+                    head: st.head_pos,
+                },
                 scratch,
                 |u| {
                     if bytes >= free {
@@ -1276,7 +1279,10 @@ impl Writer<'_, '_> {
             st.tail_seq,
             st.tail_pos,
             target,
-            st.head_pos,
+            LogEnd {
+                next_seq: st.next_seq,
+                head: st.head_pos,
+            },
             scratch,
             |_| true,
         )?;

@@ -189,3 +189,70 @@ fn a_flipped_byte_in_a_block_header_skips_to_the_next_intact_block() {
         assert_eq!(items.len(), 5);
     }
 }
+
+/// An acknowledgement or a trim whose position is not known from a read (after a restart)
+/// walks the log from the tail: a damaged block header on the way is passed over to the next
+/// intact block instead of failing the commit.
+#[test]
+fn acknowledgements_and_trims_walk_past_a_damaged_block_header() {
+    for trim in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kubetrail.db");
+        let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
+        let q = store.queue_id("output/out").unwrap();
+        for c in 0..3 {
+            store.commit(&batch(q, c * 50, 50)).unwrap();
+        }
+        let qdir = dir
+            .path()
+            .join("kubetrail.db-queues")
+            .join(format!("q{}", q.get()));
+        let seg = std::fs::read_dir(&qdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .expect("a segment");
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let second = bytes
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| w == b"KTQB")
+            .map(|(i, _)| i)
+            .nth(1)
+            .expect("a second block");
+        bytes[second + 20] ^= 0x04;
+        std::fs::write(&seg, &bytes).unwrap();
+        // A restart: no position is known but the tail's.
+        drop(store);
+        let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
+        let commit = if trim {
+            CommitBatch {
+                trims: vec![kubetrail_state::Trim {
+                    queue: q,
+                    free_bytes: u64::MAX,
+                }],
+                ..CommitBatch::default()
+            }
+        } else {
+            CommitBatch {
+                acks: vec![kubetrail_state::Ack {
+                    queue: q,
+                    up_to_seq: 120,
+                    state: None,
+                }],
+                ..CommitBatch::default()
+            }
+        };
+        let outcome = store.commit(&commit).unwrap();
+        let mut reader = store.reader().unwrap();
+        let items = reader.read_queue(q, 0, 1000, usize::MAX).unwrap();
+        assert!(reader.take_damaged(q).is_empty());
+        let seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+        if trim {
+            assert_eq!(outcome.trimmed, [(150, outcome.trimmed[0].1)]);
+            assert!(seqs.is_empty(), "{seqs:?}");
+        } else {
+            assert_eq!(seqs, (121..=150).collect::<Vec<_>>());
+        }
+    }
+}
