@@ -154,7 +154,9 @@ pub use plan::Faults;
 /// Without fault injection: nothing to plan, every call passes.
 #[cfg(not(any(test, feature = "fault-injection")))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Faults;
+pub struct Faults {
+    _none: (),
+}
 
 #[cfg(not(any(test, feature = "fault-injection")))]
 impl Faults {
