@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 
 use crate::backend::ObjectKey;
-use crate::evidence::{Evidence, node_key, owner_key};
+use crate::evidence::{AROUND, BEFORE, Evidence, node_key, owner_key};
 use crate::history::{Fact, History, Via};
 use crate::model::{Cause, ChangeKind};
 use crate::spec::rfc3339;
@@ -222,7 +222,7 @@ fn replicaset(ev: &Evidence, h: &History, fi: usize) -> Step {
         return Step::Missing("the records do not show the pod's owner".into());
     };
     let rs_key = owner_key(owner, &h.key.namespace);
-    let Some(rs) = ev.history(&rs_key) else {
+    let Some(rs) = ev.history_near(&rs_key, f.at) else {
         return Step::Pending;
     };
     let Some(keys) = ev.children(&owner.uid) else {
@@ -235,7 +235,7 @@ fn replicaset(ev: &Evidence, h: &History, fi: usize) -> Step {
     let mut pods: Vec<&History> = Vec::new();
     let mut pending = false;
     for k in &keys {
-        match ev.history(k) {
+        match ev.history_near(k, f.at) {
             Some(p) => pods.push(p),
             None => pending = true,
         }
@@ -371,7 +371,7 @@ fn deployment(ev: &Evidence, h: &History, fi: usize) -> Step {
         return Step::Missing("the records do not show the ReplicaSet's owner".into());
     };
     let key = owner_key(owner, &h.key.namespace);
-    let Some(d) = ev.history(&key) else {
+    let Some(d) = ev.history_near(&key, f.at) else {
         return Step::Pending;
     };
     let created = f.what == ChangeKind::Created;
@@ -435,7 +435,7 @@ fn garbage_collection(ev: &Evidence, h: &History, fi: usize) -> Step {
         );
     };
     let key = owner_key(owner, &h.key.namespace);
-    let Some(o) = ev.history(&key) else {
+    let Some(o) = ev.history_near(&key, f.at) else {
         return Step::Pending;
     };
     match o.latest_before(f.at, Fact::is_deletion) {
@@ -465,7 +465,7 @@ fn namespace(ev: &Evidence, h: &History, fi: usize) -> Step {
         name: ns.clone(),
         namespace: Some(None),
     };
-    let Some(n) = ev.history(&key) else {
+    let Some(n) = ev.history_near(&key, f.at) else {
         return Step::Pending;
     };
     match n.latest_before(f.at, Fact::is_deletion) {
@@ -486,7 +486,7 @@ fn taint_eviction(ev: &Evidence, h: &History, fi: usize) -> Step {
     let Some((node, _)) = &h.node else {
         return Step::Missing("the records do not show which node the pod was on".into());
     };
-    let Some(n) = ev.history(&node_key(node)) else {
+    let Some(n) = ev.history_near(&node_key(node), f.at) else {
         return Step::Pending;
     };
     match n.latest_before(f.at, |g| {
@@ -576,7 +576,7 @@ fn node_not_ready(ev: &Evidence, h: &History, fi: usize) -> Step {
                 name: h.key.name.clone(),
                 namespace: Some(Some("kube-node-lease".into())),
             };
-            let Some(l) = ev.history(&lease) else { return Step::Pending };
+            let Some(l) = ev.history_near(&lease, f.at) else { return Step::Pending };
             let last = h
                 .recs
                 .iter()
@@ -602,7 +602,7 @@ fn pressure(ev: &Evidence, h: &History, fi: usize) -> Step {
     let Some((node, _)) = &h.node else {
         return Step::Missing("the records do not show which node the pod was on".into());
     };
-    let Some(n) = ev.history(&node_key(node)) else {
+    let Some(n) = ev.history_near(&node_key(node), f.at) else {
         return Step::Pending;
     };
     match n.latest_before(f.at + 1_000_000_000, |g| {
@@ -637,7 +637,7 @@ fn preemption(ev: &Evidence, h: &History, fi: usize) -> Step {
         .and_then(|r| r.split(" on node").next())
         .unwrap_or("");
     let target: Option<&History> = if let Some(uid) = by.strip_prefix("pod ") {
-        match ev.by_uid(uid.trim()) {
+        match ev.by_uid_near(uid.trim(), f.at) {
             None => return Step::Pending,
             Some(h) => h,
         }
@@ -647,7 +647,7 @@ fn preemption(ev: &Evidence, h: &History, fi: usize) -> Step {
             name: name.trim().to_string(),
             namespace: Some(Some(ns.to_string())),
         };
-        match ev.history(&key) {
+        match ev.history_near(&key, f.at) {
             None => return Step::Pending,
             Some(h) => Some(h),
         }
@@ -685,7 +685,11 @@ fn bound(ev: &Evidence, h: &History, fi: usize) -> Step {
     let (Some(since), Some(node)) = (first_failure, f.node.as_deref()) else {
         return Step::End;
     };
-    let Some(n) = ev.history(&node_key(node)) else {
+    // From the first failure on (or a day before the binding, whichever is earlier).
+    let from = since
+        .min(f.at.saturating_sub(BEFORE))
+        .saturating_sub(1_000_000_000);
+    let Some(n) = ev.history_in(&node_key(node), from, f.at.saturating_add(AROUND)) else {
         return Step::Pending;
     };
     // The node's creation if it came after the pod had to wait, else the latest change that

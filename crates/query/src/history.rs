@@ -123,7 +123,15 @@ fn first_word_after<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 impl History {
-    pub fn build(key: ObjectKey, mut recs: Vec<Rec>) -> History {
+    pub fn build(key: ObjectKey, recs: Vec<Rec>) -> History {
+        History::build_from(key, recs, &[])
+    }
+
+    /// The history of records read in time windows: `starts` are the times (ns) where a
+    /// window begins whose earlier records are not loaded. The object's state just before
+    /// such a time is unknown, so its first record there shows no change (the change it
+    /// seems to show may be anything that happened before, unread).
+    pub fn build_from(key: ObjectKey, mut recs: Vec<Rec>, starts: &[i64]) -> History {
         recs.sort_by_key(|r| (r.done, r.seq));
         recs.dedup_by(|a, b| a.id == b.id);
         let mut h = History {
@@ -139,7 +147,7 @@ impl History {
             eviction_notes: Vec::new(),
             unschedulable: Vec::new(),
         };
-        h.audit_facts();
+        h.audit_facts(starts);
         h.event_facts();
         h.facts.sort_by_key(|f| (f.at, f.done));
         h.end_state();
@@ -152,11 +160,20 @@ impl History {
             && r.a.name.as_deref() == Some(self.key.name.as_str())
     }
 
-    fn audit_facts(&mut self) {
+    fn audit_facts(&mut self, starts: &[i64]) {
         let mut body: Option<Value> = None;
         let mut terminating = false;
+        // After the start of a window, until a body is seen: the earlier state is not known.
+        let mut unknown = false;
+        let mut next_start = 0;
         for i in 0..self.recs.len() {
             let r = &self.recs[i];
+            while next_start < starts.len() && r.done >= starts[next_start] {
+                next_start += 1;
+                body = None;
+                terminating = false;
+                unknown = true;
+            }
             if !self.own(r) {
                 continue;
             }
@@ -230,7 +247,7 @@ impl History {
                     }
                 }
                 ("update" | "patch", Some("status")) => {
-                    if let Some(new) = &new_body {
+                    if let Some(new) = new_body.as_ref().filter(|_| !unknown) {
                         facts.extend(status_facts(r, i, body.as_ref(), new));
                         if self.key.resource == "pods"
                             && let Some((_, reason, _)) = body::condition(new, "DisruptionTarget")
@@ -302,6 +319,7 @@ impl History {
                 && (r.sub().is_none() || r.sub() == Some("status"))
             {
                 body = Some(nb);
+                unknown = false;
             }
             self.facts.extend(facts);
         }

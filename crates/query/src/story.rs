@@ -1,13 +1,14 @@
 //! `who`: one object's story, its changes and their causes, what it made, and what evidence
-//! is missing. The object's records are read in the window asked for; the objects its causes
-//! lead to are read up to the window's end (a cause may be older than the window).
+//! is missing. The object's records are read in the window asked for (a cause may be older
+//! than the window); the objects its causes lead to, around the changes they explain (see
+//! `evidence`); the objects a workload made, up to the window's end.
 
 use kubetrail_core::Timestamp;
 
 use crate::QueryError;
 use crate::backend::{Backend, ObjectKey, Window};
 use crate::causes::chain;
-use crate::evidence::{Evidence, Need};
+use crate::evidence::{Evidence, Need, RELATED_LIMIT, Span};
 use crate::history::{Fact, History};
 use crate::model::{Change, ChangeKind, Child, EndState, Story, WhoQuery};
 use crate::rec::Rec;
@@ -116,10 +117,50 @@ async fn fetch(
     for need in needs {
         match need {
             Need::Object(k) => {
-                if let std::collections::btree_map::Entry::Vacant(slot) = ev.histories.entry(k) {
-                    let (h, _) = history(backend, slot.key(), w).await?;
-                    slot.insert(h);
+                if !ev.asked.insert((k.clone(), i64::MIN, i64::MAX)) {
+                    continue;
                 }
+                let rows = backend.object_rows(&k, w, OBJECT_LIMIT).await?;
+                let since = if rows.len() >= OBJECT_LIMIT {
+                    rows.iter().map(|r| r.time).min()
+                } else {
+                    w.since
+                };
+                let recs = rows.into_iter().map(Rec::from_row).collect();
+                ev.add(
+                    &k,
+                    Span {
+                        since,
+                        until: w.until,
+                    },
+                    recs,
+                );
+            }
+            Need::Around { key, from, to } => {
+                if !ev.asked.insert((key.clone(), from, to)) {
+                    continue;
+                }
+                // Never past the end of the window asked for.
+                let until = w.until.map_or(to, |u| u.min(to));
+                let win = Window {
+                    since: Some(from),
+                    until: Some(until),
+                };
+                let rows = backend.object_rows(&key, win, RELATED_LIMIT).await?;
+                let since = if rows.len() >= RELATED_LIMIT {
+                    rows.iter().map(|r| r.time).min()
+                } else {
+                    Some(from)
+                };
+                let recs = rows.into_iter().map(Rec::from_row).collect();
+                ev.add(
+                    &key,
+                    Span {
+                        since,
+                        until: Some(until),
+                    },
+                    recs,
+                );
             }
             Need::Owned(uid) => {
                 let keys = backend.owned_keys(&uid, w, OWNED_LIMIT).await?;
@@ -166,7 +207,7 @@ pub(crate) async fn who(
     }
     let mut ev = Evidence::default();
     ev.histories.insert(key.clone(), h);
-    // The objects the causes lead to are read up to the end of the window, however old.
+    // What the causes and the children need is read up to the end of the window, however old.
     let related = Window {
         since: None,
         until: w.until,
@@ -381,4 +422,169 @@ async fn missing(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::backend::memory::Memory;
+    use crate::evidence::{AROUND, BEFORE};
+
+    const T0: i64 = 1_800_000_000_000_000_000;
+    const S: i64 = 1_000_000_000;
+
+    fn audit(
+        i: usize,
+        t: i64,
+        user: &str,
+        verb: &str,
+        object: (&str, Option<&str>, &str, Option<&str>),
+        response: Value,
+    ) -> String {
+        let (resource, ns, name, sub) = object;
+        json!({
+            "kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": format!("a{i}"),
+            "stage": "ResponseComplete", "verb": verb,
+            "user": {"username": user, "groups": ["g"]},
+            "objectRef": {"resource": resource, "apiGroup": "", "namespace": ns, "name": name, "subresource": sub},
+            "responseStatus": {"code": if verb == "create" { 201 } else { 200 }},
+            "responseObject": response,
+            "requestReceivedTimestamp": rfc3339(t),
+            "stageTimestamp": rfc3339(t + 1_000_000),
+        })
+        .to_string()
+    }
+
+    fn node(taint: Option<&str>, ready: &str) -> Value {
+        let taints: Vec<Value> = taint
+            .map(|k| json!({"key": k, "effect": "NoExecute"}))
+            .into_iter()
+            .collect();
+        json!({"kind": "Node", "apiVersion": "v1",
+            "metadata": {"name": "n1", "uid": "uid-n1"},
+            "spec": {"taints": taints},
+            "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady"}]}})
+    }
+
+    /// A pod evicted by the taint manager from a node that was tainted before the eviction
+    /// and stayed busy for long after it (more status patches than a whole read keeps), and
+    /// was tainted NoExecute again later. The eviction's cause is the taint before it, read
+    /// from the node's records around the eviction: none of the node's later records is read.
+    #[tokio::test]
+    async fn a_cause_is_read_before_the_change_it_explains_not_after() {
+        let unreachable = "node.kubernetes.io/unreachable";
+        let mut recs: Vec<String> = Vec::new();
+        let push = |recs: &mut Vec<String>, t: i64, user: &str, verb: &str, obj, body: Value| {
+            let i = recs.len();
+            recs.push(audit(i, t, user, verb, obj, body));
+        };
+        let nc = "system:serviceaccount:kube-system:node-controller";
+        let node_obj = ("nodes", None, "n1", None);
+        let pod = json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "namespace": "shop", "uid": "uid-p"},
+            "spec": {"nodeName": "n1", "containers": [{"image": "img:1"}]}});
+        push(
+            &mut recs,
+            T0,
+            "system:node:n1",
+            "create",
+            node_obj,
+            node(None, "True"),
+        );
+        push(
+            &mut recs,
+            T0 + S,
+            "alice",
+            "create",
+            ("pods", Some("shop"), "p", None),
+            pod.clone(),
+        );
+        // The taint the eviction follows.
+        push(
+            &mut recs,
+            T0 + 100 * S,
+            nc,
+            "update",
+            node_obj,
+            node(Some(unreachable), "Unknown"),
+        );
+        let evicted = T0 + 130 * S;
+        push(
+            &mut recs,
+            evicted,
+            nc,
+            "delete",
+            ("pods", Some("shop"), "p", None),
+            Value::Null,
+        );
+        recs.push(
+            json!({"kind": "Event", "apiVersion": "v1",
+                "metadata": {"name": "p.1", "namespace": "shop", "uid": "e1", "resourceVersion": "1"},
+                "involvedObject": {"kind": "Pod", "name": "p", "namespace": "shop", "uid": "uid-p", "apiVersion": "v1"},
+                "reason": "TaintManagerEviction", "message": "Marking for deletion Pod shop/p",
+                "type": "Normal", "source": {"component": "taint-controller"},
+                "lastTimestamp": rfc3339(evicted)})
+            .to_string(),
+        );
+        // Later: the taint removed, then put back; the node's kubelet busy for long after.
+        let mut t = evicted + 60 * S;
+        push(&mut recs, t, nc, "update", node_obj, node(None, "True"));
+        t += S;
+        push(
+            &mut recs,
+            t,
+            nc,
+            "update",
+            node_obj,
+            node(Some(unreachable), "Unknown"),
+        );
+        for _ in 0..(OBJECT_LIMIT + 100) {
+            t += S;
+            let obj = ("nodes", None, "n1", Some("status"));
+            push(
+                &mut recs,
+                t,
+                "system:node:n1",
+                "patch",
+                obj,
+                node(Some(unreachable), "True"),
+            );
+        }
+        let backend = Memory::new(recs);
+        let q = WhoQuery {
+            object: Some("pod/p".parse().unwrap()),
+            namespace: Some("shop".into()),
+            since: None,
+            until: None,
+        };
+        let story = who(&backend, &q, kubetrail_core::Timestamp::now())
+            .await
+            .unwrap();
+        let eviction = story
+            .changes
+            .iter()
+            .find(|c| c.what == ChangeKind::Evicted)
+            .expect("the eviction is a change");
+        let cause = eviction.causes.first().unwrap_or_else(|| {
+            panic!("the eviction has a cause: {:?}", eviction.missing);
+        });
+        assert_eq!(cause.object.name, "n1");
+        assert_eq!(cause.what, ChangeKind::Tainted);
+        assert_eq!(cause.time, rfc3339(T0 + 100 * S));
+        assert_eq!(cause.record_ids, vec!["r2".to_string()]);
+        // The node was read around the eviction only.
+        let reads = backend.reads.lock().unwrap();
+        let node_reads: Vec<&Window> = reads
+            .iter()
+            .filter(|(k, _)| k.resource == "nodes")
+            .map(|(_, w)| w)
+            .collect();
+        assert!(!node_reads.is_empty());
+        for w in node_reads {
+            assert_eq!(w.since, Some(evicted - BEFORE));
+            assert_eq!(w.until, Some(evicted + AROUND));
+        }
+    }
 }

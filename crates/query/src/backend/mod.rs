@@ -2,6 +2,8 @@
 //! table. Each backend runs the same few reads; everything else (decoding, stories, causes)
 //! is built above them from the records' own text, so both answer alike.
 
+#[cfg(test)]
+pub(crate) mod memory;
 pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
