@@ -35,6 +35,7 @@ pub const INDEXES: &[(&str, &str)] = &[
     ("seq", "(seq)"),
     ("time_seq", "(time, seq)"),
     ("obj", "(resource, obj_name, obj_namespace, time)"),
+    ("resource_time", "(resource, time)"),
     ("obj_uid", "(obj_uid) WHERE obj_uid IS NOT NULL"),
     ("owner", "(owner_uid, time) WHERE owner_uid IS NOT NULL"),
     (

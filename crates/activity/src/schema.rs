@@ -11,6 +11,7 @@
 //! | `records_time (time)` | the timeline; retention by age and size |
 //! | `records_kind (kind, time)` | one kind of record (gaps; whether audit events or Events are there at all) |
 //! | `records_object (resource, name, namespace, time)` | one object's story |
+//! | `records_resource (resource, time)` | a type of objects' timeline (`object=pods`) |
 //! | `records_uid (uid)`, `records_owner (owner_uid, time)` | ownership: an object by uid, what an owner made |
 //! | `records_mention (mention_resource, mention_name, namespace)` | Events naming an object in their message |
 //! | `records_user (username, time)`, `records_impersonated (impersonated, time)`, `record_groups (grp, seq)` | what an actor did |
@@ -21,7 +22,13 @@
 //! | `records_failed (time) WHERE response_code >= 400` | failed requests only |
 //!
 //! Partial indexes (`WHERE x IS NOT NULL`) keep the columns one kind of record never fills
-//! out of the indexes of the other.
+//! out of the indexes of the other. Indexes added after version 1 ([`ADDED`]) are created
+//! when the writer opens the database, without a new schema version: a reader that does
+//! not know them still reads the database.
+//!
+//! The writer keeps the query planner's statistics current (`PRAGMA optimize`, which runs
+//! `ANALYZE` on a sample of each index where the data changed enough) when it opens the
+//! database and every [`OPTIMIZE_EVERY`] records it stores.
 
 use std::path::Path;
 use std::time::Duration;
@@ -117,6 +124,30 @@ CREATE TABLE record_groups (
 ) WITHOUT ROWID;
 ";
 
+/// Indexes created, if missing, at every open of the writer (added after version 1). On a
+/// big store the first open after an upgrade builds them (a minute or two per 10 million
+/// records) before the writer starts.
+pub const ADDED: &str = "
+CREATE INDEX IF NOT EXISTS records_resource ON records (resource, time) WHERE resource IS NOT NULL;
+";
+
+/// How many records the writer stores between two `PRAGMA optimize`.
+pub const OPTIMIZE_EVERY: u64 = 1_000_000;
+
+/// Brings the planner's statistics up to date where they are missing or stale, reading a
+/// sample of each index (`analysis_limit`): milliseconds, even on a big store.
+pub(crate) fn optimize(conn: &Connection, at_open: bool) -> Result<(), ActivityError> {
+    pragma(conn, "PRAGMA analysis_limit = 1000")
+        .map_err(ActivityError::sql("limiting the analysis"))?;
+    // 0x10002 at open: also the tables never analyzed (a new database, a first upgrade).
+    let sql = if at_open {
+        "PRAGMA optimize = 0x10002"
+    } else {
+        "PRAGMA optimize"
+    };
+    pragma(conn, sql).map_err(ActivityError::sql("updating the planner's statistics"))
+}
+
 /// How long a connection waits for another one's write transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -155,6 +186,9 @@ pub(crate) fn open_writer(
     pragma(&conn, "PRAGMA temp_store = MEMORY").map_err(open)?;
     pragma(&conn, "PRAGMA journal_size_limit = 67108864").map_err(open)?;
     migrate(&conn, path)?;
+    conn.execute_batch(ADDED)
+        .map_err(ActivityError::sql("creating the added indexes"))?;
+    optimize(&conn, true)?;
     Ok(conn)
 }
 

@@ -44,6 +44,8 @@ pub struct InsertStats {
 pub struct ActivityWriter {
     conn: Connection,
     path: PathBuf,
+    /// Records stored since the planner's statistics were last brought up to date.
+    since_optimize: u64,
 }
 
 const INSERT: &str = "INSERT INTO records (id, time, kind, api_group, resource, object_kind, \
@@ -62,6 +64,7 @@ impl ActivityWriter {
         Ok(ActivityWriter {
             conn,
             path: path.to_path_buf(),
+            since_optimize: 0,
         })
     }
 
@@ -145,6 +148,11 @@ impl ActivityWriter {
         }
         tx.commit()
             .map_err(ActivityError::sql("committing a batch"))?;
+        self.since_optimize += stats.inserted as u64;
+        if self.since_optimize >= schema::OPTIMIZE_EVERY {
+            self.since_optimize = 0;
+            schema::optimize(&self.conn, false)?;
+        }
         Ok(stats)
     }
 }

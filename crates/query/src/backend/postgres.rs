@@ -86,6 +86,17 @@ impl Where {
 
 const COLS: &str = "seq, id, time, record::text";
 
+/// Which records a timeline read takes by their actor.
+#[derive(Clone, Copy)]
+enum Actor<'a> {
+    /// The user asked for, as the user or impersonated (or no user asked for).
+    Any,
+    /// Records whose user is this one.
+    User(&'a str),
+    /// Records impersonating this user by another one.
+    Impersonated(&'a str),
+}
+
 fn s(v: &str) -> Param {
     Box::new(v.to_string())
 }
@@ -127,8 +138,9 @@ impl Postgres {
             .collect()
     }
 
-    fn timeline_sql(&self, q: &TimelineSql, max: i64) -> (String, Where) {
-        let mut w = Where::default();
+    /// The timeline's conditions for one read, added to `w`; returns them as a WHERE clause.
+    fn timeline_where(q: &TimelineSql, max: i64, actor: Actor<'_>, w: &mut Where) -> String {
+        let start = w.conds.len();
         w.push("seq <= ?", vec![Box::new(max)]);
         w.window(q.window);
         w.push("(stage IS NULL OR stage <> 'RequestReceived')", vec![]);
@@ -143,8 +155,16 @@ impl Postgres {
             (Some(r), None) => w.push("resource = ?", vec![s(r)]),
             _ => {}
         }
-        if let Some(u) = &q.user {
-            w.push("(username = ? OR impersonated_user = ?)", vec![s(u), s(u)]);
+        match (actor, &q.user) {
+            (Actor::User(u), _) => w.push("username = ?", vec![s(u)]),
+            (Actor::Impersonated(u), _) => w.push(
+                "impersonated_user = ? AND username IS DISTINCT FROM ?",
+                vec![s(u), s(u)],
+            ),
+            (Actor::Any, Some(u)) => {
+                w.push("(username = ? OR impersonated_user = ?)", vec![s(u), s(u)]);
+            }
+            (Actor::Any, None) => {}
         }
         if let Some(g) = &q.group {
             w.push("user_groups @> ARRAY[?]::text[]", vec![s(g)]);
@@ -180,35 +200,52 @@ impl Postgres {
                 vec![],
             );
         }
-        let order = if let Some(after) = q.after {
+        if let Some(after) = q.after {
             w.push("seq > ?", vec![Box::new(after.0)]);
-            "ORDER BY seq ASC"
         } else {
             match (q.order, q.cursor) {
-                (Order::Newest, Some(c)) => {
-                    w.push(
-                        "(time, seq) < (?, ?)",
-                        vec![Box::new(ts(c.time)), Box::new(c.position)],
-                    );
-                    "ORDER BY time DESC, seq DESC"
-                }
-                (Order::Newest, None) => "ORDER BY time DESC, seq DESC",
-                (Order::Oldest, Some(c)) => {
-                    w.push(
-                        "(time, seq) > (?, ?)",
-                        vec![Box::new(ts(c.time)), Box::new(c.position)],
-                    );
-                    "ORDER BY time ASC, seq ASC"
-                }
-                (Order::Oldest, None) => "ORDER BY time ASC, seq ASC",
+                (Order::Newest, Some(c)) => w.push(
+                    "(time, seq) < (?, ?)",
+                    vec![Box::new(ts(c.time)), Box::new(c.position)],
+                ),
+                (Order::Oldest, Some(c)) => w.push(
+                    "(time, seq) > (?, ?)",
+                    vec![Box::new(ts(c.time)), Box::new(c.position)],
+                ),
+                (_, None) => {}
+            }
+        }
+        let conds = w.conds.split_off(start);
+        format!(" WHERE {}", conds.join(" AND "))
+    }
+
+    /// The timeline's SQL: a user's records are two reads, each through its own index
+    /// (`user_time`, `imp`) in time order and stopped at the limit, merged (one read of
+    /// `username = ? OR impersonated_user = ?` gathers all of them and sorts them).
+    fn timeline_sql(&self, q: &TimelineSql, max: i64) -> (String, Where) {
+        let mut w = Where::default();
+        let limit = q.limit;
+        let table = &self.table;
+        let order = match (q.after, q.order) {
+            (Some(_), _) => "ORDER BY seq ASC",
+            (None, Order::Newest) => "ORDER BY time DESC, seq DESC",
+            (None, Order::Oldest) => "ORDER BY time ASC, seq ASC",
+        };
+        let sql = match (&q.user, q.after) {
+            (Some(u), None) => {
+                let a = Self::timeline_where(q, max, Actor::User(u), &mut w);
+                let b = Self::timeline_where(q, max, Actor::Impersonated(u), &mut w);
+                format!(
+                    "SELECT {COLS} FROM ((SELECT seq, id, time, record FROM {table}{a} {order} LIMIT {limit}) \
+                     UNION ALL (SELECT seq, id, time, record FROM {table}{b} {order} LIMIT {limit})) u \
+                     {order} LIMIT {limit}"
+                )
+            }
+            _ => {
+                let c = Self::timeline_where(q, max, Actor::Any, &mut w);
+                format!("SELECT {COLS} FROM {table}{c} {order} LIMIT {limit}")
             }
         };
-        let sql = format!(
-            "SELECT {COLS} FROM {}{} {order} LIMIT {}",
-            self.table,
-            w.sql(),
-            q.limit
-        );
         (sql, w)
     }
 
@@ -394,9 +431,19 @@ impl Backend for Postgres {
 
     async fn explain(&self, key: &ObjectKey) -> Result<Vec<String>, QueryError> {
         let win = Window::default();
+        // A related object's records around a change (here: one now).
+        let now = kubetrail_core::Timestamp::now().unix_nanos();
+        let around = Window {
+            since: Some(now - crate::evidence::BEFORE),
+            until: Some(now + crate::evidence::AROUND),
+        };
         let mut out = Vec::new();
         let queries = [
             ("object", self.object_sql(key, win, 5000)),
+            (
+                "object around a change",
+                self.object_sql(key, around, crate::evidence::RELATED_LIMIT),
+            ),
             ("uid", self.simple("obj_uid = ?", "x", win, 5000)),
             ("owned", self.owned_sql("x", win, 2000)),
         ];

@@ -135,8 +135,20 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
-/// The timeline's SQL and parameters.
-fn timeline_sql(q: &TimelineSql) -> (String, Vec<SqlValue>) {
+/// Which records a timeline read takes by their actor.
+#[derive(Clone, Copy)]
+enum Actor<'a> {
+    /// The user asked for, as the user or impersonated (or no user asked for).
+    Any,
+    /// Records whose user is this one.
+    User(&'a str),
+    /// Records impersonating this user by another one.
+    Impersonated(&'a str),
+}
+
+/// The timeline's conditions for one read.
+fn timeline_where(q: &TimelineSql, actor: Actor<'_>) -> Where {
+    let live = q.after.is_some();
     let mut w = Where::default();
     w.window(q.window);
     w.push("(stage IS NULL OR stage <> 'RequestReceived')", []);
@@ -151,14 +163,29 @@ fn timeline_sql(q: &TimelineSql) -> (String, Vec<SqlValue>) {
         (Some(r), None) => w.push("resource = ?", [text(r)]),
         _ => {}
     }
-    if let Some(u) = &q.user {
-        w.push("(username = ? OR impersonated = ?)", [text(u), text(u)]);
+    match (actor, &q.user) {
+        (Actor::User(u), _) => w.push("username = ?", [text(u)]),
+        (Actor::Impersonated(u), _) => {
+            w.push("impersonated = ? AND username IS NOT ?", [text(u), text(u)])
+        }
+        (Actor::Any, Some(u)) => {
+            w.push("(username = ? OR impersonated = ?)", [text(u), text(u)]);
+        }
+        (Actor::Any, None) => {}
     }
     if let Some(g) = &q.group {
-        w.push(
-            "seq IN (SELECT seq FROM record_groups WHERE grp = ?)",
-            [text(g)],
-        );
+        if live {
+            // One look-up per new record, not the group's every record.
+            w.push(
+                "EXISTS (SELECT 1 FROM record_groups g WHERE g.grp = ? AND g.seq = records.seq)",
+                [text(g)],
+            );
+        } else {
+            w.push(
+                "seq IN (SELECT seq FROM record_groups WHERE grp = ?)",
+                [text(g)],
+            );
+        }
     }
     if !q.verbs.is_empty() {
         w.push(
@@ -197,35 +224,70 @@ fn timeline_sql(q: &TimelineSql) -> (String, Vec<SqlValue>) {
             [],
         );
     }
-    let order = if let Some(after) = q.after {
+    if let Some(after) = q.after {
         w.push("seq > ?", [SqlValue::Integer(after.0)]);
-        "ORDER BY seq ASC"
     } else {
         match (q.order, q.cursor) {
-            (Order::Newest, Some(c)) => {
-                w.push(
-                    "(time, seq) < (?, ?)",
-                    [SqlValue::Integer(c.time), SqlValue::Integer(c.position)],
-                );
-                "ORDER BY time DESC, seq DESC"
-            }
-            (Order::Newest, None) => "ORDER BY time DESC, seq DESC",
-            (Order::Oldest, Some(c)) => {
-                w.push(
-                    "(time, seq) > (?, ?)",
-                    [SqlValue::Integer(c.time), SqlValue::Integer(c.position)],
-                );
-                "ORDER BY time ASC, seq ASC"
-            }
-            (Order::Oldest, None) => "ORDER BY time ASC, seq ASC",
+            (Order::Newest, Some(c)) => w.push(
+                "(time, seq) < (?, ?)",
+                [SqlValue::Integer(c.time), SqlValue::Integer(c.position)],
+            ),
+            (Order::Oldest, Some(c)) => w.push(
+                "(time, seq) > (?, ?)",
+                [SqlValue::Integer(c.time), SqlValue::Integer(c.position)],
+            ),
+            (_, None) => {}
         }
+    }
+    w
+}
+
+/// The timeline's SQL and parameters.
+///
+/// - A live read (`after`) walks the primary key from the position on (`NOT INDEXED`: the
+///   filters are checked on the few new rows; through a filter's index it would read and
+///   sort every matching record each time).
+/// - A user's records are two reads, each newest (or oldest) first through its own index
+///   (`records_user`, `records_impersonated`) and stopped at the limit, merged: one read of
+///   `username = ? OR impersonated = ?` gathers all of the user's records and sorts them.
+fn timeline_sql(q: &TimelineSql) -> (String, Vec<SqlValue>) {
+    let limit = q.limit;
+    if q.after.is_some() {
+        let w = timeline_where(q, Actor::Any);
+        let sql = format!(
+            "SELECT {COLS} FROM records NOT INDEXED{} ORDER BY seq ASC LIMIT {limit}",
+            w.sql()
+        );
+        return (sql, w.params);
+    }
+    let order = match q.order {
+        Order::Newest => "ORDER BY time DESC, seq DESC",
+        Order::Oldest => "ORDER BY time ASC, seq ASC",
     };
-    let sql = format!(
-        "SELECT {COLS} FROM records{} {order} LIMIT {}",
-        w.sql(),
-        q.limit
-    );
-    (sql, w.params)
+    match &q.user {
+        Some(u) => {
+            let a = timeline_where(q, Actor::User(u));
+            let b = timeline_where(q, Actor::Impersonated(u));
+            let sql = format!(
+                "SELECT {COLS} FROM (SELECT {COLS} FROM records{} {order} LIMIT {limit}) \
+                 UNION ALL SELECT {COLS} FROM (SELECT {COLS} FROM records{} {order} LIMIT {limit}) \
+                 {order} LIMIT {limit}",
+                a.sql(),
+                b.sql()
+            );
+            let mut params = a.params;
+            params.extend(b.params);
+            (sql, params)
+        }
+        None => {
+            let w = timeline_where(q, Actor::Any);
+            let sql = format!(
+                "SELECT {COLS} FROM records{} {order} LIMIT {limit}",
+                w.sql()
+            );
+            (sql, w.params)
+        }
+    }
 }
 
 fn object_sql(key: &ObjectKey, win: Window, limit: usize) -> (String, Vec<SqlValue>) {
@@ -239,9 +301,11 @@ fn object_sql(key: &ObjectKey, win: Window, limit: usize) -> (String, Vec<SqlVal
     b.push("mention_name = ?", [text(&key.name)]);
     b.namespace(&key.namespace);
     b.window(win);
+    // Each side newest first through its index and stopped at the limit, then merged.
     let sql = format!(
-        "SELECT {COLS} FROM (SELECT seq, id, time, record FROM records{} \
-         UNION SELECT seq, id, time, record FROM records{}) ORDER BY time DESC, seq DESC LIMIT {limit}",
+        "SELECT {COLS} FROM (SELECT {COLS} FROM records{} ORDER BY time DESC, seq DESC LIMIT {limit}) \
+         UNION SELECT {COLS} FROM (SELECT {COLS} FROM records{} ORDER BY time DESC, seq DESC LIMIT {limit}) \
+         ORDER BY time DESC, seq DESC LIMIT {limit}",
         a.sql(),
         b.sql()
     );
@@ -405,8 +469,15 @@ impl Backend for Sqlite {
 
     async fn explain(&self, key: &ObjectKey) -> Result<Vec<String>, QueryError> {
         let w = Window::default();
+        // A related object's records around a change (here: one now).
+        let now = kubetrail_core::Timestamp::now().unix_nanos();
+        let around = Window {
+            since: Some(now - crate::evidence::BEFORE),
+            until: Some(now + crate::evidence::AROUND),
+        };
         let queries = vec![
             ("object", object_sql(key, w, 5000)),
+            ("object around a change", object_sql(key, around, crate::evidence::RELATED_LIMIT)),
             (
                 "uid",
                 (format!("SELECT {COLS} FROM records WHERE uid = ? ORDER BY time DESC, seq DESC LIMIT 5000"), vec![text("x")]),
@@ -438,5 +509,123 @@ impl Backend for Sqlite {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetrail_activity::{ActivityWriter, WriterOptions};
+
+    use super::*;
+    use crate::spec::Position;
+
+    /// Records by alice, by bob impersonating alice, and by others, one a second.
+    fn store(dir: &Path) -> PathBuf {
+        let path = dir.join("a.db");
+        let mut w = ActivityWriter::open(&path, &WriterOptions::default()).unwrap();
+        let recs: Vec<(String, String)> = (0..60)
+            .map(|i| {
+                let (user, imp) = match i % 4 {
+                    0 => ("alice", None),
+                    1 => ("bob", Some("alice")),
+                    2 => ("carol", None),
+                    _ => ("bob", None),
+                };
+                let imp = imp
+                    .map(|u| format!(r#","impersonated_user":{{"username":"{u}"}}"#))
+                    .unwrap_or_default();
+                let id = format!("a{i}");
+                let rec = format!(
+                    r#"{{"id":"{id}","time":"2026-12-06T23:{:02}:{:02}Z","kind":"k8s_audit","source":"s","verb":"get","user":{{"username":"{user}","groups":["g"]}}{imp},"object_ref":{{"resource":"{}","namespace":"shop","name":"x{i}"}},"response_code":200}}"#,
+                    i / 60,
+                    i % 60,
+                    if i % 3 == 0 { "pods" } else { "configmaps" }
+                );
+                (id, rec)
+            })
+            .collect();
+        w.insert(recs.iter().map(|(i, r)| (i.as_str(), r.as_bytes())), 0)
+            .unwrap();
+        path
+    }
+
+    fn ids(rows: &[Row]) -> Vec<String> {
+        rows.iter().map(|r| r.id.clone()).collect()
+    }
+
+    fn plan(c: &Connection, (sql, params): (String, Vec<SqlValue>)) -> String {
+        let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let lines: Vec<String> = stmt
+            .query_map(params_from_iter(params), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        lines.join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_users_timeline_merges_own_and_impersonated_records_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(&store(dir.path()), Duration::from_secs(10)).unwrap();
+        let mut q = TimelineSql {
+            user: Some("alice".into()),
+            limit: 5,
+            ..TimelineSql::default()
+        };
+        let (rows, _) = db.timeline(&q).await.unwrap();
+        assert_eq!(ids(&rows), ["a57", "a56", "a53", "a52", "a49"]);
+        q.order = Order::Oldest;
+        let (rows, _) = db.timeline(&q).await.unwrap();
+        assert_eq!(ids(&rows), ["a0", "a1", "a4", "a5", "a8"]);
+        // A live read: what came after a position, oldest first, with the filters.
+        q.after = Some(Position(50));
+        let (rows, _) = db.timeline(&q).await.unwrap();
+        assert_eq!(ids(&rows), ["a52", "a53", "a56", "a57"]);
+        q.user = None;
+        q.resource = Some("pods".into());
+        let (rows, _) = db.timeline(&q).await.unwrap();
+        assert_eq!(ids(&rows), ["a51", "a54", "a57"]);
+    }
+
+    /// Each read is ordered by an index: no sort of everything the filter matches.
+    #[test]
+    fn timeline_reads_walk_an_index_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = kubetrail_activity::open_reader(&store(dir.path())).unwrap();
+        let user = TimelineSql {
+            user: Some("alice".into()),
+            limit: 100,
+            ..TimelineSql::default()
+        };
+        let p = plan(&c, timeline_sql(&user));
+        assert!(p.contains("records_user"), "{p}");
+        assert!(p.contains("records_impersonated"), "{p}");
+        // Only what the two limited reads return is sorted (for their merge), never the
+        // records an index search finds.
+        let lines: Vec<&str> = p.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains("TEMP B-TREE") {
+                assert!(i > 0 && lines[i - 1].starts_with("SCAN (subquery"), "{p}");
+            }
+        }
+        let pods = TimelineSql {
+            resource: Some("pods".into()),
+            limit: 100,
+            ..TimelineSql::default()
+        };
+        let p = plan(&c, timeline_sql(&pods));
+        assert!(p.contains("records_resource"), "{p}");
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
+        let live = TimelineSql {
+            user: Some("alice".into()),
+            resource: Some("pods".into()),
+            group: Some("g".into()),
+            after: Some(Position(10)),
+            limit: 100,
+            ..TimelineSql::default()
+        };
+        let p = plan(&c, timeline_sql(&live));
+        assert!(p.contains("INTEGER PRIMARY KEY (rowid>?)"), "{p}");
+        assert!(!p.contains("TEMP B-TREE"), "{p}");
     }
 }
