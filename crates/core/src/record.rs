@@ -60,7 +60,7 @@ impl RawJson {
     /// typed parse that skips members with `IgnoredAny` still checks their syntax), so that
     /// it need not be scanned a second time. Surrounding whitespace must be trimmed.
     pub fn trusted(text: String) -> RawJson {
-        RawJson(ByteString::from(text))
+        RawJson(ByteString::from(one_line(text)))
     }
 
     /// [`RawJson::trusted`] for `text` borrowed from `within`: a view of the same bytes, not
@@ -68,7 +68,7 @@ impl RawJson {
     /// copied.
     pub fn trusted_in(within: &ByteString, text: &str) -> RawJson {
         let (base, at) = (within.as_ptr() as usize, text.as_ptr() as usize);
-        if at >= base && at + text.len() <= base + within.len() {
+        if at >= base && at + text.len() <= base + within.len() && !has_line_break(text) {
             RawJson(within.slice_ref(text))
         } else {
             RawJson::trusted(text.to_owned())
@@ -83,8 +83,33 @@ impl RawJson {
 
 impl From<Box<RawValue>> for RawJson {
     fn from(raw: Box<RawValue>) -> RawJson {
-        RawJson(ByteString::from(String::from(Box::<str>::from(raw))))
+        RawJson(ByteString::from(one_line(String::from(Box::<str>::from(
+            raw,
+        )))))
     }
+}
+
+/// Whether JSON text holds a line break (CR or LF).
+fn has_line_break(text: &str) -> bool {
+    memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some()
+}
+
+/// Valid JSON text on one line: a record is one line of JSON Lines, and a sender may indent
+/// what it sends. JSON strings cannot hold a raw CR or LF (they are escaped there), so every
+/// one is whitespace between tokens and becomes a space: the value, and every other byte, stay
+/// as they were.
+fn one_line(text: String) -> String {
+    if !has_line_break(&text) {
+        return text;
+    }
+    let mut bytes = text.into_bytes();
+    for b in &mut bytes {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    // Only ASCII bytes were replaced with ASCII: still UTF-8.
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 impl std::fmt::Debug for RawJson {
@@ -96,7 +121,8 @@ impl std::fmt::Debug for RawJson {
 /// The original object a record was made from.
 #[derive(Debug, Clone)]
 pub enum Original {
-    /// The exact bytes received (valid JSON), passed through untouched.
+    /// The bytes received (valid JSON), passed through untouched but for line breaks between
+    /// tokens, which become spaces (a record is one line).
     Raw(RawJson),
     /// A parsed tree, once a filter needed to change it.
     Value(Value),
@@ -329,6 +355,27 @@ mod raw_json_tests {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A sender may indent JSON: the raw original keeps every byte but line breaks, which
+    /// become spaces, so the record stays one line; a line break escaped in a string stays.
+    #[test]
+    fn a_raw_original_with_line_breaks_encodes_on_one_line() {
+        let text = "{\r\n  \"a\": \"x\\ny\",\n  \"b\": [1,\n 2]\n}";
+        let within = ByteString::from(format!("[{text}]"));
+        for raw in [
+            RawJson::trusted(text.to_owned()),
+            RawJson::trusted_in(&within, &within[1..within.len() - 1]),
+            RawJson::from(RawValue::from_string(text.to_owned()).unwrap()),
+        ] {
+            assert_eq!(raw.get(), "{    \"a\": \"x\\ny\",   \"b\": [1,  2] }");
+            let mut r = sample();
+            r.original = Some(Original::Raw(raw));
+            let line = r.encode();
+            assert!(!line.contains(&b'\n') && !line.contains(&b'\r'));
+            let v: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(v["object"], json!({"a": "x\ny", "b": [1, 2]}));
+        }
+    }
 
     fn sample() -> Record {
         let mut r = Record::new(

@@ -56,7 +56,7 @@ impl Migration {
         if !written.is_empty() {
             out.push_str("env:\n");
             for v in written {
-                let _ = writeln!(out, "  {}: {}", key(&v.name), scalar(&v.value));
+                let _ = writeln!(out, "  {}: {}", key(&v.name, "  "), scalar(&v.value));
             }
         }
         if self.service.settings.is_empty() {
@@ -155,7 +155,7 @@ impl Migration {
             }) {
                 comment(out, indent, &self.describe(d));
             }
-            let k = key(&s.key.to_ascii_lowercase());
+            let k = key(&s.key.to_ascii_lowercase(), indent);
             match &s.value {
                 Value::Scalar(v) => {
                     let _ = writeln!(out, "{indent}{k}: {}", scalar(v.as_deref().unwrap_or("")));
@@ -182,18 +182,18 @@ fn map(out: &mut String, entries: &[(String, usize, Value)], indent: &str) {
                 let _ = writeln!(
                     out,
                     "{indent}{}: {}",
-                    key(k),
+                    key(k, indent),
                     scalar(s.as_deref().unwrap_or(""))
                 );
             }
             Value::List(items) => {
-                let _ = writeln!(out, "{indent}{}:", key(k));
+                let _ = writeln!(out, "{indent}{}:", key(k, indent));
                 for item in items {
                     let _ = writeln!(out, "{indent}  - {}", scalar(item));
                 }
             }
             Value::Map(inner) => {
-                let _ = writeln!(out, "{indent}{}:", key(k));
+                let _ = writeln!(out, "{indent}{}:", key(k, indent));
                 map(out, inner, &format!("{indent}  "));
             }
         }
@@ -249,10 +249,20 @@ fn comment(out: &mut String, indent: &str, text: &str) {
     }
 }
 
-/// A key, quoted when it must be.
-fn key(k: &str) -> String {
-    scalar(k)
+/// A key at `indent`, quoted when it must be. YAML reads an implicit key (`key: value`) of at
+/// most 1024 characters, so a longer one is written as an explicit key (`? key` then `: value`
+/// on the next line, at the same indent).
+fn key(k: &str, indent: &str) -> String {
+    let s = scalar(k);
+    if s.chars().count() > MAX_IMPLICIT_KEY {
+        format!("? {s}\n{indent}")
+    } else {
+        s
+    }
 }
+
+/// The longest key written implicitly: YAML's limit, 1024, less room for the `: ` after it.
+const MAX_IMPLICIT_KEY: usize = 1000;
 
 /// A scalar as YAML: plain when it reads back as the same string, else quoted.
 pub(crate) fn scalar(s: &str) -> String {
@@ -296,7 +306,7 @@ mod tests {
     use kubetrail_core::config::yaml::{NodeValue, parse};
     use proptest::prelude::*;
 
-    use super::scalar;
+    use super::{key, scalar};
 
     /// What `key: <scalar>` reads back as, through kubetrail's YAML reader.
     fn read_back(s: &str) -> Option<String> {
@@ -327,6 +337,27 @@ mod tests {
             ("line\nbreak", "\"line\\nbreak\""),
         ] {
             assert_eq!(scalar(s), want, "{s:?}");
+        }
+    }
+
+    /// Keys of any length read back as themselves, at the top level and nested (YAML reads an
+    /// implicit key of at most 1024 characters).
+    #[test]
+    fn long_keys_read_back() {
+        for len in [10, 1000, 1001, 1024, 3000] {
+            for k in ["k".repeat(len), "\u{c}".repeat(len)] {
+                let doc = format!("outer:\n  {}: v\n  after: w\n", key(&k, "  "));
+                let parsed =
+                    parse(&doc).unwrap_or_else(|e| panic!("{len}: line {}: {}", e.line, e.message));
+                let NodeValue::Map(top) = parsed.value else {
+                    panic!("not a map");
+                };
+                let NodeValue::Map(entries) = &top[0].2.value else {
+                    panic!("not a nested map");
+                };
+                let keys: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+                assert_eq!(keys, [k.as_str(), "after"], "{len}");
+            }
         }
     }
 
