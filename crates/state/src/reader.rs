@@ -136,21 +136,39 @@ impl QueueLog {
         let (path, offset) = place;
         let raw = Bytes::from(format::decompress(h, payload).unwrap_or_default());
         let end = h.first_seq + u64::from(h.count);
-        let mut records = format::records(&raw);
+        // A record's place gives its sequence number only while the framing holds: a damaged
+        // length can swallow the next record or split one in two, and every record after it
+        // would be numbered wrongly. The framing holds when the payload parses into exactly
+        // the header's count of records; otherwise nothing after the first damaged record is
+        // trusted.
+        let parsed: Vec<Option<format::RawRecord>> = format::records(&raw)
+            .take(h.count as usize + 1)
+            .map(Result::ok)
+            .collect();
+        let framed = parsed.len() == h.count as usize && parsed.iter().all(Option::is_some);
+        let mut records = parsed.into_iter();
         let (mut intact, mut lost) = (0u64, 0u64);
+        let mut trusted = true;
         for n in h.first_seq..end {
-            let record = records.next().and_then(Result::ok);
+            // Past the loss of framing a record's bytes still go to the dead-letter file (its
+            // id says which record it was), but it is not delivered under this number.
+            let record = records.next().flatten();
+            let sound = trusted
+                && record.as_ref().is_some_and(|r| {
+                    !(r.id.is_empty() && r.data.is_empty())
+                        && r.intact(&raw)
+                        && std::str::from_utf8(&raw[r.id.clone()]).is_ok()
+                });
+            if !sound && !framed {
+                trusted = false;
+            }
             if n < from {
                 continue;
             }
             match record {
                 // An empty id with empty data has checksum 0: a run of zero bytes (a zeroed
                 // tail, a misread length) would pass for one, and no real record is empty.
-                Some(r)
-                    if !(r.id.is_empty() && r.data.is_empty())
-                        && r.intact(&raw)
-                        && std::str::from_utf8(&raw[r.id.clone()]).is_ok() =>
-                {
+                Some(r) if sound => {
                     intact += 1;
                     items.push(QueueItem {
                         seq: n,

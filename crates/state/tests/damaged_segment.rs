@@ -256,3 +256,101 @@ fn acknowledgements_and_trims_walk_past_a_damaged_block_header() {
         }
     }
 }
+
+/// Records that do not compress are stored as they are; a damaged length in one makes it
+/// swallow the next record, so the block parses into one record fewer than its header says.
+/// No record after the damage may be delivered under another record's number: each delivered
+/// record is the one its sequence number says, every number is delivered or reported once.
+#[test]
+fn a_damaged_length_that_swallows_the_next_record_delivers_nothing_under_a_wrong_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kubetrail.db");
+    let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
+    let q = store.queue_id("output/out").unwrap();
+    // Incompressible records (xorshift bytes; ids and lengths differ from record to record, so
+    // not even the record headers repeat): the block is stored as it is.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let n = 20usize;
+    let records: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            let id: String = (0..5 + i)
+                .map(|_| LETTERS[(next() % LETTERS.len() as u64) as usize] as char)
+                .collect();
+            let data: Vec<u8> = (0..200 + 7 * i).map(|_| next() as u8).collect();
+            (id, data)
+        })
+        .collect();
+    store
+        .commit(&CommitBatch {
+            entries: records
+                .iter()
+                .map(|(id, data)| Entry {
+                    dedup: None,
+                    queues: [q].into(),
+                    id: id.clone(),
+                    data: data.clone().into(),
+                })
+                .collect(),
+            ..CommitBatch::default()
+        })
+        .unwrap();
+    let qdir = dir
+        .path()
+        .join("kubetrail.db-queues")
+        .join(format!("q{}", q.get()));
+    let seg = std::fs::read_dir(&qdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let block = 16;
+    assert_eq!(
+        &bytes[block..block + 4],
+        b"KTQB",
+        "the first block follows the file header"
+    );
+    assert_eq!(
+        bytes[block + 4],
+        0,
+        "the block is stored (codec 0), not compressed"
+    );
+    // Record 3's data length grows by the whole of record 4 (its 12-byte header, id, data).
+    let size = |k: usize| 12 + records[k].0.len() + records[k].1.len();
+    let at3 = block + 36 + (0..3).map(size).sum::<usize>();
+    let grown = (records[3].1.len() + size(4)) as u32;
+    bytes[at3 + 4..at3 + 8].copy_from_slice(&grown.to_le_bytes());
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let mut reader = store.reader().unwrap();
+    let items = reader.read_queue(q, 0, 100, usize::MAX).unwrap();
+    let damaged = reader.take_damaged(q);
+    for i in &items {
+        let (id, data) = &records[(i.seq - 1) as usize];
+        assert_eq!(&i.id, id, "seq {} is its own record", i.seq);
+        assert_eq!(&i.data[..], &data[..]);
+    }
+    let mut seqs: Vec<u64> = items.iter().map(|i| i.seq).collect();
+    seqs.extend(damaged.iter().map(|d| d.seq));
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=n as u64).collect::<Vec<_>>(),
+        "every number once"
+    );
+    assert!(
+        items.iter().any(|i| i.seq == 3) && !items.iter().any(|i| i.seq == 4),
+        "the records before the damage are delivered, the damaged one is not"
+    );
+    assert!(
+        damaged.iter().any(|d| d.id == records[5].0),
+        "a record past the damage goes to the dead-letter file with its id"
+    );
+}
