@@ -121,7 +121,7 @@ pub fn parse_line(line: &[u8]) -> Result<AuditItem, AuditParseError> {
         return Ok(p.with_raw(RawJson::trusted(text.to_owned())));
     }
     let raw: Box<RawValue> = serde_json::from_slice(line).map_err(AuditParseError::Json)?;
-    parse_item(raw.into(), None).map_err(AuditParseError::NotAnEvent)
+    parse_item(raw, None).map_err(AuditParseError::NotAnEvent)
 }
 
 /// [`parse_line`] for the line at `range` of `text` (a sealed batch of lines): the original
@@ -189,13 +189,10 @@ pub fn parse_body_split(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>
             let api_version = api_version.filter(|v| v.starts_with(AUDIT_GROUP_PREFIX));
             Ok(items
                 .into_iter()
-                .map(|raw| parse_item(raw.into(), api_version.as_deref()))
+                .map(|raw| parse_item(raw, api_version.as_deref()))
                 .collect())
         }
-        BodyShape::Array(items) => Ok(items
-            .into_iter()
-            .map(|raw| parse_item(raw.into(), None))
-            .collect()),
+        BodyShape::Array(items) => Ok(items.into_iter().map(|raw| parse_item(raw, None)).collect()),
         BodyShape::TooMany => Err(BodyParseError::TooManyItems {
             max: MAX_BODY_ITEMS,
         }),
@@ -203,7 +200,7 @@ pub fn parse_body_split(body: &[u8]) -> Result<Vec<Result<AuditItem, ItemError>>
             // Walked once already, so this cannot fail on syntax; it still reports rather than
             // panics if it somehow did.
             let raw: Box<RawValue> = serde_json::from_slice(body).map_err(BodyParseError::Json)?;
-            Ok(vec![parse_item(raw.into(), None)])
+            Ok(vec![parse_item(raw, None)])
         }
     }
 }
@@ -398,8 +395,11 @@ mod one_pass {
 
 /// Reads one item into an [`AuditItem`]. `list_api_version` is the enclosing list's
 /// `apiVersion`, which list items (written without `kind`/`apiVersion`) inherit.
-fn parse_item(raw: RawJson, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
-    item(read_event(raw.get(), list_api_version), raw)
+/// Read from the bytes as received, so that a syntax error's line and column are those of the
+/// item sent (the kept original has its line breaks turned into spaces, see [`RawJson`]).
+fn parse_item(raw: Box<RawValue>, list_api_version: Option<&str>) -> Result<AuditItem, ItemError> {
+    let checked = read_event(raw.get(), list_api_version);
+    item(checked, raw.into())
 }
 
 /// The outcome of reading an item, with its bytes.
