@@ -320,12 +320,15 @@ impl Ctx<'_> {
     }
 
     /// A property's value with `${VAR}` expanded (configuration variables first, then the
-    /// process environment), for decisions the translation makes on it. An unset variable is
+    /// process environment), for decisions the translation makes on it and to be written
+    /// into kubetrail's configuration as it is. An unset variable is
     /// an error, as it is everywhere in kubetrail (Fluent Bit puts an empty string).
     pub fn expand(&mut self, who: &Who, p: &Property) -> Option<String> {
         let raw = self.scalar(who, p)?;
         match expand_env(raw, &self.vars) {
-            Ok(v) => Some(v),
+            // A `${` left in the result came from a variable's value, which Fluent Bit does
+            // not expand again: kubetrail would, so it is written `$${` (a literal `${`).
+            Ok(v) => Some(v.replace("${", "$${")),
             Err(var) => {
                 self.error_at(who, p, format!("environment variable '{var}' is not set"));
                 None
