@@ -20,6 +20,18 @@ fn batch(q: QueueId, from: u64, n: u64) -> CommitBatch {
     }
 }
 
+/// The (first) segment file of queue `q` of the store in `dir`.
+fn segment(dir: &std::path::Path, q: QueueId) -> std::path::PathBuf {
+    let qdir = dir
+        .join("kubetrail.db-queues")
+        .join(format!("q{}", q.get()));
+    std::fs::read_dir(&qdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "seg"))
+        .expect("a segment")
+}
+
 #[test]
 fn a_flipped_byte_damages_only_its_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,15 +42,7 @@ fn a_flipped_byte_damages_only_its_records() {
     for c in 0..3 {
         store.commit(&batch(q, c * 50, 50)).unwrap();
     }
-    let qdir = dir
-        .path()
-        .join("kubetrail.db-queues")
-        .join(format!("q{}", q.get()));
-    let seg = std::fs::read_dir(&qdir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .expect("a segment");
+    let seg = segment(dir.path(), q);
     let mut bytes = std::fs::read(&seg).unwrap();
     let blocks: Vec<usize> = bytes
         .windows(4)
@@ -121,15 +125,7 @@ fn a_flipped_byte_in_a_block_header_skips_to_the_next_intact_block() {
         for c in 0..commits {
             store.commit(&batch(q, c * 50, 50)).unwrap();
         }
-        let qdir = dir
-            .path()
-            .join("kubetrail.db-queues")
-            .join(format!("q{}", q.get()));
-        let seg = std::fs::read_dir(&qdir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "seg"))
-            .expect("a segment");
+        let seg = segment(dir.path(), q);
         let mut bytes = std::fs::read(&seg).unwrap();
         let blocks: Vec<usize> = bytes
             .windows(4)
@@ -203,15 +199,7 @@ fn acknowledgements_and_trims_walk_past_a_damaged_block_header() {
         for c in 0..3 {
             store.commit(&batch(q, c * 50, 50)).unwrap();
         }
-        let qdir = dir
-            .path()
-            .join("kubetrail.db-queues")
-            .join(format!("q{}", q.get()));
-        let seg = std::fs::read_dir(&qdir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "seg"))
-            .expect("a segment");
+        let seg = segment(dir.path(), q);
         let mut bytes = std::fs::read(&seg).unwrap();
         let second = bytes
             .windows(4)
@@ -301,15 +289,7 @@ fn a_damaged_length_that_swallows_the_next_record_delivers_nothing_under_a_wrong
             ..CommitBatch::default()
         })
         .unwrap();
-    let qdir = dir
-        .path()
-        .join("kubetrail.db-queues")
-        .join(format!("q{}", q.get()));
-    let seg = std::fs::read_dir(&qdir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "seg"))
-        .expect("a segment");
+    let seg = segment(dir.path(), q);
     let mut bytes = std::fs::read(&seg).unwrap();
     let block = 16;
     assert_eq!(
