@@ -3,6 +3,8 @@
 //! ```text
 //! activity_bench ingest PATH N [BATCH]           N records into the `store` output at PATH
 //! activity_bench postgresql URL TABLE N [BATCH]  N records into the `postgresql` output's TABLE
+//! activity_bench postgresql URL TABLE N BATCH --indexes-after
+//!                                                 the same, the indexes built once at the end
 //! activity_bench who (--store PATH | --postgres URL TABLE) NS KIND/NAME...
 //! activity_bench names APP                        app APP's namespace, first pod, ReplicaSet, Deployment
 //! ```
@@ -432,6 +434,83 @@ async fn ingest(mut output: Box<dyn Output>, what: &str, n: u64, batch: u64) -> 
     Ok(())
 }
 
+/// Fills a big table the fast way (`postgresql URL TABLE N BATCH --indexes-after`): the first
+/// batch through `first` makes the table and its indexes; every index but the primary key's is
+/// then dropped, the records but the last batch go in through `first`, and the last batch
+/// through `second`, a new output, whose first write makes the dropped indexes again (the
+/// output's own `CREATE INDEX IF NOT EXISTS`), built over the whole table at once. The rows
+/// and the indexes are those an output filling the table batch by batch would leave; only
+/// the index pages are packed tighter than years of inserts would leave them.
+async fn fill_indexes_after(
+    mut first: PostgresqlOutput,
+    mut second: PostgresqlOutput,
+    url: &str,
+    table: &str,
+    n: u64,
+    batch: u64,
+) -> Result<(), Error> {
+    let g = Gen::new(n);
+    let batch = batch.max(1);
+    let chunk = |from: u64| -> Vec<QueueItem> {
+        (from..n.min(from + batch)).map(|i| g.record(i)).collect()
+    };
+    let last = n.saturating_sub(1) / batch * batch;
+    first.open(None).await.map_err(|e| e.to_string())?;
+    first.deliver(&chunk(0)).await.map_err(|e| e.to_string())?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT i.indexrelid::regclass::text FROM pg_index i \
+             WHERE i.indrelid = $1::text::regclass AND NOT i.indisprimary",
+            &[&table],
+        )
+        .await?;
+    for r in &rows {
+        let name: String = r.get(0);
+        client.batch_execute(&format!("DROP INDEX {name}")).await?;
+    }
+    eprintln!("  dropped {} indexes; filling", rows.len());
+    let began = Instant::now();
+    let mut from = batch;
+    while from < last {
+        first
+            .deliver(&chunk(from))
+            .await
+            .map_err(|e| e.to_string())?;
+        from += batch;
+        if from.is_multiple_of(batch * 100) {
+            eprintln!(
+                "  … {from} records, {:.0} records/s",
+                from as f64 / began.elapsed().as_secs_f64()
+            );
+        }
+    }
+    first.close().await.map_err(|e| e.to_string())?;
+    eprintln!(
+        "  {from} records in {:.0} s; building the indexes",
+        began.elapsed().as_secs_f64()
+    );
+    let built = Instant::now();
+    if last > 0 {
+        second.open(None).await.map_err(|e| e.to_string())?;
+        second
+            .deliver(&chunk(last))
+            .await
+            .map_err(|e| e.to_string())?;
+        second.close().await.map_err(|e| e.to_string())?;
+    }
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await?
+        .get(0);
+    println!(
+        "postgresql output, indexes built after: {count} records; indexes built in {:.0} s",
+        built.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn who(
     store: kubetrail_query::Store,
     ns: &str,
@@ -521,18 +600,18 @@ async fn main() -> Result<(), Error> {
             let (url, table) = (arg(2)?, arg(3)?);
             let n: u64 = arg(4)?.parse()?;
             let batch: u64 = args.get(5).map(|b| b.parse()).transpose()?.unwrap_or(2000);
-            let mut s = Section::from_pairs(
-                SectionKind::Output,
-                "postgresql",
-                &[("url", url), ("table", table), ("timeout", "600s")],
-            );
-            ingest(
-                Box::new(PostgresqlOutput::from_section(&mut s)?),
-                "postgresql output",
-                n,
-                batch,
-            )
-            .await
+            let output = || {
+                let mut s = Section::from_pairs(
+                    SectionKind::Output,
+                    "postgresql",
+                    &[("url", url), ("table", table), ("timeout", "3600s")],
+                );
+                PostgresqlOutput::from_section(&mut s)
+            };
+            if args.get(6).map(String::as_str) == Some("--indexes-after") {
+                return fill_indexes_after(output()?, output()?, url, table, n, batch).await;
+            }
+            ingest(Box::new(output()?), "postgresql output", n, batch).await
         }
         "who" => {
             let (store, rest) = match arg(2)? {
