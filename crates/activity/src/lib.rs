@@ -9,11 +9,13 @@
 //! - [`kinds`]: kinds, resources and `kubectl`-style type names.
 //! - [`schema`]: the tables and indexes.
 //! - [`writer`]: one connection that inserts batches exactly once (the record id is unique).
+//! - `checkpointer`: the writer's WAL checkpoints, on a thread of their own.
 //! - [`retention`]: a background thread that deletes by age and by size in small
 //!   transactions, so delivery never waits for more than one of them.
 //! - [`pg`]: the same columns and indexes on the `postgresql` output's table.
 //! - [`open_reader`]: read-only connections; with the WAL a reader never blocks the writer.
 
+mod checkpointer;
 pub mod extract;
 pub mod kinds;
 pub mod pg;
@@ -46,6 +48,11 @@ pub enum ActivityError {
     #[error("creating the directory of the activity database {path}: {source}")]
     Dir {
         path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the activity database's checkpoint thread: {source}")]
+    Thread {
         #[source]
         source: std::io::Error,
     },

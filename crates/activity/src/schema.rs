@@ -151,7 +151,7 @@ pub(crate) fn optimize(conn: &Connection, at_open: bool) -> Result<(), ActivityE
 /// How long a connection waits for another one's write transaction before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn pragma(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+pub(crate) fn pragma(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare(sql)?;
     let mut rows = stmt.query([])?;
     while rows.next()?.is_some() {}

@@ -5,10 +5,12 @@
 //! unique index on `id`, so delivering the same batch twice stores it once.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, params};
 
 use crate::ActivityError;
+use crate::checkpointer::{self, Checkpointer, WalShared};
 use crate::extract::Activity;
 use crate::schema;
 
@@ -20,6 +22,9 @@ pub struct WriterOptions {
     pub synchronous_full: bool,
     /// The writer's page cache, KiB.
     pub cache_kib: u32,
+    /// The WAL length, bytes, at which it is copied into the database file and started over
+    /// (in the background from there; by the writer at four times it: see checkpointer.rs).
+    pub wal_checkpoint_bytes: u64,
 }
 
 impl Default for WriterOptions {
@@ -27,9 +32,16 @@ impl Default for WriterOptions {
         WriterOptions {
             synchronous_full: true,
             cache_kib: 16 * 1024,
+            wal_checkpoint_bytes: WAL_CHECKPOINT_BYTES,
         }
     }
 }
+
+/// The WAL length at which it is checkpointed. A batch of 2,000 records writes up to a few
+/// tens of MiB of WAL on a big store (every index leaf it touches is a frame); a larger WAL
+/// copies a page rewritten by several batches into the database file once, at the cost of
+/// up to four times this much WAL on disk when checkpoints fall behind.
+pub const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// What a batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,7 +54,14 @@ pub struct InsertStats {
 
 /// The activity database's writer.
 pub struct ActivityWriter {
+    // Field order matters: fields drop in declaration order, so the checkpoint thread has
+    // stopped before the connection closes (SQLite's last checkpoint on close is then the
+    // writer's), and the WAL hook's `WalShared` outlives the connection.
+    _checkpointer: Checkpointer,
     conn: Connection,
+    wal: Arc<WalShared>,
+    /// `wal_checkpoint_bytes` in pages.
+    wal_threshold: u64,
     path: PathBuf,
     /// Records stored since the planner's statistics were last brought up to date.
     since_optimize: u64,
@@ -61,8 +80,38 @@ impl ActivityWriter {
     /// Opens (creating or migrating) the database at `path`.
     pub fn open(path: &Path, opts: &WriterOptions) -> Result<ActivityWriter, ActivityError> {
         let conn = schema::open_writer(path, opts.synchronous_full, opts.cache_kib)?;
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(ActivityError::sql("reading the page size"))?;
+        let wal_threshold =
+            (opts.wal_checkpoint_bytes / u64::try_from(page).unwrap_or(4096).max(512)).max(1);
+        // From here on the WAL hook follows the WAL's length and the automatic checkpoint is
+        // off: checkpoints are the background thread's and `after_commit`'s.
+        let wal = Arc::new(WalShared::default());
+        checkpointer::install_hook(&conn, &wal);
+        let sync = if opts.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        let ckpt = Checkpointer::start(path, sync, wal.clone())?;
+        // The WAL file is cut back to this when it starts over: twice the threshold is more
+        // than a WAL grows to while checkpoints keep up, so it is then reused in place.
+        schema::pragma(
+            &conn,
+            &format!(
+                "PRAGMA journal_size_limit = {}",
+                opts.wal_checkpoint_bytes
+                    .saturating_mul(2)
+                    .min(i64::MAX as u64)
+            ),
+        )
+        .map_err(ActivityError::sql("limiting the WAL's size"))?;
         Ok(ActivityWriter {
+            _checkpointer: ckpt,
             conn,
+            wal,
+            wal_threshold,
             path: path.to_path_buf(),
             since_optimize: 0,
         })
@@ -148,6 +197,7 @@ impl ActivityWriter {
         }
         tx.commit()
             .map_err(ActivityError::sql("committing a batch"))?;
+        self.wal.after_commit(&self.conn, self.wal_threshold);
         self.since_optimize += stats.inserted as u64;
         if self.since_optimize >= schema::OPTIMIZE_EVERY {
             self.since_optimize = 0;
@@ -298,5 +348,120 @@ mod concurrency {
             .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
             .unwrap();
         assert_eq!(after, 2000);
+    }
+}
+
+#[cfg(test)]
+mod wal {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    const WAL_BYTES: u64 = 1 << 20;
+
+    fn batch(b: usize) -> Vec<(String, String)> {
+        (b * 50..(b + 1) * 50)
+            .map(|i| {
+                let id = format!("{:016x}/ResponseComplete", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                let rec = format!(
+                    r#"{{"id":"{id}","time":"2026-12-06T23:00:00Z","kind":"k8s_audit","source":"s","verb":"get","user":{{"username":"u{u}"}},"object_ref":{{"resource":"pods","namespace":"ns","name":"p{i}"}},"pad":"{pad}"}}"#,
+                    u = i % 7,
+                    pad = "x".repeat(1000)
+                );
+                (id, rec)
+            })
+            .collect()
+    }
+
+    fn insert(w: &mut ActivityWriter, b: usize) {
+        let recs = batch(b);
+        w.insert(recs.iter().map(|(i, r)| (i.as_str(), r.as_bytes())), 0)
+            .unwrap();
+    }
+
+    fn wal_file(path: &Path) -> u64 {
+        let mut p = path.as_os_str().to_owned();
+        p.push("-wal");
+        std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// The WAL is checkpointed and started over while batches keep coming (never longer
+    /// than the hard limit plus one batch); a reader holding a snapshot keeps what it needs
+    /// in the WAL without holding the writer up, and once it lets go the WAL starts over
+    /// and its file is cut back.
+    #[test]
+    fn the_wal_stays_bounded_and_starts_over_once_a_reader_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let opts = WriterOptions {
+            wal_checkpoint_bytes: WAL_BYTES,
+            ..WriterOptions::default()
+        };
+        let mut w = ActivityWriter::open(&path, &opts).unwrap();
+        let t = w.wal_threshold;
+        let (mut most, mut grow, mut restarts, mut b) = (0, 0, 0, 0);
+        for _ in 0..200 {
+            let before = w.wal.frames();
+            insert(&mut w, b);
+            b += 1;
+            let after = w.wal.frames();
+            if after < before {
+                restarts += 1;
+            } else {
+                grow = grow.max(after - before);
+            }
+            most = most.max(after);
+        }
+        assert!(
+            grow > 0 && grow < t,
+            "a batch writes {grow} frames, threshold {t}"
+        );
+        assert!(restarts >= 3, "the WAL started over {restarts} times");
+        assert!(w.wal.background_runs() > 0);
+        assert!(
+            most <= 4 * t + grow,
+            "{most} frames in the WAL, threshold {t}"
+        );
+
+        // A reader's snapshot: what it reads must stay in the WAL, so the WAL grows.
+        let reader = crate::open_reader(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let count = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+                .unwrap()
+        };
+        let seen = count(&reader);
+        let started = Instant::now();
+        while w.wal.frames() <= 6 * t {
+            insert(&mut w, b);
+            b += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(count(&reader), seen, "the reader's snapshot");
+        let long = wal_file(&path);
+        assert!(long > 6 * t * 4096, "{long}");
+
+        // It lets go: the next commits copy the rest, start the WAL over and cut the file.
+        reader.execute_batch("COMMIT").unwrap();
+        drop(reader);
+        for _ in 0..3 {
+            insert(&mut w, b);
+            b += 1;
+        }
+        assert!(
+            w.wal.frames() < t,
+            "{} frames, threshold {t}",
+            w.wal.frames()
+        );
+        let cut = wal_file(&path);
+        assert!(
+            cut <= 2 * WAL_BYTES + (grow + 1) * (4096 + 24) && cut < long,
+            "{cut}"
+        );
+        let all = count(&crate::open_reader(&path).unwrap());
+        assert_eq!(all, (b * 50) as i64);
     }
 }

@@ -450,6 +450,7 @@ fn main() {
     let options = WriterOptions {
         synchronous_full: false,
         cache_kib: 512 * 1024,
+        ..WriterOptions::default()
     };
     // The schema as the writer makes it, then without its secondary indexes.
     drop(ActivityWriter::open(path, &options).unwrap_or_else(|e| fail(e)));
