@@ -10,6 +10,8 @@
 //!   `scripts/test` provides): the page in headless Chromium, checked from the DOM against
 //!   `GROUND-TRUTH.md` (see `crates/ui/browser-tests/test.mjs`). `KUBETRAIL_UI_HOLD=SECONDS`
 //!   keeps the page up that long first, with its address and token printed, to look at it.
+//! - `browser_demo_picture` (`--ignored`, the same needs): the README's picture, taken from
+//!   `kubetrail demo`'s data served by `kubetrail ui`.
 
 mod common;
 
@@ -425,6 +427,77 @@ async fn browser() {
     assert!(
         status.success(),
         "the browser checks failed (screenshots in {}); kubetrail's log:\n{logs}",
+        artifacts.display()
+    );
+}
+
+/// The README's picture, from `kubetrail demo`'s data: a short demo, its store served by
+/// `kubetrail ui`, the page of a pod carol evicted (`crates/ui/browser-tests/demo-picture.mjs`
+/// finds it on the timeline as a person would, checks its page tells the eviction, and takes
+/// the picture; run.sh has it written to docs/activity-page.png).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and `npm ci` in crates/ui/browser-tests (scripts/test installs both)"]
+async fn browser_demo_picture() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/browser-tests");
+    assert!(
+        tests.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci` in {} first",
+        tests.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let demo = Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .args([
+            "demo",
+            "--duration",
+            "12s",
+            "--log-level",
+            "warn",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run the demo");
+    assert!(demo.success(), "the demo failed");
+    let token = format!("ui-{:032x}", fastrand::u128(..));
+    let tokens = dir.path().join("ui-tokens");
+    std::fs::write(&tokens, format!("{token}\n")).unwrap();
+    let port = free_port();
+    let mut ui = Command::new(env!("CARGO_BIN_EXE_kubetrail"))
+        .args(["ui", "--no-tls", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--token-file")
+        .arg(&tokens)
+        .arg("--store")
+        .arg(data.join("activity.db"))
+        .stderr(std::fs::File::create(dir.path().join("ui.log")).unwrap())
+        .spawn()
+        .expect("start kubetrail ui");
+    let up = wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    let artifacts = tempfile::Builder::new()
+        .prefix("kubetrail-ui-demo-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let status = up.then(|| {
+        Command::new("node")
+            .arg(tests.join("demo-picture.mjs"))
+            .env("KT_URL", format!("http://127.0.0.1:{port}"))
+            .env("KT_TOKEN", &token)
+            .env("KT_ARTIFACTS", &artifacts)
+            .status()
+            .expect("run node")
+    });
+    let _ = ui.kill();
+    let _ = ui.wait();
+    let log = std::fs::read_to_string(dir.path().join("ui.log")).unwrap_or_default();
+    assert!(up, "kubetrail ui did not listen on {port}:\n{log}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the demo picture failed (screenshots in {}); kubetrail ui's log:\n{log}",
         artifacts.display()
     );
 }

@@ -3,9 +3,9 @@
 # chromium with apt-get, driven over the DevTools protocol, so no chromium-driver; Node.js 20
 # or later; the npm packages of package-lock.json with `npm ci`), then runs them through cargo:
 #   cargo test -p kubetrail --test ui_page browser -- --ignored
-# Every run makes the README's picture of the page again (docs/activity-page.png, so it never
-# shows an older page); KUBETRAIL_UI_SCREENSHOT=FILE writes it elsewhere, and an empty value
-# keeps it in the test's temp dir only.
+# Every run makes the README's picture of the page again from `kubetrail demo`'s data
+# (docs/activity-page.png, so it never shows an older page); KUBETRAIL_UI_SCREENSHOT=FILE writes
+# it elsewhere, and an empty value keeps it in the test's temp dir only.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 

@@ -2,9 +2,8 @@
 // scenario (started by crates/kubetrail/tests/ui_page.rs, which passes KT_URL, KT_TOKEN,
 // KT_AUDIT_FILE, KT_LIVE_LINE and KT_ARTIFACTS). Every answer is read from the DOM, as a
 // person would read it, and compared with $KUBETRAIL_FIXTURES/scenarios/shop/GROUND-TRUTH.md
-// (the numbers below are its questions). Screenshots of each step go to KT_ARTIFACTS, the
-// README's picture among them (readme-activity-page.png), which is also copied to
-// $KUBETRAIL_UI_SCREENSHOT when that is set (run.sh sets it to docs/activity-page.png).
+// (the numbers below are its questions). Screenshots of each step go to KT_ARTIFACTS (the
+// README's picture is taken from the demo's data by demo-picture.mjs).
 //
 // Every check runs even when an earlier one failed; the exit status says whether all held.
 import fs from 'node:fs';
@@ -297,19 +296,6 @@ await check('a record arriving while the page is open appears without a reload',
   assert(await page.evaluate(() => window.__ktMarker) === 'still here', 'the page reloaded');
   assert((await page.innerText('#live-status')).includes('1 new record'), await page.innerText('#live-status'));
   await screenshot(page, 'live');
-});
-
-await check('the README picture', async () => {
-  await page.setViewportSize({ width: 1280, height: 860 });
-  await story(page, 'pod/web-7d8bcd4698-t9626', 'shop');
-  const kept = path.join(ARTIFACTS, 'readme-activity-page.png');
-  await page.screenshot({ path: kept, fullPage: false });
-  const out = process.env.KUBETRAIL_UI_SCREENSHOT;
-  if (out) {
-    fs.copyFileSync(kept, out);
-    console.log(`      wrote ${out}`);
-  }
-  await page.setViewportSize({ width: 1360, height: 900 });
 });
 
 await check('signing out ends the session', async () => {
