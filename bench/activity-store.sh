@@ -34,7 +34,7 @@ what="${1:-all}"
 TMP="${BENCH_TMP:-/tmp}"
 
 cargo build --release --locked -q -p kubetrail --example activity_bench
-BIN=target/release/examples/activity_bench
+BIN="${CARGO_TARGET_DIR:-target}/release/examples/activity_bench"
 
 # The objects asked about, read from the store itself (so any store will do): the pod of the
 # first successful delete of a pod owned by a ReplicaSet, that ReplicaSet and its Deployment.
