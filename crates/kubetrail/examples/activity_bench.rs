@@ -16,8 +16,9 @@
 //! kubelets renewing Leases; controllers and people reading; six people patching
 //! Deployments; Events (Scheduled, Pulled, Started, BackOff, SuccessfulCreate); refused
 //! deletes. Record `i` happens at `i` × (one week / N) from a week before the run.
-//! `ingest` and `postgresql` print records/s and the process's peak RSS (records are made
-//! batch by batch outside the timed `deliver`, as a queue read hands them over); `who` asks
+//! `ingest` and `postgresql` print records/s, the process's peak RSS and its file I/O
+//! (records are made batch by batch outside the timed `deliver`, as a queue read hands them
+//! over); `who` asks
 //! about each object in namespace NS (any store: these records or others), prints the time
 //! of each answer (the query alone, the store already open; the first, cold, answer apart;
 //! `ACTIVITY_BENCH_RUNS` more, default 20), the start of the first object's story, and the
@@ -395,6 +396,16 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |k| k / 1024.0)
 }
 
+/// The bytes this process read and wrote through system calls (`rchar`, `wchar`), MiB.
+fn io_mib() -> Option<(f64, f64)> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    let get = |key: &str| -> Option<f64> {
+        let v = io.lines().find_map(|l| l.strip_prefix(key))?.trim();
+        Some(v.parse::<f64>().ok()? / 1048576.0)
+    };
+    Some((get("rchar:")?, get("wchar:")?))
+}
+
 async fn ingest(mut output: Box<dyn Output>, what: &str, n: u64, batch: u64) -> Result<(), Error> {
     output.open(None).await.map_err(|e| e.to_string())?;
     let g = Gen::new(n);
@@ -431,6 +442,11 @@ async fn ingest(mut output: Box<dyn Output>, what: &str, n: u64, batch: u64) -> 
         bytes as f64 / secs / 1048576.0
     );
     println!("  peak RSS:    {:.1} MiB (this process)", peak_rss_mib());
+    if let Some((read, written)) = io_mib() {
+        println!(
+            "  file I/O:    {written:.0} MiB written, {read:.0} MiB read (this process, page cache included)"
+        );
+    }
     Ok(())
 }
 
