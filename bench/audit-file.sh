@@ -15,7 +15,9 @@
 # builds with --against (alternating runs in one invocation, so the host's state cancels out)
 # and trust CPU seconds and bytes written over wall time.
 #
-# Usage: bench/audit-file.sh [--runs N] [--against OTHER_KUBETRAIL] [--compress gzip|zstd] [MiB]
+# Usage: bench/audit-file.sh [--runs N] [--this KUBETRAIL] [--against OTHER_KUBETRAIL] [--compress gzip|zstd] [MiB]
+#   --this      run this kubetrail binary as this build instead of the tree's release build
+#               (a copy of it that a later build cannot replace while the runs go on)
 #   MiB         size of the generated log (default 1024)
 #   --runs N    runs of this build (and of the other one); default 1
 #   --against   a kubetrail binary of another build (e.g. of an older commit), run alternately
@@ -26,11 +28,12 @@
 # size, never deleted) instead of a temporary directory, for repeated invocations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=1; AGAINST=""; COMPRESS=""; MIB=1024
+RUNS=1; THIS_BIN=""; AGAINST=""; COMPRESS=""; MIB=1024
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
     --against) AGAINST="$(realpath "$2")"; shift 2 ;;
+    --this) THIS_BIN="$(realpath "$2")"; shift 2 ;;
     --compress) COMPRESS="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) MIB="$1"; shift ;;
@@ -40,7 +43,7 @@ FIXTURES="${KUBETRAIL_FIXTURES:-$(cd ../shared/fixtures && pwd)}"
 TEMPLATE="$FIXTURES/audit/kube-apiserver-1.28/audit-sample-200.jsonl"
 
 cargo build --release --locked -q -p kubetrail --bin kubetrail --example audit_load
-THIS="$PWD/target/release/kubetrail"
+THIS="${THIS_BIN:-$PWD/target/release/kubetrail}"
 tmp="$(mktemp -d /tmp/kubetrail-bench.XXXXXX)"
 kt_pid=""
 cleanup() { [ -n "$kt_pid" ] && kill -TERM "$kt_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }

@@ -26,14 +26,17 @@
 # with --against, which runs them alternately in one invocation so the host's state cancels
 # out, and look at CPU seconds as well as events/s.
 #
-# Usage: bench/audit-webhook.sh [--template sample|large] [--runs N] [--against OTHER_KUBETRAIL] [TOTAL_EVENTS]
+# Usage: bench/audit-webhook.sh [--template sample|large] [--runs N] [--this KUBETRAIL] [--against OTHER_KUBETRAIL] [TOTAL_EVENTS]
+#   --this      run this kubetrail binary as this build instead of the tree's release build
+#               (a copy of it that a later build cannot replace while the runs go on)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=1; AGAINST=""; TEMPLATE_NAME=sample; TOTAL=""
+RUNS=1; THIS_BIN=""; AGAINST=""; TEMPLATE_NAME=sample; TOTAL=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
     --against) AGAINST="$(realpath "$2")"; shift 2 ;;
+    --this) THIS_BIN="$(realpath "$2")"; shift 2 ;;
     --template) TEMPLATE_NAME="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) TOTAL="$1"; shift ;;
@@ -47,7 +50,7 @@ case "$TEMPLATE_NAME" in
 esac
 
 cargo build --release --locked -q -p kubetrail --bin kubetrail --example audit_load
-THIS="$PWD/target/release/kubetrail"
+THIS="${THIS_BIN:-$PWD/target/release/kubetrail}"
 tmp="$(mktemp -d /tmp/kubetrail-bench.XXXXXX)"
 kt_pid=""
 cleanup() { [ -n "$kt_pid" ] && kill -TERM "$kt_pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }

@@ -10,17 +10,20 @@
 # kubetrail's CPU seconds, and its peak RSS (VmHWM); the output is then checked for
 # duplicates.
 #
-# Usage: bench/events-e2e.sh [--runs N] [--against OTHER_KUBETRAIL] [N]
+# Usage: bench/events-e2e.sh [--runs N] [--this KUBETRAIL] [--against OTHER_KUBETRAIL] [N]
+#   --this      run this kubetrail binary as this build instead of the tree's release build
+#               (a copy of it that a later build cannot replace while the runs go on)
 #   --against   a kubetrail binary of another build, run alternately with this tree's against
 #               the same emulator (this tree's); the summary gives both builds' ranges and
 #               the ratios of their figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=1; AGAINST=""; N=100000
+RUNS=1; THIS_BIN=""; AGAINST=""; N=100000
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
     --against) AGAINST="$(realpath "$2")"; shift 2 ;;
+    --this) THIS_BIN="$(realpath "$2")"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) N="$1"; shift ;;
   esac
@@ -28,7 +31,7 @@ done
 WANT=$((2 * N))
 
 cargo build --release --locked -q -p kubetrail -p kubetrail-emulator --bins
-THIS="$PWD/target/release/kubetrail"
+THIS="${THIS_BIN:-$PWD/target/release/kubetrail}"
 tmp="$(mktemp -d /tmp/kubetrail-bench.XXXXXX)"
 emu_pid=""; kt_pid=""
 cleanup() {
