@@ -44,6 +44,7 @@ pub mod format;
 mod lock;
 mod queue;
 mod reader;
+mod recent;
 mod reserve;
 mod schema;
 mod segments;

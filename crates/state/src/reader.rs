@@ -16,6 +16,7 @@ use crate::batch::Checkpoint;
 use crate::error::{StateError, sql};
 use crate::format::{self, SegmentFormat};
 use crate::queue::{QueueId, QueueItem};
+use crate::recent::Recent;
 use crate::segments::{Hints, LogEnd, LogError, Segments, queue_dir};
 use crate::store::{connect, open_error, pragma, read_checkpoint};
 
@@ -36,6 +37,8 @@ pub struct Reader {
     conn: Connection,
     root: PathBuf,
     hints: Arc<Hints>,
+    /// The writer's newest committed blocks (`None`: always read the segments).
+    recent: Option<Arc<Recent>>,
     logs: HashMap<QueueId, QueueLog>,
 }
 
@@ -72,6 +75,9 @@ struct QueueLog {
     buf: Vec<u8>,
     /// Records of damaged blocks met by reads, until taken.
     damaged: Vec<DamagedRecord>,
+    /// Blocks taken from the writer's recent blocks instead of the segment.
+    #[cfg(test)]
+    recent_hits: u64,
 }
 
 /// A record of a queue segment block whose bytes are damaged (its checksum, or its block's
@@ -118,6 +124,8 @@ impl QueueLog {
             decoded: None,
             buf: Vec::new(),
             damaged: Vec::new(),
+            #[cfg(test)]
+            recent_hits: 0,
         }
     }
 
@@ -257,9 +265,11 @@ impl QueueLog {
     /// Reads the records from `want` on, up to `max_records` and `max_bytes` of data (at least
     /// one record). The items' data are slices of the blocks decompressed (format 2) or of
     /// the chunks read (format 1): no copy per record.
+    #[allow(clippy::too_many_arguments)]
     fn read(
         &mut self,
         hints: &Hints,
+        recent: Option<&Recent>,
         q: QueueId,
         b: &Bounds,
         want: u64,
@@ -287,6 +297,33 @@ impl QueueLog {
         'units: while seq < b.next_seq && pos < b.head_pos && items.len() < max_records {
             if let Some(d) = self.decoded.take_if(|d| d.pos == pos) {
                 // The rest of the block the last read stopped inside.
+                let (reached, done) = self.items_of(&d, seq, &mut items, &mut bytes, &full)?;
+                seq = reached;
+                if !done {
+                    self.decoded = Some(d);
+                    break 'units;
+                }
+                pos += d.len;
+                continue;
+            }
+            // A block the writer committed a moment ago: its records as it wrote them, with
+            // no read, checksum or decompression (anything else is read from the segment).
+            if let Some(r) = recent.and_then(|r| r.get(q, pos))
+                && r.first_seq <= seq
+                && seq < r.first_seq + r.count
+                && (r.first_seq == seq || seq == want)
+            {
+                #[cfg(test)]
+                {
+                    self.recent_hits += 1;
+                }
+                let d = Decoded {
+                    pos,
+                    len: r.len,
+                    first_seq: r.first_seq,
+                    count: r.count,
+                    raw: r.raw,
+                };
                 let (reached, done) = self.items_of(&d, seq, &mut items, &mut bytes, &full)?;
                 seq = reached;
                 if !done {
@@ -467,6 +504,20 @@ impl QueueLog {
     }
 }
 
+#[cfg(test)]
+impl Reader {
+    /// This reader, reading every block from the segments.
+    pub(crate) fn without_recent(mut self) -> Reader {
+        self.recent = None;
+        self
+    }
+
+    /// Blocks of queue `q` this reader took from the writer's recent blocks.
+    pub(crate) fn recent_hits(&self, q: QueueId) -> u64 {
+        self.logs.get(&q).map_or(0, |l| l.recent_hits)
+    }
+}
+
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
@@ -480,6 +531,7 @@ impl Reader {
         path: &Path,
         root: PathBuf,
         hints: Arc<Hints>,
+        recent: Arc<Recent>,
         busy_timeout: Duration,
     ) -> Result<Reader, StateError> {
         let conn = connect(
@@ -495,6 +547,7 @@ impl Reader {
             conn,
             root,
             hints,
+            recent: Some(recent),
             logs: HashMap::new(),
         })
     }
@@ -531,11 +584,21 @@ impl Reader {
         }
         let root = self.root.clone();
         let hints = self.hints.clone();
+        let recent = self.recent.clone();
+        let recent = recent.as_deref();
         let log = self
             .logs
             .entry(q)
             .or_insert_with(|| QueueLog::new(queue_dir(&root, q)));
-        let result = log.read(&hints, q, &bounds, want, max_records.max(1), max_bytes);
+        let result = log.read(
+            &hints,
+            recent,
+            q,
+            &bounds,
+            want,
+            max_records.max(1),
+            max_bytes,
+        );
         match result {
             Ok(items) => Ok(items),
             Err(LogError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -554,8 +617,16 @@ impl Reader {
                     .logs
                     .entry(q)
                     .or_insert_with(|| QueueLog::new(queue_dir(&root, q)));
-                log.read(&hints, q, &bounds, want, max_records.max(1), max_bytes)
-                    .map_err(StateError::from)
+                log.read(
+                    &hints,
+                    recent,
+                    q,
+                    &bounds,
+                    want,
+                    max_records.max(1),
+                    max_bytes,
+                )
+                .map_err(StateError::from)
             }
             Err(e) => Err(e.into()),
         }

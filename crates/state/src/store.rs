@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
 };
@@ -21,6 +22,7 @@ use crate::format;
 use crate::lock;
 use crate::queue::{MAX_QUEUE_ID, MAX_SEQ, QueueDepth, QueueId};
 use crate::reader::Reader;
+use crate::recent::{Recent, RecentBlock};
 use crate::reserve::Reserve;
 use crate::schema;
 use crate::segments::{
@@ -182,6 +184,7 @@ pub struct Reopen {
     path: PathBuf,
     opts: StoreOptions,
     hints: Arc<Hints>,
+    recent: Arc<Recent>,
 }
 
 impl Reopen {
@@ -189,6 +192,10 @@ impl Reopen {
     pub fn open(&self) -> Result<Store, StateError> {
         let mut store = Store::open(&self.path, &self.opts)?;
         store.hints = self.hints.clone();
+        // The readers made before keep looking here; what the closed store committed is read
+        // from the segments.
+        self.recent.clear();
+        store.recent = self.recent.clone();
         Ok(store)
     }
 }
@@ -210,6 +217,10 @@ pub struct Store {
     files: HashMap<QueueId, QueueFiles>,
     names: HashMap<String, QueueId>,
     hints: Arc<Hints>,
+    /// The newest committed blocks, for the readers (recent.rs).
+    recent: Arc<Recent>,
+    /// The blocks the commit under way wrote, handed to `recent` once it is durable.
+    fresh: Vec<RecentBlock>,
     scratch: Vec<u8>,
     /// A block's records before and after compression, kept from one commit to the next.
     blocks: BlockBufs,
@@ -405,6 +416,8 @@ impl Store {
             files: HashMap::new(),
             names: HashMap::new(),
             hints: Arc::new(Hints::default()),
+            recent: Arc::new(Recent::default()),
+            fresh: Vec::new(),
             scratch: Vec::new(),
             blocks: BlockBufs::default(),
             frame_lists: Vec::new(),
@@ -628,6 +641,7 @@ impl Store {
             &self.path,
             self.root.clone(),
             self.hints.clone(),
+            self.recent.clone(),
             self.opts.busy_timeout,
         )
     }
@@ -669,7 +683,20 @@ impl Store {
             path: self.path.clone(),
             opts: self.opts.clone(),
             hints: self.hints.clone(),
+            recent: self.recent.clone(),
         }
+    }
+
+    /// The newest committed blocks kept for the readers.
+    #[cfg(test)]
+    pub(crate) fn recent(&self) -> &Recent {
+        &self.recent
+    }
+
+    /// Keeps the newest committed blocks within other bounds (before any reader is made).
+    #[cfg(test)]
+    pub(crate) fn set_recent(&mut self, recent: Recent) {
+        self.recent = Arc::new(recent);
     }
 
     /// The id of the queue called `name` (one per output), created empty if it does not exist.
@@ -730,6 +757,8 @@ impl Store {
             },
         );
         self.names.insert(name.to_owned(), id);
+        // A deleted queue's id can come back, with its log positions starting over.
+        self.recent.forget_queue(id);
         tracing::info!(queue = %name, id = id.0, "state queue created");
         Ok(id)
     }
@@ -758,6 +787,7 @@ impl Store {
         self.names.remove(name);
         self.queues.remove(&id);
         self.files.remove(&id);
+        self.recent.forget_queue(id);
         let dir = queue_dir(&self.root, id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -828,6 +858,8 @@ impl Store {
             queues,
             files,
             hints,
+            recent,
+            fresh,
             scratch,
             blocks,
             opts,
@@ -835,6 +867,8 @@ impl Store {
             tight,
             ..
         } = self;
+        fresh.clear();
+        let keep_blocks = recent.enabled();
         // Set once the transaction is told to commit: from then on a failure leaves the
         // outcome unknown (the WAL may hold the commit after all), and the appended blocks
         // must stay where they are for the reopen to find them if it did commit.
@@ -852,6 +886,7 @@ impl Store {
                 blocks,
                 frame_lists,
                 pending: &mut pending,
+                fresh: keep_blocks.then_some(&mut *fresh),
             };
             // On error `tx` is dropped, which rolls the transaction back.
             w.write_batch(batch, now_unix_ms, &mut outcome)?;
@@ -878,8 +913,12 @@ impl Store {
                 }
             }
             keep_frame_lists(frame_lists, pending.into_iter().map(|p| p.frames));
+            // Its blocks were cut back, or may have been: none goes to the readers.
+            fresh.clear();
             return Err(e);
         }
+        // Durable: the readers may take its blocks from memory.
+        recent.publish(fresh.drain(..));
         let mut lists = Vec::with_capacity(pending.len());
         let tight = *tight;
         for p in pending {
@@ -1037,6 +1076,9 @@ struct Writer<'a, 't> {
     frame_lists: &'a mut Vec<Vec<(u64, usize)>>,
     /// The queues this transaction changes, with their new bounds.
     pending: &'a mut Vec<PendingQueue>,
+    /// Where the blocks written go with their records, for the readers once the commit is
+    /// durable (`None`: not kept).
+    fresh: Option<&'a mut Vec<RecentBlock>>,
 }
 
 impl Writer<'_, '_> {
@@ -1076,6 +1118,10 @@ impl Writer<'_, '_> {
         let head = self.pending[i].state.head_pos;
         let bufs = &mut *self.blocks;
         bufs.raw.clear();
+        if self.fresh.is_some() {
+            // The records go to the readers in this buffer: sized exactly, as they keep it.
+            bufs.raw = Vec::with_capacity(self.pending[i].frames_bytes as usize);
+        }
         for &(_, e) in &frames {
             let entry = &entries[e];
             format::push_record(&mut bufs.raw, entry.id.as_bytes(), &entry.data);
@@ -1086,6 +1132,16 @@ impl Writer<'_, '_> {
             .ok_or(StateError::UnknownQueue { queue: q })?
             .appender;
         let written = bufs.write(appender, head, first_seq, frames.len() as u32)?;
+        if let Some(fresh) = self.fresh.as_deref_mut() {
+            fresh.push(RecentBlock {
+                queue: q,
+                pos: head,
+                len: written,
+                first_seq,
+                count: frames.len() as u64,
+                raw: Bytes::from(std::mem::take(&mut bufs.raw)),
+            });
+        }
         let p = &mut self.pending[i];
         p.state.head_pos = head + written;
         p.frames_bytes = 0;

@@ -56,6 +56,10 @@ fn a_flipped_byte_damages_only_its_records() {
     bytes[flip] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
 
+    // Read back as after a restart: the blocks just committed come from the segment,
+    // not from the writer's memory of them.
+    drop(store);
+    let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
     let mut reader = store.reader().unwrap();
     let mut got = Vec::new();
     let mut damaged = Vec::new();
@@ -138,6 +142,10 @@ fn a_flipped_byte_in_a_block_header_skips_to_the_next_intact_block() {
         bytes[blocks[damaged_block] + 8] ^= 0x01;
         std::fs::write(&seg, &bytes).unwrap();
 
+        // Read back as after a restart: the blocks just committed come from the segment,
+        // not from the writer's memory of them.
+        drop(store);
+        let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
         let mut reader = store.reader().unwrap();
         let mut got = Vec::new();
         let mut damaged = Vec::new();
@@ -309,6 +317,10 @@ fn a_damaged_length_that_swallows_the_next_record_delivers_nothing_under_a_wrong
     bytes[at3 + 4..at3 + 8].copy_from_slice(&grown.to_le_bytes());
     std::fs::write(&seg, &bytes).unwrap();
 
+    // Read back as after a restart: the blocks just committed come from the segment,
+    // not from the writer's memory of them.
+    drop(store);
+    let store = Store::open(&db, &StoreOptions::default()).unwrap();
     let mut reader = store.reader().unwrap();
     let items = reader.read_queue(q, 0, 100, usize::MAX).unwrap();
     let damaged = reader.take_damaged(q);
