@@ -10,7 +10,8 @@
 #
 #   bench/activity-store.sh ingest [N] [RUNS]
 #       RUNS times: N records (1,000,000) into a new store through the `store` output
-#       (batches of 2,000, the default batch.records; sync full); records/s and peak RSS.
+#       (batches of 2,000, the default batch.records; sync full); records/s, peak RSS and
+#       the bytes the process read and wrote through system calls.
 #   bench/activity-store.sh who [N] [DB]
 #       a store of N records (10,000,000) at DB (default: a temporary file, removed after;
 #       a DB that already holds N records is reused, so several runs share one), then
@@ -149,5 +150,5 @@ case "$what" in
     (who_sqlite)
     (who_postgresql)
     ;;
-  *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
