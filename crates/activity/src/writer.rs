@@ -87,6 +87,9 @@ const INSERT_GROUP: &str = "INSERT OR IGNORE INTO record_groups (grp, seq) VALUE
 impl ActivityWriter {
     /// Opens (creating or migrating) the database at `path`.
     pub fn open(path: &Path, opts: &WriterOptions) -> Result<ActivityWriter, ActivityError> {
+        // Made before the connection, so that it is dropped after it on every early return
+        // below (the WAL hook points into it).
+        let wal = Arc::new(WalShared::default());
         let conn = schema::open_writer(path, opts.synchronous_full, opts.cache_kib)?;
         let page: i64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -95,7 +98,6 @@ impl ActivityWriter {
             (opts.wal_checkpoint_bytes / u64::try_from(page).unwrap_or(4096).max(512)).max(1);
         // From here on the WAL hook follows the WAL's length and the automatic checkpoint is
         // off: checkpoints are the background thread's and `after_commit`'s.
-        let wal = Arc::new(WalShared::default());
         checkpointer::install_hook(&conn, &wal);
         let sync = if opts.synchronous_full {
             "FULL"
