@@ -85,11 +85,12 @@ ingest() {
 }
 
 who_sqlite() {
-  local n="${1:-10000000}" db="${2:-}" made=""
+  local n="${1:-10000000}" db="${2:-}"
   if [ -z "$db" ]; then
-    made="$(mktemp -d "$TMP/kubetrail-activity-bench.XXXXXX")"
-    db="$made/activity.db"
-    trap '[ -n "$made" ] && rm -rf "$made"' EXIT
+    # Global: the EXIT trap runs after this function's locals are gone.
+    MADE="$(mktemp -d "$TMP/kubetrail-activity-bench.XXXXXX")"
+    db="$MADE/activity.db"
+    trap '[ -n "${MADE:-}" ] && rm -rf "$MADE"' EXIT
   fi
   local have=0
   [ -f "$db" ] && have="$(sqlite3 -readonly "$db" 'SELECT count(*) FROM records' 2>/dev/null || echo 0)"
@@ -114,12 +115,13 @@ who_store() {
 }
 
 who_postgresql() {
-  local n="${1:-10000000}" services_dir=""
+  local n="${1:-10000000}"
   if [ -z "${KUBETRAIL_TEST_PG_URL:-}" ]; then
-    services_dir="$(mktemp -d "$TMP/kubetrail-bench-services.XXXXXX")"
-    trap '[ -n "$services_dir" ] && scripts/services stop "$services_dir" || true' EXIT
+    # Global: the EXIT trap runs after this function's locals are gone.
+    SERVICES_DIR="$(mktemp -d "$TMP/kubetrail-bench-services.XXXXXX")"
+    trap '[ -n "${SERVICES_DIR:-}" ] && scripts/services stop "$SERVICES_DIR" || true' EXIT
     # shellcheck disable=SC1090
-    source <(scripts/services start "$services_dir")
+    source <(scripts/services start "$SERVICES_DIR")
   fi
   [ -n "${KUBETRAIL_TEST_PG_URL:-}" ] || { echo "activity-store: PostgreSQL did not start" >&2; exit 1; }
   need_disk "$n" 3000 "${KUBETRAIL_TEST_SERVICES_DIR:-$TMP}"
