@@ -3,10 +3,11 @@
 //! than the window); the objects its causes lead to, around the changes they explain (see
 //! `evidence`); the objects a workload made, up to the window's end.
 
+use futures_util::{StreamExt, TryStreamExt};
 use kubetrail_core::Timestamp;
 
 use crate::QueryError;
-use crate::backend::{Backend, ObjectKey, Window};
+use crate::backend::{Backend, ObjectKey, Row, Window};
 use crate::causes::chain;
 use crate::evidence::{Evidence, Need, RELATED_LIMIT, Span};
 use crate::history::{Fact, History};
@@ -107,20 +108,83 @@ async fn history(
     Ok((History::build(key.clone(), recs), truncated))
 }
 
-/// Fetches what the rules asked for.
+/// Reads in flight at once within a round: the PostgreSQL connection pipelines them, the
+/// SQLite backend runs them on its pool of reader connections (as many).
+const READS_IN_FLIGHT: usize = 4;
+
+/// What one need's read returned.
+enum Got {
+    Object(ObjectKey, Vec<Row>),
+    Around {
+        key: ObjectKey,
+        from: i64,
+        until: i64,
+        rows: Vec<Row>,
+    },
+    Owned(String, Vec<ObjectKey>),
+    Uid(String, Vec<Row>),
+}
+
+/// Reads what one need asks for.
+async fn read(backend: &dyn Backend, need: Need, w: Window) -> Result<Got, QueryError> {
+    Ok(match need {
+        Need::Object(k) => {
+            let rows = backend.object_rows(&k, w, OBJECT_LIMIT).await?;
+            Got::Object(k, rows)
+        }
+        Need::Around { key, from, to } => {
+            // Never past the end of the window asked for.
+            let until = w.until.map_or(to, |u| u.min(to));
+            let win = Window {
+                since: Some(from),
+                until: Some(until),
+            };
+            let rows = backend.object_rows(&key, win, RELATED_LIMIT).await?;
+            Got::Around {
+                key,
+                from,
+                until,
+                rows,
+            }
+        }
+        Need::Owned(uid) => {
+            let keys = backend.owned_keys(&uid, w, OWNED_LIMIT).await?;
+            Got::Owned(uid, keys)
+        }
+        Need::Uid(uid) => {
+            let rows = backend.uid_rows(&uid, w, 1).await?;
+            Got::Uid(uid, rows)
+        }
+    })
+}
+
+/// Fetches what the rules asked for: the reads of one round go out together (at most
+/// [`READS_IN_FLIGHT`] at a time) and are applied in the order they were asked, so the
+/// answer does not depend on which read came back first.
 async fn fetch(
     backend: &dyn Backend,
     ev: &mut Evidence,
     needs: Vec<Need>,
     w: Window,
 ) -> Result<(), QueryError> {
+    let mut reads = Vec::new();
     for need in needs {
-        match need {
-            Need::Object(k) => {
-                if !ev.asked.insert((k.clone(), i64::MIN, i64::MAX)) {
-                    continue;
-                }
-                let rows = backend.object_rows(&k, w, OBJECT_LIMIT).await?;
+        let fresh = match &need {
+            Need::Object(k) => ev.asked.insert((k.clone(), i64::MIN, i64::MAX)),
+            Need::Around { key, from, to } => ev.asked.insert((key.clone(), *from, *to)),
+            Need::Owned(_) | Need::Uid(_) => true,
+        };
+        if fresh {
+            reads.push(read(backend, need, w));
+        }
+    }
+    let got: Vec<Got> = futures_util::stream::iter(reads)
+        .buffered(READS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    for g in got {
+        match g {
+            Got::Object(k, rows) => {
                 let since = if rows.len() >= OBJECT_LIMIT {
                     rows.iter().map(|r| r.time).min()
                 } else {
@@ -136,17 +200,12 @@ async fn fetch(
                     recs,
                 );
             }
-            Need::Around { key, from, to } => {
-                if !ev.asked.insert((key.clone(), from, to)) {
-                    continue;
-                }
-                // Never past the end of the window asked for.
-                let until = w.until.map_or(to, |u| u.min(to));
-                let win = Window {
-                    since: Some(from),
-                    until: Some(until),
-                };
-                let rows = backend.object_rows(&key, win, RELATED_LIMIT).await?;
+            Got::Around {
+                key,
+                from,
+                until,
+                rows,
+            } => {
                 let since = if rows.len() >= RELATED_LIMIT {
                     rows.iter().map(|r| r.time).min()
                 } else {
@@ -162,12 +221,10 @@ async fn fetch(
                     recs,
                 );
             }
-            Need::Owned(uid) => {
-                let keys = backend.owned_keys(&uid, w, OWNED_LIMIT).await?;
+            Got::Owned(uid, keys) => {
                 ev.owned.insert(uid, keys);
             }
-            Need::Uid(uid) => {
-                let rows = backend.uid_rows(&uid, w, 1).await?;
+            Got::Uid(uid, rows) => {
                 let key = rows.into_iter().next().map(Rec::from_row).and_then(|r| {
                     Some(ObjectKey {
                         resource: r.a.resource.clone()?,
