@@ -591,12 +591,14 @@ impl Store {
                 seq_end = seq + 1;
                 if bufs.raw.len() as u64 >= BLOCK_RAW_TARGET {
                     head += bufs.write(&mut appender, head, block_first, block_count)?;
+                    bufs.next_block();
                     block_count = 0;
                 }
             }
         }
         if block_count > 0 {
             head += bufs.write(&mut appender, head, block_first, block_count)?;
+            bufs.next_block();
         }
         let tail_seq = first.unwrap_or(next_seq);
         let state = QueueState {
@@ -1041,13 +1043,27 @@ impl BlockBufs {
         let (h, payload) = format::seal_block(first_seq, count, &self.raw, &mut self.packed);
         let header = h.encode();
         appender.write_vectored_at(pos, &mut [IoSlice::new(&header), IoSlice::new(payload)])?;
-        // A huge record's buffers are not kept.
-        for b in [&mut self.raw, &mut self.packed] {
-            if b.capacity() as u64 > 4 * BLOCK_RAW_TARGET {
-                *b = Vec::new();
-            }
+        // A huge record's buffer is not kept.
+        if self.packed.capacity() as u64 > 4 * BLOCK_RAW_TARGET {
+            self.packed = Vec::new();
         }
         Ok(h.total())
+    }
+
+    /// The records of the block just written, taken out of `raw` (for the readers), which is
+    /// left empty for the next block.
+    fn take_raw(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.raw)
+    }
+
+    /// Empties `raw` for the next block (the one written holds its records); a buffer a huge
+    /// record grew is not kept.
+    fn next_block(&mut self) {
+        if self.raw.capacity() as u64 > 4 * BLOCK_RAW_TARGET {
+            self.raw = Vec::new();
+        } else {
+            self.raw.clear();
+        }
     }
 }
 
@@ -1139,8 +1155,10 @@ impl Writer<'_, '_> {
                 len: written,
                 first_seq,
                 count: frames.len() as u64,
-                raw: Bytes::from(std::mem::take(&mut bufs.raw)),
+                raw: Bytes::from(bufs.take_raw()),
             });
+        } else {
+            bufs.next_block();
         }
         let p = &mut self.pending[i];
         p.state.head_pos = head + written;

@@ -101,6 +101,60 @@ fn a_foreign_file_is_refused_as_damaged() {
     }
 }
 
+/// A version-1 queue larger than one block (256 KiB of records) becomes several blocks,
+/// each with only its own records (the block buffer was once not emptied between them).
+#[test]
+fn a_version_1_queue_of_many_blocks_is_moved_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("kubetrail.db");
+    let record = |seq: i64| -> Vec<u8> {
+        format!(
+            "{{\"seq\":{seq},\"pad\":\"{}\"}}",
+            "x".repeat(5000 + seq as usize)
+        )
+        .into_bytes()
+    };
+    {
+        let conn = rusqlite::Connection::open(&db).expect("sqlite");
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO meta VALUES ('schema_version', 1);
+             CREATE TABLE checkpoints (stream TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL,
+                 updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE dedup (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                 expires_at_ms INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID;
+             CREATE TABLE queues (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 next_seq INTEGER NOT NULL);
+             CREATE TABLE queue_items (k INTEGER PRIMARY KEY, id TEXT NOT NULL, data BLOB NOT NULL);
+             INSERT INTO queues VALUES (1, 'output/a', 301);",
+        )
+        .expect("v1 schema");
+        for seq in 1..301i64 {
+            conn.execute(
+                "INSERT INTO queue_items VALUES (?1, ?2, ?3)",
+                rusqlite::params![(1i64 << 48) | seq, format!("id-{seq}"), record(seq)],
+            )
+            .expect("row");
+        }
+    }
+    let mut store = Store::open(&db, &options()).expect("open v1 database");
+    let a = store.queue_id("output/a").expect("queue");
+    let mut r = store.reader().expect("reader");
+    let mut got = Vec::new();
+    let mut after = 0;
+    loop {
+        let items = r.read_queue(a, after, 64, usize::MAX).expect("read");
+        let Some(last) = items.last() else { break };
+        after = last.seq;
+        got.extend(items.into_iter().map(|i| (i.seq, i.id, i.data.to_vec())));
+    }
+    assert_eq!(got.len(), 300);
+    for (seq, id, data) in got {
+        assert_eq!(id, format!("id-{seq}"));
+        assert!(data == record(seq as i64), "record {seq} differs");
+    }
+}
+
 /// A database written by schema version 1 kept queue records in a `queue_items` table
 /// (row key `queue << 48 | seq`); opening it moves them into segment files, same seqs, ids
 /// and data, and the queue goes on from there.
