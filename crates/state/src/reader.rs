@@ -324,14 +324,26 @@ impl QueueLog {
                     count: r.count,
                     raw: r.raw,
                 };
-                let (reached, done) = self.items_of(&d, seq, &mut items, &mut bytes, &full)?;
-                seq = reached;
-                if !done {
-                    self.decoded = Some(d);
-                    break 'units;
+                let (kept_items, kept_bytes) = (items.len(), bytes);
+                match self.items_of(&d, seq, &mut items, &mut bytes, &full) {
+                    Ok((reached, done)) => {
+                        seq = reached;
+                        if !done {
+                            self.decoded = Some(d);
+                            break 'units;
+                        }
+                        pos += d.len;
+                        continue;
+                    }
+                    // The copy in memory does not check out (it never should): the block is
+                    // read from the segment instead, as if it had not been kept.
+                    Err(e) => {
+                        tracing::warn!(queue = q.0, position = pos, error = %e,
+                            "a block kept in memory does not match its header: read from the segment");
+                        items.truncate(kept_items);
+                        bytes = kept_bytes;
+                    }
                 }
-                pos += d.len;
-                continue;
             }
             if !chunk.holds(pos, chunk.format.unit_header_len()) {
                 chunk = self.read_chunk(pos, b.head_pos, chunk_size)?;
