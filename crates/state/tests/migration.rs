@@ -101,6 +101,26 @@ fn a_foreign_file_is_refused_as_damaged() {
     }
 }
 
+/// A database as schema version 1 made it (queue records as rows of `queue_items`), with
+/// the queues `queues` (`(id, name, next_seq), …`), open for its rows to be added.
+fn version_1_database(db: &std::path::Path, queues: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).expect("sqlite");
+    conn.execute_batch(&format!(
+        "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT INTO meta VALUES ('schema_version', 1);
+         CREATE TABLE checkpoints (stream TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL,
+             updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE dedup (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+             expires_at_ms INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID;
+         CREATE TABLE queues (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+             next_seq INTEGER NOT NULL);
+         CREATE TABLE queue_items (k INTEGER PRIMARY KEY, id TEXT NOT NULL, data BLOB NOT NULL);
+         INSERT INTO queues VALUES {queues};"
+    ))
+    .expect("v1 schema");
+    conn
+}
+
 /// A version-1 queue larger than one block (256 KiB of records) becomes several blocks,
 /// each with only its own records (the block buffer was once not emptied between them).
 #[test]
@@ -115,20 +135,7 @@ fn a_version_1_queue_of_many_blocks_is_moved_whole() {
         .into_bytes()
     };
     {
-        let conn = rusqlite::Connection::open(&db).expect("sqlite");
-        conn.execute_batch(
-            "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-             INSERT INTO meta VALUES ('schema_version', 1);
-             CREATE TABLE checkpoints (stream TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL,
-                 updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE dedup (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-                 expires_at_ms INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID;
-             CREATE TABLE queues (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-                 next_seq INTEGER NOT NULL);
-             CREATE TABLE queue_items (k INTEGER PRIMARY KEY, id TEXT NOT NULL, data BLOB NOT NULL);
-             INSERT INTO queues VALUES (1, 'output/a', 301);",
-        )
-        .expect("v1 schema");
+        let conn = version_1_database(&db, "(1, 'output/a', 301)");
         for seq in 1..301i64 {
             conn.execute(
                 "INSERT INTO queue_items VALUES (?1, ?2, ?3)",
@@ -163,20 +170,7 @@ fn queued_records_of_a_version_1_database_are_moved_into_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("kubetrail.db");
     {
-        let conn = rusqlite::Connection::open(&db).expect("sqlite");
-        conn.execute_batch(
-            "CREATE TABLE meta (key TEXT NOT NULL PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-             INSERT INTO meta VALUES ('schema_version', 1);
-             CREATE TABLE checkpoints (stream TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL,
-                 updated_at_ms INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE dedup (scope TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
-                 expires_at_ms INTEGER NOT NULL, PRIMARY KEY (scope, key)) WITHOUT ROWID;
-             CREATE TABLE queues (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-                 next_seq INTEGER NOT NULL);
-             CREATE TABLE queue_items (k INTEGER PRIMARY KEY, id TEXT NOT NULL, data BLOB NOT NULL);
-             INSERT INTO queues VALUES (1, 'output/a', 8), (2, 'output/empty', 3);",
-        )
-        .expect("v1 schema");
+        let conn = version_1_database(&db, "(1, 'output/a', 8), (2, 'output/empty', 3)");
         for seq in 5..8i64 {
             conn.execute(
                 "INSERT INTO queue_items VALUES (?1, ?2, ?3)",
