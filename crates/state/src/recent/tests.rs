@@ -294,19 +294,22 @@ proptest! {
     }
 }
 
+/// A store in `dir` with a queue "out" and a reader made before anything is committed.
+fn store_with_reader(dir: &std::path::Path) -> (Store, QueueId, crate::Reader) {
+    let mut store =
+        Store::open(&dir.join("kubetrail.db"), &options(&Faults::default())).expect("open");
+    let q = store.queue_id("out").expect("queue");
+    let r = store.reader().expect("reader");
+    (store, q, r)
+}
+
 /// A record larger than the block buffer the writer keeps (over 4 × 256 KiB) still reaches a
 /// caught-up reader whole: the writer once handed the readers that block's buffer after
 /// dropping it (an empty block saying it held 11 records), and the reader stopped there.
 #[test]
 fn a_huge_record_reaches_a_caught_up_reader_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(
-        &dir.path().join("kubetrail.db"),
-        &options(&Faults::default()),
-    )
-    .expect("open");
-    let q = store.queue_id("out").expect("queue");
-    let mut r = store.reader().expect("reader");
+    let (mut store, q, mut r) = store_with_reader(dir.path());
     let mut expected = Vec::new();
     let mut n = 0u64;
     for round in 0..3 {
@@ -339,13 +342,7 @@ fn a_huge_record_reaches_a_caught_up_reader_whole() {
 #[test]
 fn a_kept_block_that_does_not_check_out_is_read_from_the_segment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(
-        &dir.path().join("kubetrail.db"),
-        &options(&Faults::default()),
-    )
-    .expect("open");
-    let q = store.queue_id("out").expect("queue");
-    let mut r = store.reader().expect("reader");
+    let (mut store, q, mut r) = store_with_reader(dir.path());
     let entries: Vec<Entry> = (1..=12).map(|n| entry(n, 200, &[q])).collect();
     let expected: Vec<(String, Bytes)> = entries
         .iter()
