@@ -297,13 +297,12 @@ impl QueueLog {
         'units: while seq < b.next_seq && pos < b.head_pos && items.len() < max_records {
             if let Some(d) = self.decoded.take_if(|d| d.pos == pos) {
                 // The rest of the block the last read stopped inside.
-                let (reached, done) = self.items_of(&d, seq, &mut items, &mut bytes, &full)?;
+                let (reached, next) = self.take(d, seq, &mut items, &mut bytes, &full)?;
                 seq = reached;
-                if !done {
-                    self.decoded = Some(d);
-                    break 'units;
+                match next {
+                    Some(next) => pos = next,
+                    None => break 'units,
                 }
-                pos += d.len;
                 continue;
             }
             // A block the writer committed a moment ago: its records as it wrote them, with
@@ -325,14 +324,13 @@ impl QueueLog {
                     raw: r.raw,
                 };
                 let (kept_items, kept_bytes) = (items.len(), bytes);
-                match self.items_of(&d, seq, &mut items, &mut bytes, &full) {
-                    Ok((reached, done)) => {
+                match self.take(d, seq, &mut items, &mut bytes, &full) {
+                    Ok((reached, next)) => {
                         seq = reached;
-                        if !done {
-                            self.decoded = Some(d);
-                            break 'units;
+                        match next {
+                            Some(next) => pos = next,
+                            None => break 'units,
                         }
-                        pos += d.len;
                         continue;
                     }
                     // The copy in memory does not check out (it never should): the block is
@@ -448,13 +446,12 @@ impl QueueLog {
                         count: u64::from(h.count),
                         raw: Bytes::from(raw),
                     };
-                    let (reached, done) = self.items_of(&d, seq, &mut items, &mut bytes, &full)?;
+                    let (reached, next) = self.take(d, seq, &mut items, &mut bytes, &full)?;
                     seq = reached;
-                    if !done {
-                        self.decoded = Some(d);
-                        break 'units;
+                    match next {
+                        Some(next) => pos = next,
+                        None => break 'units,
                     }
-                    pos += unit.len;
                 }
             }
         }
@@ -465,6 +462,26 @@ impl QueueLog {
 
     /// Adds the records of block `d` from `seq` on to `items` until `full` says stop. Returns
     /// the seq reached and whether the block is done.
+    /// The records of decoded block `d` from `seq` on, into `items`: the seq reached, and
+    /// where the next block starts, or `None` when the read filled up inside this one (kept
+    /// for the next read to go on from).
+    fn take(
+        &mut self,
+        d: Decoded,
+        seq: u64,
+        items: &mut Vec<QueueItem>,
+        bytes: &mut usize,
+        full: &impl Fn(&Vec<QueueItem>, usize, usize) -> bool,
+    ) -> Result<(u64, Option<u64>), LogError> {
+        let (reached, done) = self.items_of(&d, seq, items, bytes, full)?;
+        if done {
+            Ok((reached, Some(d.pos + d.len)))
+        } else {
+            self.decoded = Some(d);
+            Ok((reached, None))
+        }
+    }
+
     fn items_of(
         &mut self,
         d: &Decoded,
