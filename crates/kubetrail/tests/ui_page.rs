@@ -384,15 +384,21 @@ async fn page_answers_like_the_command_line() {
     shop.stop();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Chromium and `npm ci` in crates/ui/browser-tests (scripts/test installs both)"]
-async fn browser() {
+/// The browser tests' directory, its npm packages installed.
+fn browser_tests() -> PathBuf {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/browser-tests");
     assert!(
         tests.join("node_modules/playwright-core").is_dir(),
         "run `npm ci` in {} first",
         tests.display()
     );
+    tests
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and `npm ci` in crates/ui/browser-tests (scripts/test installs both)"]
+async fn browser() {
+    let tests = browser_tests();
     let shop = Shop::start().await;
     let artifacts = tempfile::Builder::new()
         .prefix("kubetrail-ui-browser-")
@@ -438,12 +444,7 @@ async fn browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and `npm ci` in crates/ui/browser-tests (scripts/test installs both)"]
 async fn browser_demo_picture() {
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/browser-tests");
-    assert!(
-        tests.join("node_modules/playwright-core").is_dir(),
-        "run `npm ci` in {} first",
-        tests.display()
-    );
+    let tests = browser_tests();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
     let demo = Command::new(env!("CARGO_BIN_EXE_kubetrail"))
