@@ -9,13 +9,12 @@
 //! - [`kinds`]: kinds, resources and `kubectl`-style type names.
 //! - [`schema`]: the tables and indexes.
 //! - [`writer`]: one connection that inserts batches exactly once (the record id is unique).
-//! - `checkpointer`: the writer's WAL checkpoints, on a thread of their own.
+//! - the writer's WAL checkpoints run on a thread of their own (`kubetrail-wal`).
 //! - [`retention`]: a background thread that deletes by age and by size in small
 //!   transactions, so delivery never waits for more than one of them.
 //! - [`pg`]: the same columns and indexes on the `postgresql` output's table.
 //! - [`open_reader`]: read-only connections; with the WAL a reader never blocks the writer.
 
-mod checkpointer;
 pub mod extract;
 pub mod kinds;
 pub mod pg;
@@ -51,10 +50,10 @@ pub enum ActivityError {
         #[source]
         source: std::io::Error,
     },
-    #[error("starting the activity database's checkpoint thread: {source}")]
-    Thread {
+    #[error("starting the activity database's WAL checkpointer: {source}")]
+    Checkpointer {
         #[source]
-        source: std::io::Error,
+        source: kubetrail_wal::WalError,
     },
     #[error("no activity database at {0}")]
     Missing(std::path::PathBuf),

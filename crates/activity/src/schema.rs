@@ -1,5 +1,5 @@
 //! The activity database's tables and indexes, its migrations, and how connections to it are
-//! opened (the writer's, retention's and readers').
+//! opened (the writer's, its WAL checkpointer's, retention's and readers').
 //!
 //! One row per record in `records`, keyed by `seq` (the order records were stored in: the
 //! position live readers follow) and unique by `id` (the record id: exactly once). Times are
@@ -215,6 +215,21 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), ActivityError> {
             .map_err(ActivityError::sql("committing the schema"))?;
     }
     Ok(())
+}
+
+/// Opens the background WAL checkpointer's connection (read-write; it commits nothing).
+pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, ActivityError> {
+    let open = |source| ActivityError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
+    Ok(conn)
 }
 
 /// Opens a read-only connection. It never blocks the writer, nor the writer it (WAL): it

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use rusqlite::{Connection, params};
 
 use crate::ActivityError;
-use crate::checkpointer::{self, Checkpointer, WalShared};
 use crate::extract::Activity;
 use crate::schema;
+use kubetrail_wal::{Checkpointer, Mode, Step, WalShared};
 
 /// How the writer opens the database.
 #[derive(Debug, Clone)]
@@ -50,6 +50,10 @@ pub const CACHE_KIB: u32 = 40 * 1024;
 /// copies a page rewritten by several batches into the database file once, at the cost of
 /// up to four times this much WAL on disk when checkpoints fall behind.
 pub const WAL_CHECKPOINT_BYTES: u64 = 64 << 20;
+
+/// How long the writer waits for a running background checkpoint once the WAL reached its
+/// hard limit (four times `wal_checkpoint_bytes`).
+const FORCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,13 +102,19 @@ impl ActivityWriter {
             (opts.wal_checkpoint_bytes / u64::try_from(page).unwrap_or(4096).max(512)).max(1);
         // From here on the WAL hook follows the WAL's length and the automatic checkpoint is
         // off: checkpoints are the background thread's and `after_commit`'s.
-        checkpointer::install_hook(&conn, &wal);
+        kubetrail_wal::install_hook(&conn, &wal);
         let sync = if opts.synchronous_full {
             "FULL"
         } else {
             "NORMAL"
         };
-        let ckpt = Checkpointer::start(path, sync, wal.clone())?;
+        let ckpt = Checkpointer::start(
+            schema::open_checkpointer(path)?,
+            sync,
+            "activity",
+            wal.clone(),
+        )
+        .map_err(|source| ActivityError::Checkpointer { source })?;
         // The WAL file is cut back to this when it starts over: twice the threshold is more
         // than a WAL grows to while checkpoints keep up, so it is then reused in place.
         schema::pragma(
@@ -125,6 +135,42 @@ impl ActivityWriter {
             path: path.to_path_buf(),
             since_optimize: 0,
         })
+    }
+
+    /// After a write transaction: wakes the background checkpointer, or checkpoints on this
+    /// connection (see the kubetrail-wal crate). Every checkpoint of the writer's is PASSIVE:
+    /// none waits for a reader, so a `kubetrail who` holding a snapshot never stalls delivery
+    /// (what its snapshot needs stays in the WAL, which starts over at the first commit after
+    /// it lets go). A failed checkpoint is only logged: the commit it follows is durable, and
+    /// the next commits try again.
+    fn after_commit(&self) {
+        let wait = match self.wal.step(self.wal_threshold) {
+            Step::None => return,
+            Step::Background => {
+                self.wal.wake_background();
+                return;
+            }
+            Step::Finish => None,
+            // At the hard limit: first wait for a running background checkpoint.
+            Step::Force => Some(FORCE_WAIT),
+        };
+        match self.wal.writer_checkpoint(&self.conn, Mode::Passive, wait) {
+            Ok(Some((log, copied))) => {
+                tracing::debug!(
+                    log,
+                    copied,
+                    "writer WAL checkpoint of the activity database"
+                );
+                if copied < log {
+                    // A reader's snapshot keeps the rest; the background copies it later.
+                    self.wal.wake_background();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, wal_frames = self.wal.frames(), "writer WAL checkpoint of the activity database failed");
+            }
+        }
     }
 
     /// The database file.
@@ -212,7 +258,7 @@ impl ActivityWriter {
         }
         tx.commit()
             .map_err(ActivityError::sql("committing a batch"))?;
-        self.wal.after_commit(&self.conn, self.wal_threshold);
+        self.after_commit();
         self.since_optimize += stats.inserted as u64;
         if self.since_optimize >= schema::OPTIMIZE_EVERY {
             self.since_optimize = 0;

@@ -145,12 +145,12 @@ pub enum StateError {
         bytes: u64,
     },
 
-    /// A thread the store runs (the background WAL checkpointer) could not be started.
-    #[error("cannot start the state database's checkpoint thread")]
-    Thread {
-        /// What the operating system said.
+    /// The background WAL checkpointer could not be started.
+    #[error("cannot start the state database's WAL checkpointer")]
+    Checkpointer {
+        /// Why.
         #[source]
-        source: std::io::Error,
+        source: kubetrail_wal::WalError,
     },
 
     /// A stored value is not what this build wrote (e.g. a negative sequence number).
@@ -177,9 +177,11 @@ impl StateError {
             StateError::Open { source, .. }
             | StateError::Migration { source, .. }
             | StateError::Sqlite { source, .. } => sqlite_full(source),
-            StateError::LockFile { source, .. } | StateError::Thread { source } => {
-                crate::reserve::is_no_space(source)
-            }
+            StateError::LockFile { source, .. } => crate::reserve::is_no_space(source),
+            StateError::Checkpointer { source } => match source {
+                kubetrail_wal::WalError::Sql { source, .. } => sqlite_full(source),
+                kubetrail_wal::WalError::Thread { source } => crate::reserve::is_no_space(source),
+            },
             StateError::Log(crate::segments::LogError::Io { source, .. }) => {
                 crate::reserve::is_no_space(source)
             }

@@ -35,7 +35,6 @@
 //! ```
 
 mod batch;
-mod checkpointer;
 mod error;
 mod fault;
 /// Public only for the fuzz target of the segment reader (`fuzz/fuzz_targets/segment.rs`).

@@ -15,7 +15,6 @@ use rusqlite::{
 };
 
 use crate::batch::{Checkpoint, CommitBatch, CommitOutcome, Dedup, Entry};
-use crate::checkpointer::{self, Checkpointer, Step, WalShared};
 use crate::error::{StateError, sql};
 use crate::fault::{self, FaultSite, Faults};
 use crate::format;
@@ -28,6 +27,7 @@ use crate::schema;
 use crate::segments::{
     Appender, Hints, LogEnd, LogError, SEGMENT_TARGET, Segments, queue_dir, queues_root, sync_dir,
 };
+use kubetrail_wal::{Checkpointer, Mode, Step, WalShared};
 
 /// How hard each commit insists on reaching the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,7 +54,7 @@ pub struct StoreOptions {
     /// one; segments are deleted once every record in them is acknowledged.
     pub segment_bytes: u64,
     /// WAL length, in pages, at which the WAL is checkpointed and started over (see
-    /// checkpointer.rs: copying starts in the background at a quarter of it).
+    /// the kubetrail-wal crate: copying starts in the background at a quarter of it).
     pub wal_checkpoint_pages: u64,
     /// Bytes kept allocated in `<db>-reserve` for a full disk (reserve.rs); 0 keeps none.
     pub reserve_bytes: u64,
@@ -86,7 +86,7 @@ const PAGE_SIZE: u32 = 4096;
 
 /// Pages of WAL after which the WAL is checkpointed (copied back into the database file,
 /// which is then fsynced) and started over; the copying starts in the background at a
-/// quarter of it (checkpointer.rs). 64 MiB amortises each checkpoint's fsync over many
+/// quarter of it (the kubetrail-wal crate). 64 MiB amortises each checkpoint's fsync over many
 /// batches and lets a hot dedup leaf written several times in between be copied once. The
 /// cost is up to 64 MiB of WAL on disk (256 MiB if checkpoints fall behind) and a longer
 /// (sub-second) WAL recovery after a crash.
@@ -394,8 +394,15 @@ impl Store {
         // From here on the WAL hook follows the WAL's length and the automatic checkpoint is
         // off; checkpoints are the background thread's and `after_write`'s.
         let wal = Arc::new(WalShared::default());
-        checkpointer::install_hook(&conn, &wal);
-        let checkpointer = Checkpointer::start(path, sync, opts.busy_timeout, wal.clone())?;
+        kubetrail_wal::install_hook(&conn, &wal);
+        let ckpt_conn = connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE,
+            opts.busy_timeout,
+            "open the checkpoint connection",
+        )?;
+        let checkpointer = Checkpointer::start(ckpt_conn, sync, "state", wal.clone())
+            .map_err(|source| StateError::Checkpointer { source })?;
         let root = queues_root(path);
         std::fs::create_dir_all(&root).map_err(|source| LogError::Io {
             path: root.clone(),
@@ -981,7 +988,7 @@ impl Store {
 
     /// After a write transaction: wakes the background checkpointer, or checkpoints the rest
     /// of the WAL on this connection so the next transaction starts it over (see
-    /// checkpointer.rs). A failed checkpoint fails nothing (the commit is durable in the
+    /// the kubetrail-wal crate). A failed checkpoint fails nothing (the commit is durable in the
     /// WAL); it is logged and tried again after a later commit.
     fn after_write(&mut self) {
         let step = match self.wal.step(self.opts.wal_checkpoint_pages) {
@@ -995,15 +1002,14 @@ impl Store {
             Step::Background => self.wal.wake_background(),
             step @ (Step::Finish | Step::Force) => {
                 let frames = self.wal.frames();
-                let mode = if step == Step::Force {
-                    checkpointer::Mode::Full
+                // At the hard limit: FULL, waiting (up to the busy timeout) for a running
+                // background checkpoint and for readers of older snapshots.
+                let (mode, wait) = if step == Step::Force {
+                    (Mode::Full, Some(self.opts.busy_timeout))
                 } else {
-                    checkpointer::Mode::Passive
+                    (Mode::Passive, None)
                 };
-                match self
-                    .wal
-                    .writer_checkpoint(&self.conn, mode, self.opts.busy_timeout)
-                {
+                match self.wal.writer_checkpoint(&self.conn, mode, wait) {
                     Ok(done) => {
                         tracing::debug!(frames, ?mode, ?done, "WAL checkpointed by the writer")
                     }

@@ -1,37 +1,41 @@
-//! WAL checkpoints on a thread of their own, so that the writer's commits do not stop for them.
+//! WAL checkpoints of kubetrail's SQLite databases (the state database and the activity
+//! database) on a thread of their own, so that a writer's commits do not stop for them.
 //!
-//! SQLite's automatic checkpoint runs inside the commit that crossed the threshold: under
-//! load every few hundred commits one of them copied tens of MiB of WAL pages into the
-//! database file and fsynced it (27-77 ms, while every submission waited). Instead the writer
-//! connection reports the WAL's length after each commit (a WAL hook, which also turns the
-//! automatic checkpoint off) and:
+//! SQLite's automatic checkpoint runs inside the commit that crossed its threshold: under
+//! load one commit in every few hundred copied tens of MiB of WAL pages into the database
+//! file and fsynced it (27–77 ms on the state database, while every submission waited; on
+//! an activity store whose indexes outgrew the page cache, almost every batch). Instead the
+//! writer connection reports the WAL's length after each commit (a WAL hook, which also
+//! turns the automatic checkpoint off: [`install_hook`]) and asks [`WalShared::step`] what
+//! to do:
 //!
-//! - at the threshold, a background connection runs PASSIVE checkpoints (they never block
-//!   the writer or the readers; each copies the frames committed when it started, syncing
-//!   the WAL before and the database file after, as SQLite always does), again while more
-//!   than a quarter of the threshold is left to copy;
+//! - at the threshold, a background connection ([`Checkpointer`]) runs PASSIVE checkpoints
+//!   (they never block the writer or the readers; each copies the frames committed when it
+//!   started, syncing the WAL before and the database file after, as SQLite always does),
+//!   again while more than a quarter of the threshold is left to copy ([`Step::Background`]);
 //! - once the background has copied all but that quarter, the writer runs one PASSIVE
-//!   checkpoint itself for the rest, after which its next transaction starts the WAL over
-//!   from the beginning (SQLite restarts the WAL only when everything in it is in the
-//!   database file, which under continuous commits the background alone rarely sees);
-//! - at four times the threshold the writer checkpoints everything whatever the background
-//!   achieved (FULL: waiting for a running background checkpoint and for readers of older
-//!   snapshots), so the WAL stays bounded if the background falls behind or fails.
+//!   checkpoint itself for the rest, between two of its transactions ([`Step::Finish`]),
+//!   after which its next transaction starts the WAL over from the beginning (SQLite restarts
+//!   the WAL only when everything in it is in the database file, which under continuous
+//!   commits the background alone rarely sees);
+//! - at four times the threshold the writer checkpoints whatever the background achieved
+//!   ([`Step::Force`]), so the WAL stays bounded if the background falls behind or fails.
+//!   How it does so is the writer's choice ([`WalShared::writer_checkpoint`]'s mode and
+//!   wait): the state database's writer runs a FULL checkpoint, which may wait for readers of
+//!   older snapshots; the activity database's stays PASSIVE, so that a `kubetrail who`
+//!   holding a snapshot never stalls delivery (what the reader still needs stays in the WAL
+//!   until it lets go).
 //!
 //! Durability is untouched: what a commit writes to the WAL is synced by the commit itself,
 //! and only SQLite decides when WAL frames may be overwritten (after a synced backfill).
 
 use std::ffi::{c_char, c_int, c_void};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, ffi};
-
-use crate::error::{StateError, sql};
-use crate::store::{connect, open_error, pragma};
+use rusqlite::{Connection, ffi};
 
 /// The most the writer is left to copy itself, as a fraction (divisor) of the threshold.
 const EARLY_DIVISOR: u64 = 4;
@@ -43,9 +47,44 @@ const HARD_MULTIPLE: u64 = 4;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_CAP: Duration = Duration::from_secs(10);
 
-/// What the writer's WAL hook and the background thread share.
+/// What can go wrong here.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// A statement on a connection failed.
+    #[error("{what}: {source}")]
+    Sql {
+        /// What was being done.
+        what: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The background thread could not be started.
+    #[error("cannot start the WAL checkpoint thread: {source}")]
+    Thread {
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl WalError {
+    /// The SQLite error, if this is one (callers classify it: a full disk, a busy lock).
+    pub fn sqlite(&self) -> Option<&rusqlite::Error> {
+        match self {
+            WalError::Sql { source, .. } => Some(source),
+            WalError::Thread { .. } => None,
+        }
+    }
+}
+
+fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> WalError {
+    move |source| WalError::Sql { what, source }
+}
+
+/// What the writer's WAL hook, the writer and the background thread share.
 #[derive(Debug, Default)]
-pub(crate) struct WalShared {
+pub struct WalShared {
     /// Frames in the WAL after the writer's last commit (from the WAL hook).
     frames: AtomicU64,
     /// `frames` when the writer last asked what to do (a shorter WAL since: it started over).
@@ -53,6 +92,8 @@ pub(crate) struct WalShared {
     /// The WAL length and the frames copied, as the last background checkpoint reported.
     bg_log: AtomicU64,
     bg_copied: AtomicU64,
+    /// Background checkpoints that ran to the end.
+    bg_runs: AtomicU64,
     state: Mutex<BgState>,
     wake: Condvar,
 }
@@ -71,20 +112,21 @@ struct BgState {
 
 /// What the writer should do after a commit, given the WAL's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Nothing.
     None,
-    /// Wake the background checkpointer.
+    /// Wake the background checkpointer ([`WalShared::wake_background`]).
     Background,
-    /// Checkpoint the rest on the writer connection, without waiting.
+    /// Checkpoint the rest on the writer connection, without waiting for anything.
     Finish,
-    /// Checkpoint everything on the writer connection, waiting for the background's
-    /// checkpoint and for readers if need be: the WAL reached its hard limit.
+    /// Checkpoint on the writer connection whatever the background did: the WAL reached its
+    /// hard limit.
     Force,
 }
 
-/// The decision, as a pure function of the numbers (tested on its own).
-pub(crate) fn step(frames: u64, threshold: u64, bg_log: u64, bg_copied: u64) -> Step {
+/// The decision, as a pure function of the numbers: the WAL's length, the threshold (both in
+/// frames) and the background's last report.
+pub fn step(frames: u64, threshold: u64, bg_log: u64, bg_copied: u64) -> Step {
     let threshold = threshold.max(1);
     if frames >= threshold.saturating_mul(HARD_MULTIPLE) {
         return Step::Force;
@@ -101,20 +143,20 @@ pub(crate) fn step(frames: u64, threshold: u64, bg_log: u64, bg_copied: u64) -> 
     Step::None
 }
 
-/// Registers the WAL hook on the writer connection: from then on `shared.frames` follows
+/// Registers the WAL hook on the writer connection: from then on `shared.frames()` follows
 /// the WAL's length, and SQLite's automatic checkpoint (itself a WAL hook) is off.
 ///
 /// `shared` must outlive `conn`'s hook: the caller keeps an `Arc` of it in a field dropped
-/// after the connection.
-pub(crate) fn install_hook(conn: &Connection, shared: &Arc<WalShared>) {
+/// after the connection (or made before it, so that it drops after).
+pub fn install_hook(conn: &Connection, shared: &Arc<WalShared>) {
     unsafe extern "C" fn hook(
         ctx: *mut c_void,
         _db: *mut ffi::sqlite3,
         _name: *const c_char,
         frames: c_int,
     ) -> c_int {
-        // SAFETY: `ctx` is the `WalShared` of an `Arc` that the Store keeps alive for as long
-        // as its connection (see install_hook); only an atomic is touched.
+        // SAFETY: `ctx` is the `WalShared` of an `Arc` that the caller keeps alive for as
+        // long as its connection (see install_hook); only an atomic is touched.
         let shared = unsafe { &*(ctx as *const WalShared) };
         shared
             .frames
@@ -122,7 +164,7 @@ pub(crate) fn install_hook(conn: &Connection, shared: &Arc<WalShared>) {
         ffi::SQLITE_OK
     }
     // SAFETY: the handle is the open connection's; the context pointer stays valid while the
-    // hook can run (the Store drops its connection before its `Arc<WalShared>`), and the
+    // hook can run (the caller drops its connection before its `Arc<WalShared>`), and the
     // hook only stores into an atomic.
     unsafe {
         ffi::sqlite3_wal_hook(
@@ -135,13 +177,13 @@ pub(crate) fn install_hook(conn: &Connection, shared: &Arc<WalShared>) {
 
 impl WalShared {
     /// Frames in the WAL as of the writer's last commit.
-    pub(crate) fn frames(&self) -> u64 {
+    pub fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
     }
 
     /// What to do now, for a WAL threshold of `threshold` frames. Called by the writer after
     /// each write transaction.
-    pub(crate) fn step(&self, threshold: u64) -> Step {
+    pub fn step(&self, threshold: u64) -> Step {
         let frames = self.frames();
         if frames < self.seen.swap(frames, Ordering::Relaxed) {
             // The WAL started over: the background's last report is about the previous one
@@ -158,14 +200,19 @@ impl WalShared {
         )
     }
 
-    /// Frames the background thread's last checkpoint copied (0 before its first).
-    #[cfg(test)]
-    pub(crate) fn background_copied(&self) -> u64 {
+    /// Frames the background thread's last checkpoint copied (0 before its first, or since
+    /// the WAL started over).
+    pub fn background_copied(&self) -> u64 {
         self.bg_copied.load(Ordering::Relaxed)
     }
 
+    /// Background checkpoints that ran to the end.
+    pub fn background_runs(&self) -> u64 {
+        self.bg_runs.load(Ordering::Relaxed)
+    }
+
     /// Asks the background thread for a checkpoint (it runs one when it is free).
-    pub(crate) fn wake_background(&self) {
+    pub fn wake_background(&self) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !st.wanted {
             st.wanted = true;
@@ -174,20 +221,21 @@ impl WalShared {
     }
 
     /// A checkpoint on the writer connection `conn`, with the background thread held off.
-    /// If the background is checkpointing, `Passive` gives up (None) and `Full` first waits
-    /// up to `timeout` for it to finish.
-    pub(crate) fn writer_checkpoint(
+    /// If the background is checkpointing, `wait` None gives up at once (Ok(None));
+    /// otherwise the writer first waits up to that long for it to finish. Returns (WAL
+    /// frames, frames copied) as [`checkpoint`] does.
+    pub fn writer_checkpoint(
         &self,
         conn: &Connection,
         mode: Mode,
-        timeout: Duration,
-    ) -> Result<Option<(u64, u64)>, StateError> {
+        wait: Option<Duration>,
+    ) -> Result<Option<(u64, u64)>, WalError> {
         {
             let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             if st.running {
-                if mode == Mode::Passive {
+                let Some(timeout) = wait else {
                     return Ok(None);
-                }
+                };
                 st = self
                     .wake
                     .wait_timeout_while(st, timeout, |st| st.running)
@@ -209,17 +257,17 @@ impl WalShared {
 
 /// How a checkpoint treats other connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
+pub enum Mode {
     /// Copies what it can without waiting; gives up at once if another checkpoint runs.
     Passive,
-    /// Waits (up to the busy timeout) for another checkpoint and for readers of older
-    /// snapshots, then copies every frame.
+    /// Waits (up to the connection's busy timeout) for another checkpoint and for readers of
+    /// older snapshots, then copies every frame.
     Full,
 }
 
 /// Runs `PRAGMA wal_checkpoint`: returns (WAL frames, frames copied), or None when it could
 /// not run (another connection's checkpoint held the lock).
-pub(crate) fn checkpoint(conn: &Connection, mode: Mode) -> Result<Option<(u64, u64)>, StateError> {
+pub fn checkpoint(conn: &Connection, mode: Mode) -> Result<Option<(u64, u64)>, WalError> {
     let sql_text = match mode {
         Mode::Passive => "PRAGMA main.wal_checkpoint(PASSIVE)",
         Mode::Full => "PRAGMA main.wal_checkpoint(FULL)",
@@ -228,48 +276,62 @@ pub(crate) fn checkpoint(conn: &Connection, mode: Mode) -> Result<Option<(u64, u
         .query_row(sql_text, [], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })
-        .map_err(sql("wal checkpoint"))?;
+        .map_err(sql("checkpointing the WAL"))?;
     if busy != 0 || log < 0 || copied < 0 {
         return Ok(None);
     }
     Ok(Some((log as u64, copied as u64)))
 }
 
+/// Runs a pragma, reading whatever rows it returns.
+fn pragma(conn: &Connection, text: &str, what: &'static str) -> Result<(), WalError> {
+    let mut stmt = conn.prepare(text).map_err(sql(what))?;
+    let mut rows = stmt.query([]).map_err(sql(what))?;
+    while rows.next().map_err(sql(what))?.is_some() {}
+    Ok(())
+}
+
 /// The background checkpoint thread. Dropping it stops the thread and waits for it.
 #[derive(Debug)]
-pub(crate) struct Checkpointer {
+pub struct Checkpointer {
     shared: Arc<WalShared>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    /// Opens a connection of its own to `path` (already in WAL mode) and starts the thread.
-    /// `synchronous` is the writer's setting: a checkpoint then syncs as the writer would.
-    pub(crate) fn start(
-        path: &Path,
+    /// Starts the thread on `conn`, a connection of its own to the database (already in WAL
+    /// mode, opened read-write with the caller's busy timeout). `synchronous` is the
+    /// writer's setting (`FULL`, `NORMAL`): a checkpoint then syncs as the writer would.
+    /// `database` names the database in the thread's name and logs ("state", "activity").
+    pub fn start(
+        conn: Connection,
         synchronous: &str,
-        busy_timeout: Duration,
+        database: &'static str,
         shared: Arc<WalShared>,
-    ) -> Result<Checkpointer, StateError> {
-        let open_err = |what| open_error(path, what);
-        let conn = connect(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE,
-            busy_timeout,
-            "open the checkpoint connection",
+    ) -> Result<Checkpointer, WalError> {
+        pragma(
+            &conn,
+            &format!("PRAGMA synchronous = {synchronous}"),
+            "setting the checkpoint connection's synchronous",
         )?;
-        pragma(&conn, &format!("PRAGMA synchronous = {synchronous}"))
-            .map_err(open_err("synchronous"))?;
-        // Its own commits are none, but a connection must not checkpoint on close behind the
-        // writer's back either: the writer's close does the final one.
-        pragma(&conn, "PRAGMA wal_autocheckpoint = 0").map_err(open_err("wal_autocheckpoint"))?;
+        // It commits nothing, but must not checkpoint on close behind the writer's back
+        // either: the writer's close does the last one.
+        pragma(
+            &conn,
+            "PRAGMA wal_autocheckpoint = 0",
+            "turning the checkpoint connection's automatic checkpoint off",
+        )?;
         // A checkpoint copies frames through a buffer of its own, not the page cache.
-        pragma(&conn, "PRAGMA cache_size = -256").map_err(open_err("cache_size"))?;
+        pragma(
+            &conn,
+            "PRAGMA cache_size = -256",
+            "setting the checkpoint connection's cache",
+        )?;
         let bg = shared.clone();
         let thread = std::thread::Builder::new()
-            .name("kubetrail-ckpt".into())
-            .spawn(move || run(conn, &bg))
-            .map_err(|source| StateError::Thread { source })?;
+            .name(format!("kubetrail-ckpt-{database}"))
+            .spawn(move || run(conn, &bg, database))
+            .map_err(|source| WalError::Thread { source })?;
         Ok(Checkpointer {
             shared,
             thread: Some(thread),
@@ -294,7 +356,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: Connection, shared: &WalShared) {
+fn run(conn: Connection, shared: &WalShared, database: &'static str) {
     let mut failures: u32 = 0;
     loop {
         {
@@ -308,9 +370,9 @@ fn run(conn: Connection, shared: &WalShared) {
             st.wanted = false;
             st.running = true;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let result = checkpoint(&conn, Mode::Passive);
-        tracing::debug!(result = ?result.as_ref().ok(), micros = started.elapsed().as_micros() as u64, "background WAL checkpoint");
+        tracing::debug!(database, result = ?result.as_ref().ok(), micros = started.elapsed().as_micros() as u64, "background WAL checkpoint");
         {
             let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
             st.running = false;
@@ -319,6 +381,7 @@ fn run(conn: Connection, shared: &WalShared) {
         match result {
             Ok(Some((log, copied))) => {
                 failures = 0;
+                shared.bg_runs.fetch_add(1, Ordering::Relaxed);
                 shared.bg_log.store(log, Ordering::Relaxed);
                 shared.bg_copied.store(copied, Ordering::Relaxed);
             }
@@ -326,7 +389,7 @@ fn run(conn: Connection, shared: &WalShared) {
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let pause = retry_pause(failures);
-                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "background WAL checkpoint failed; the writer checkpoints if the WAL grows too long");
+                tracing::warn!(database, error = %e, retry_in_ms = pause.as_millis() as u64, "background WAL checkpoint failed; the writer checkpoints if the WAL grows too long");
                 let st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
                 // Sleep unless told to stop.
                 let _ = shared
@@ -353,45 +416,4 @@ fn retry_pause(failures: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn steps() {
-        let t = 1000;
-        assert_eq!(step(0, t, 0, 0), Step::None);
-        assert_eq!(step(999, t, 0, 0), Step::None);
-        // At the threshold with nothing copied: keep the background going.
-        assert_eq!(step(1000, t, 0, 0), Step::Background);
-        // ... with all but a quarter copied (in this WAL generation): the writer finishes.
-        assert_eq!(step(1000, t, 900, 750), Step::Finish);
-        assert_eq!(step(1000, t, 900, 749), Step::Background);
-        // A report from before a restart (its log longer than the WAL now) does not count.
-        assert_eq!(step(1200, t, 3000, 3000), Step::Background);
-        // Four times the threshold: the writer, whatever the background did.
-        assert_eq!(step(4000, t, 0, 0), Step::Force);
-    }
-
-    #[test]
-    fn a_report_from_before_the_wal_started_over_is_forgotten() {
-        let w = WalShared::default();
-        let t = 1000;
-        w.frames.store(1100, Ordering::Relaxed);
-        w.bg_log.store(1000, Ordering::Relaxed);
-        w.bg_copied.store(1000, Ordering::Relaxed);
-        assert_eq!(w.step(t), Step::Finish);
-        // The WAL starts over and grows past the old report before the background reports
-        // again: the old report must not count.
-        w.frames.store(10, Ordering::Relaxed);
-        assert_eq!(w.step(t), Step::None);
-        w.frames.store(1100, Ordering::Relaxed);
-        assert_eq!(w.step(t), Step::Background);
-    }
-
-    #[test]
-    fn retry_pauses_grow_to_the_cap() {
-        assert!(retry_pause(1) >= RETRY_FIRST && retry_pause(1) <= RETRY_FIRST * 3 / 2);
-        assert!(retry_pause(2) >= RETRY_FIRST * 2);
-        assert!(retry_pause(40) >= RETRY_CAP && retry_pause(40) <= RETRY_CAP * 3 / 2);
-    }
-}
+mod tests;
