@@ -173,6 +173,29 @@ impl ActivityWriter {
         }
     }
 
+    /// The page cache the connection has, KiB (what `cache_kib` asked for).
+    pub fn cache_kib(&self) -> Result<u32, ActivityError> {
+        let size: i64 = self
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .map_err(ActivityError::sql("reading the cache size"))?;
+        // Negative: KiB; positive: pages.
+        let kib = if size < 0 {
+            size.unsigned_abs()
+        } else {
+            size.unsigned_abs() * self.page_size()? / 1024
+        };
+        Ok(u32::try_from(kib).unwrap_or(u32::MAX))
+    }
+
+    fn page_size(&self) -> Result<u64, ActivityError> {
+        let page: i64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(ActivityError::sql("reading the page size"))?;
+        Ok(page.unsigned_abs())
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

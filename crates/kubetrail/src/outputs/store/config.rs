@@ -17,6 +17,9 @@ pub struct StoreConfig {
     /// `sync` (default `full`): fsync every batch; `normal` survives a crash of kubetrail but
     /// not a power loss.
     pub sync_full: bool,
+    /// `cache_size` (default `40M`, at least `1M`): the writer's SQLite page cache, KiB.
+    /// Most of the output's memory; smaller costs ingest speed on a big store.
+    pub cache_kib: u32,
 }
 
 impl StoreConfig {
@@ -49,6 +52,16 @@ impl StoreConfig {
             .unwrap_or(defaults.interval)
             .max(Duration::from_secs(1));
         let sync_full = !matches!(s.get_choice("sync", &["full", "normal"])?, Some("normal"));
+        let cache_kib = match s.get_size("cache_size")? {
+            None => kubetrail_activity::writer::CACHE_KIB,
+            Some(n) if n < (1 << 20) => {
+                return Err(s.error("cache_size", "must be at least 1M"));
+            }
+            Some(n) if n > (4 << 30) => {
+                return Err(s.error("cache_size", "must be at most 4G"));
+            }
+            Some(n) => u32::try_from(n >> 10).unwrap_or(u32::MAX),
+        };
         Ok(StoreConfig {
             path,
             retention: Retention {
@@ -58,6 +71,7 @@ impl StoreConfig {
                 ..defaults
             },
             sync_full,
+            cache_kib,
         })
     }
 }
@@ -81,12 +95,14 @@ mod tests {
         assert_eq!(c.retention.max_age, Some(Duration::from_secs(30 * 86400)));
         assert_eq!(c.retention.max_size, Some(8 << 30));
         assert!(c.sync_full);
+        assert_eq!(c.cache_kib, 40 * 1024);
         let c = parse(&[
             ("path", "/srv/a.db"),
             ("retention.max_age", "7d"),
             ("retention.max_size", "0"),
             ("retention.interval", "10s"),
             ("sync", "normal"),
+            ("cache_size", "8M"),
         ])
         .unwrap();
         assert_eq!(c.path, PathBuf::from("/srv/a.db"));
@@ -94,6 +110,7 @@ mod tests {
         assert_eq!(c.retention.max_size, None);
         assert_eq!(c.retention.interval, Duration::from_secs(10));
         assert!(!c.sync_full);
+        assert_eq!(c.cache_kib, 8 * 1024);
         assert_eq!(
             parse(&[("retention.max_age", "0")])
                 .unwrap()
@@ -103,6 +120,8 @@ mod tests {
         );
         assert!(parse(&[("retention.max_size", "10k")]).is_err());
         assert!(parse(&[("sync", "sometimes")]).is_err());
+        assert!(parse(&[("cache_size", "512k")]).is_err());
+        assert!(parse(&[("cache_size", "5G")]).is_err());
         assert!(parse(&[("retention.maxage", "1d")]).is_err());
     }
 }

@@ -69,6 +69,7 @@ impl StoreOutput {
         let path = self.config.path.clone();
         let opts = WriterOptions {
             synchronous_full: self.config.sync_full,
+            cache_kib: self.config.cache_kib,
             ..WriterOptions::default()
         };
         let writer = tokio::task::spawn_blocking(move || ActivityWriter::open(&path, &opts))
@@ -84,7 +85,7 @@ impl StoreOutput {
                     .map_err(|e| Self::retryable(format!("starting the retention thread: {e}")))?;
             self.retention = Some(Arc::new(handle));
         }
-        tracing::info!(path = %self.config.path.display(), "activity store open");
+        tracing::info!(path = %self.config.path.display(), cache_kib = self.config.cache_kib, "activity store open");
         Ok(())
     }
 }
@@ -182,6 +183,7 @@ mod tests {
                 ..Default::default()
             },
             sync_full: true,
+            cache_kib: 2048,
         });
         o.open(None).await.unwrap();
         let batch: Vec<QueueItem> = (0..100).map(item).collect();
@@ -198,6 +200,9 @@ mod tests {
             .unwrap();
         assert_eq!(page.entries.len(), 100);
         assert!(page.entries.iter().all(|e| e.code == Some(403)));
+        // The configured cache is the writer's.
+        let cache = o.writer().as_ref().map(|w| w.cache_kib().unwrap());
+        assert_eq!(cache, Some(2048));
         o.close().await.unwrap();
     }
 }
