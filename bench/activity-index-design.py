@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Design benchmark for the activity store's ingest: what its indexes cost, and what an
+index kept as sorted runs would cost instead (issue: store ingest >= 50,000 records/s).
+
+The `store` output writes every batch (2,000 records, one transaction, fsync) into one
+table with fifteen indexes. Five of them take their keys in random order (record id,
+object, uid, owner, mention): each record dirties one leaf page of each, so every commit
+writes thousands of pages to the WAL and the rate falls as the store grows. This script
+measures, with Python's sqlite3 and generated rows shaped like kubetrail's (about 1.4 KB
+of record, audit events and Events about pods in 50 namespaces, random names and uids),
+the same schema and batch size, WAL, synchronous = FULL and a 40 MiB page cache:
+
+  today   the schema as it is (crates/activity/src/schema.rs, the columns the indexes use)
+  runs    the random-key indexes replaced by tables keyed (run, key..., seq) WITHOUT ROWID,
+          one run per batch written in key order (so every insert appends at the end), and
+          the record id unique with the time first: (time, id). Merging runs (which the
+          queries would need, or they probe every run) is NOT included: read the figure as
+          an upper bound of that design.
+  table   only the indexes whose keys arrive in time order: the ceiling of any design that
+          keeps the rows and these indexes.
+
+Absolute figures include Python's per-row overhead (kubetrail's writer has its own: it parses
+every record's JSON); compare the modes with each other, in one invocation.
+
+Usage: bench/activity-index-design.py [--records N] [--runs R] [--modes today,runs,table]
+       [--dir DIR]
+"""
+import argparse
+import os
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+
+COMMON = """
+CREATE INDEX records_time ON records (time);
+CREATE INDEX records_kind ON records (kind, time);
+CREATE INDEX records_resource ON records (resource, time) WHERE resource IS NOT NULL;
+CREATE INDEX records_user ON records (username, time) WHERE username IS NOT NULL;
+CREATE INDEX records_namespace ON records (namespace, time) WHERE namespace IS NOT NULL;
+CREATE INDEX records_verb ON records (verb, time) WHERE verb IS NOT NULL;
+CREATE INDEX records_reason ON records (reason, time) WHERE reason IS NOT NULL;
+CREATE INDEX records_warning ON records (time) WHERE event_type = 'Warning';
+CREATE INDEX records_failed ON records (time) WHERE response_code >= 400;
+"""
+TODAY = """
+CREATE UNIQUE INDEX records_id ON records (id);
+CREATE INDEX records_object ON records (resource, name, namespace, time);
+CREATE INDEX records_uid ON records (uid) WHERE uid IS NOT NULL;
+CREATE INDEX records_owner ON records (owner_uid, time) WHERE owner_uid IS NOT NULL;
+CREATE INDEX records_mention ON records (mention_resource, mention_name, namespace)
+    WHERE mention_name IS NOT NULL;
+"""
+RUNS = """
+CREATE UNIQUE INDEX records_id ON records (time, id);
+CREATE TABLE ix_object (run INTEGER, resource TEXT, name TEXT, namespace TEXT, time INTEGER,
+    seq INTEGER, PRIMARY KEY (run, resource, name, namespace, time, seq)) WITHOUT ROWID;
+CREATE TABLE ix_uid (run INTEGER, uid TEXT, seq INTEGER, PRIMARY KEY (run, uid, seq)) WITHOUT ROWID;
+CREATE TABLE ix_owner (run INTEGER, owner_uid TEXT, time INTEGER, seq INTEGER,
+    PRIMARY KEY (run, owner_uid, time, seq)) WITHOUT ROWID;
+CREATE TABLE ix_mention (run INTEGER, r TEXT, n TEXT, ns TEXT, seq INTEGER,
+    PRIMARY KEY (run, r, n, ns, seq)) WITHOUT ROWID;
+"""
+TABLE = "CREATE UNIQUE INDEX records_id ON records (time, id);"
+COLUMNS = ("id TEXT NOT NULL, time INTEGER NOT NULL, kind TEXT, resource TEXT, namespace TEXT, "
+           "name TEXT, uid TEXT, owner_uid TEXT, mention_resource TEXT, mention_name TEXT, "
+           "verb TEXT, username TEXT, reason TEXT, event_type TEXT, response_code INTEGER, "
+           "record TEXT")
+INSERT = ("INSERT INTO records (id, time, kind, resource, namespace, name, uid, owner_uid, "
+          "mention_resource, mention_name, verb, username, reason, event_type, response_code, "
+          "record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
+BATCH = 2000
+FILLER = "x" * 1100
+
+
+def row(rnd, i):
+    t = 1_700_000_000_000_000_000 + i * 600_000_000  # a million records over a week
+    ns = f"ns{rnd.randrange(50)}"
+    name = f"web-{rnd.getrandbits(40):010x}"
+    uid = f"{rnd.getrandbits(128):032x}"
+    owner = f"{rnd.getrandbits(128):032x}"
+    audit = i % 3 != 0
+    return (f"audit/{rnd.getrandbits(128):032x}" if audit else f"event/{uid}/{i}", t,
+            "k8s_audit" if audit else "k8s_event", "pods", ns, name, uid, owner,
+            None if audit else "pods", None if audit else name,
+            "update" if audit else None, f"user{rnd.randrange(6)}" if audit else None,
+            None if audit else "Scheduled", None if audit else "Normal",
+            200 if audit else None, FILLER)
+
+
+def run(mode, n, path):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    c = sqlite3.connect(path, isolation_level=None)
+    for p in ("journal_mode = WAL", "synchronous = FULL", "cache_size = -40960",
+              "wal_autocheckpoint = 16384"):
+        c.execute("PRAGMA " + p)
+    c.execute(f"CREATE TABLE records (seq INTEGER PRIMARY KEY, {COLUMNS})")
+    c.executescript(COMMON + {"today": TODAY, "runs": RUNS, "table": TABLE}[mode])
+    rnd = random.Random(1)
+    busy = 0.0
+    for b in range(0, n, BATCH):
+        rows = [row(rnd, i) for i in range(b, min(n, b + BATCH))]  # made outside the timing
+        t0 = time.perf_counter()
+        c.execute("BEGIN")
+        obj, uid, own, men = [], [], [], []
+        for r in rows:
+            seq = c.execute(INSERT, r).lastrowid
+            if mode == "runs":
+                obj.append((b, r[3], r[5], r[4], r[1], seq))
+                uid.append((b, r[6], seq))
+                own.append((b, r[7], r[1], seq))
+                if r[9]:
+                    men.append((b, r[8], r[9], r[4], seq))
+        if mode == "runs":
+            for table, entries in (("ix_object", obj), ("ix_uid", uid), ("ix_owner", own),
+                                   ("ix_mention", men)):
+                entries.sort()
+                marks = ",".join("?" * len(entries[0])) if entries else ""
+                c.executemany(f"INSERT INTO {table} VALUES ({marks})", entries)
+        c.execute("COMMIT")
+        busy += time.perf_counter() - t0
+    c.close()
+    size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    return n / busy, size
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--modes", default="today,runs,table")
+    ap.add_argument("--dir", default=None)
+    args = ap.parse_args()
+    modes = args.modes.split(",")
+    results = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(dir=args.dir) as d:
+        for i in range(args.runs):
+            # Alternating, so the host's state falls on every mode alike.
+            for m in modes if i % 2 == 0 else reversed(modes):
+                rate, size = run(m, args.records, os.path.join(d, f"{m}.db"))
+                results[m].append(rate)
+                print(f"  run {i + 1}: {m:5} {rate:8.0f} records/s  ({size >> 20} MiB on disk)",
+                      flush=True)
+    print(f"{args.records} records, batches of {BATCH}, sqlite {sqlite3.sqlite_version}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    base = statistics.median(results[modes[0]])
+    for m in modes:
+        r = results[m]
+        print(f"  {m:5} {min(r):8.0f}-{max(r):.0f} records/s  "
+              f"(median {statistics.median(r) / base:.2f}x {modes[0]})")
+
+
+if __name__ == "__main__":
+    main()
