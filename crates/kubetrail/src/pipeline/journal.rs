@@ -290,7 +290,7 @@ fn run(
         disk_full: disk_full_count,
     } = counters;
     let mut last_purge = Instant::now();
-    store = match housekeeping(store, &queues, queue_retention, &rx, &disk_full) {
+    store = match housekeeping(store, &queues, queue_retention, &rx, &disk_full, &reopens) {
         Some(s) => s,
         None => return,
     };
@@ -485,12 +485,11 @@ fn run(
                     if !e.outcome_known() {
                         // The round may be durable after all (a failed WAL write or fsync):
                         // the store's bounds must be read again before the next commit.
-                        match reopen(store, &rx) {
+                        match reopen(store, &rx, &reopens) {
                             Some(s) => store = s,
                             // Everyone is gone (shutdown) while it could not be reopened.
                             None => return,
                         }
-                        reopens.inc();
                         // A store opened on a full disk keeps nothing drained either.
                         if disk_full.load(Ordering::Relaxed) {
                             store.set_tight(true);
@@ -521,7 +520,7 @@ fn run(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging expired dedup keys failed"),
             }
-            store = match housekeeping(store, &queues, queue_retention, &rx, &disk_full) {
+            store = match housekeeping(store, &queues, queue_retention, &rx, &disk_full, &reopens) {
                 Some(s) => s,
                 None => return,
             };
@@ -540,9 +539,7 @@ fn give_back_space(
     reopens: &Counter,
 ) -> Option<Store> {
     let mut store = if unknown {
-        let s = reopen(store, rx)?;
-        reopens.inc();
-        s
+        reopen(store, rx, reopens)?
     } else {
         store
     };
@@ -632,7 +629,8 @@ fn hand_back(batch: &mut CommitBatch, submits: Vec<SubmitSlot>, err: &PipelineEr
 /// committed without it, so it tries until it works (capped backoff with jitter); commands
 /// wait in the (bounded) channel meanwhile. `None` when the journal's handles are all gone
 /// (shutdown) before it worked, so that shutdown does not wait for a disk that is gone.
-fn reopen(store: Store, rx: &mpsc::Receiver<Cmd>) -> Option<Store> {
+/// Every reopen that worked counts in `kubetrail_journal_reopens_total`, whatever failed.
+fn reopen(store: Store, rx: &mpsc::Receiver<Cmd>, reopens: &Counter) -> Option<Store> {
     let again = store.close_for_reopen();
     let mut attempt = 0;
     loop {
@@ -642,6 +640,7 @@ fn reopen(store: Store, rx: &mpsc::Receiver<Cmd>) -> Option<Store> {
                     attempts = attempt + 1,
                     "state database reopened after a failed commit"
                 );
+                reopens.inc();
                 return Some(store);
             }
             Err(e) if rx.is_closed() => {
@@ -675,12 +674,13 @@ fn housekeeping(
     retention: Duration,
     rx: &mpsc::Receiver<Cmd>,
     disk_full: &AtomicBool,
+    reopens: &Counter,
 ) -> Option<Store> {
     let now_ms = kubetrail_core::Timestamp::now().unix_nanos() / 1_000_000;
     if let Err(e) = retire_orphan_queues(&mut store, queues, retention, now_ms) {
         tracing::warn!(error = %e, "housekeeping of the queues of removed outputs failed; will retry");
         if !e.outcome_known() {
-            store = reopen(store, rx)?;
+            store = reopen(store, rx, reopens)?;
             if disk_full.load(Ordering::Relaxed) {
                 store.set_tight(true);
             }

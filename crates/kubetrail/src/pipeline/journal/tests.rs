@@ -528,3 +528,47 @@ async fn drop_oldest_makes_room_and_reports_a_gap() {
     assert_eq!(ids[1], "b");
     assert_eq!(dropped.get(), 1);
 }
+
+/// A housekeeping commit whose outcome is unknown reopens the store like any other, and the
+/// reopen counts in `kubetrail_journal_reopens_total`.
+#[tokio::test]
+async fn a_reopen_after_housekeeping_counts_as_a_reopen() {
+    use kubetrail_state::{FaultSite, Faults};
+    let dir = tempfile::tempdir().unwrap();
+    let faults = Faults::new();
+    let opts = StoreOptions {
+        sync: SyncMode::Normal,
+        reserve_bytes: 0,
+        faults: faults.clone(),
+        ..Default::default()
+    };
+    let db = dir.path().join("j.db");
+    let mut store = Store::open(&db, &opts).unwrap();
+    // A queue no output is configured for: the housekeeping at start marks it (a commit).
+    store.queue_id("output/gone").unwrap();
+    let q = store.queue_id("output/out").unwrap();
+    faults.fail(FaultSite::CommitAfter, 1, 1);
+    let metrics = Metrics::new();
+    let (j, thread) = spawn(
+        store,
+        [(q, slot("out"))].into(),
+        &metrics,
+        Arc::default(),
+        RETENTION,
+    )
+    .unwrap();
+    // Answered after the housekeeping that runs first.
+    j.submit(vec![entry(q, "a")], vec![], None).await.unwrap();
+    assert_eq!(faults.fired(FaultSite::CommitAfter), 1);
+    assert_eq!(
+        metrics
+            .counter("kubetrail_journal_reopens_total", &[])
+            .get(),
+        1
+    );
+    drop(j);
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .unwrap()
+        .unwrap();
+}
