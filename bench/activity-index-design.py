@@ -13,16 +13,18 @@ the same schema and batch size, WAL, synchronous = FULL and a 40 MiB page cache:
   today   the schema as it is (crates/activity/src/schema.rs, the columns the indexes use)
   runs    the random-key indexes replaced by tables keyed (run, key..., seq) WITHOUT ROWID,
           one run per batch written in key order (so every insert appends at the end), and
-          the record id unique with the time first: (time, id). Merging runs (which the
-          queries would need, or they probe every run) is NOT included: read the figure as
-          an upper bound of that design.
+          the record id unique with the time first: (time, id). Runs are never merged, so a
+          lookup would probe every batch's run: an upper bound of that design.
+  merged  runs, merged as the design needs: whenever a level holds FANOUT (8) runs they
+          become one run of the next level (INSERT ... SELECT ... ORDER BY the key, SQLite's
+          own sorter, in the batch's transaction), so a lookup probes at most 7 runs a level.
   table   only the indexes whose keys arrive in time order: the ceiling of any design that
           keeps the rows and these indexes.
 
 Absolute figures include Python's per-row overhead (kubetrail's writer has its own: it parses
 every record's JSON); compare the modes with each other, in one invocation.
 
-Usage: bench/activity-index-design.py [--records N] [--runs R] [--modes today,runs,table]
+Usage: bench/activity-index-design.py [--records N] [--runs R] [--modes today,runs,merged,table]
        [--dir DIR]
 """
 import argparse
@@ -89,6 +91,28 @@ def row(rnd, i):
             200 if audit else None, FILLER)
 
 
+FANOUT = 8
+KEYS = {"ix_object": "resource, name, namespace, time, seq", "ix_uid": "uid, seq",
+        "ix_owner": "owner_uid, time, seq", "ix_mention": "r, n, ns, seq"}
+
+
+def merge(c, table, levels, run, next_run):
+    """Adds `run` to level 0; merges every level that reaches FANOUT runs into the next."""
+    levels.setdefault(0, []).append(run)
+    level = 0
+    while len(levels.get(level, [])) >= FANOUT:
+        sources = levels[level][:FANOUT]
+        del levels[level][:FANOUT]
+        new = next_run[0]
+        next_run[0] += 1
+        marks = ",".join("?" * len(sources))
+        c.execute(f"INSERT INTO {table} SELECT ?, {KEYS[table]} FROM {table} "
+                  f"WHERE run IN ({marks}) ORDER BY {KEYS[table]}", [new, *sources])
+        c.execute(f"DELETE FROM {table} WHERE run IN ({marks})", sources)
+        levels.setdefault(level + 1, []).append(new)
+        level += 1
+
+
 def run(mode, n, path):
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
@@ -98,7 +122,9 @@ def run(mode, n, path):
               "wal_autocheckpoint = 16384"):
         c.execute("PRAGMA " + p)
     c.execute(f"CREATE TABLE records (seq INTEGER PRIMARY KEY, {COLUMNS})")
-    c.executescript(COMMON + {"today": TODAY, "runs": RUNS, "table": TABLE}[mode])
+    c.executescript(COMMON + {"today": TODAY, "runs": RUNS, "merged": RUNS, "table": TABLE}[mode])
+    levels = {}  # per index table: level -> [run, ...]
+    next_run = [1 << 40]  # merged runs get numbers above every batch's
     rnd = random.Random(1)
     busy = 0.0
     for b in range(0, n, BATCH):
@@ -108,18 +134,20 @@ def run(mode, n, path):
         obj, uid, own, men = [], [], [], []
         for r in rows:
             seq = c.execute(INSERT, r).lastrowid
-            if mode == "runs":
+            if mode in ("runs", "merged"):
                 obj.append((b, r[3], r[5], r[4], r[1], seq))
                 uid.append((b, r[6], seq))
                 own.append((b, r[7], r[1], seq))
                 if r[9]:
                     men.append((b, r[8], r[9], r[4], seq))
-        if mode == "runs":
+        if mode in ("runs", "merged"):
             for table, entries in (("ix_object", obj), ("ix_uid", uid), ("ix_owner", own),
                                    ("ix_mention", men)):
                 entries.sort()
                 marks = ",".join("?" * len(entries[0])) if entries else ""
                 c.executemany(f"INSERT INTO {table} VALUES ({marks})", entries)
+                if mode == "merged" and entries:
+                    merge(c, table, levels.setdefault(table, {}), b, next_run)
         c.execute("COMMIT")
         busy += time.perf_counter() - t0
     c.close()
@@ -134,7 +162,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--modes", default="today,runs,table")
+    ap.add_argument("--modes", default="today,runs,merged,table")
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
     modes = args.modes.split(",")
