@@ -96,10 +96,11 @@ fn the_demos_store_answers_who_did_what() {
             && text.contains("by alice (kubectl/v1.28.7, 10.0.0.7)"),
         "{text}"
     );
-    // carol's drain: the cordon and her evictions.
+    // carol's drain: the cordon and her evictions. The node is node-1 unless no pod ran
+    // there when the drain came (the emulator then drains the first node that has one).
     let carol = kubetrail(&["activity", "--user", "carol", "--store", &store]);
     assert!(
-        carol.contains("carol patch nodes/node-1") && carol.contains("/eviction in prod → 201"),
+        carol.contains("carol patch nodes/node-") && carol.contains("/eviction in prod → 201"),
         "{carol}"
     );
 }
