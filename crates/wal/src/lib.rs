@@ -68,16 +68,6 @@ pub enum WalError {
     },
 }
 
-impl WalError {
-    /// The SQLite error, if this is one (callers classify it: a full disk, a busy lock).
-    pub fn sqlite(&self) -> Option<&rusqlite::Error> {
-        match self {
-            WalError::Sql { source, .. } => Some(source),
-            WalError::Thread { .. } => None,
-        }
-    }
-}
-
 fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> WalError {
     move |source| WalError::Sql { what, source }
 }
