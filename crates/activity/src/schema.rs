@@ -217,19 +217,21 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), ActivityError> {
     Ok(())
 }
 
-/// Opens the background WAL checkpointer's connection (read-write; it commits nothing).
-pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, ActivityError> {
+/// Opens a connection to an existing database with the busy timeout.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, ActivityError> {
     let open = |source| ActivityError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(open)?;
+    let conn =
+        Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(open)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
     Ok(conn)
+}
+
+/// Opens the background WAL checkpointer's connection (read-write; it commits nothing).
+pub(crate) fn open_checkpointer(path: &Path) -> Result<Connection, ActivityError> {
+    connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
 }
 
 /// Opens a read-only connection. It never blocks the writer, nor the writer it (WAL): it
@@ -242,12 +244,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, ActivityError> {
         path: path.to_path_buf(),
         source,
     };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(open)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
+    let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     pragma(&conn, "PRAGMA query_only = ON").map_err(open)?;
     pragma(&conn, "PRAGMA cache_size = -8192").map_err(open)?;
     let version: i64 = conn

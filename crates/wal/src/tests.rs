@@ -59,6 +59,18 @@ fn open(path: &std::path::Path, busy: Duration) -> Connection {
     conn
 }
 
+/// A database with a table `t`, its writer connection (with the WAL hook) and the shared
+/// state.
+fn writer_db(path: &std::path::Path, busy: Duration) -> (Connection, Arc<WalShared>) {
+    let shared = Arc::new(WalShared::default());
+    let writer = open(path, busy);
+    writer
+        .execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
+        .expect("table");
+    install_hook(&writer, &shared);
+    (writer, shared)
+}
+
 /// A writer that follows the steps as kubetrail's writers do, with the hard limit's mode
 /// given.
 fn after_commit(w: &WalShared, conn: &Connection, threshold: u64) {
@@ -95,12 +107,7 @@ fn insert_batch(conn: &Connection, round: u64) {
 fn a_writer_following_the_steps_keeps_the_wal_bounded_and_the_background_copies() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db.sqlite");
-    let shared = Arc::new(WalShared::default());
-    let writer = open(&path, Duration::from_secs(5));
-    writer
-        .execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
-        .expect("table");
-    install_hook(&writer, &shared);
+    let (writer, shared) = writer_db(&path, Duration::from_secs(5));
     let ckpt = Checkpointer::start(
         open(&path, Duration::from_secs(5)),
         "NORMAL",
@@ -151,12 +158,7 @@ fn a_writer_following_the_steps_keeps_the_wal_bounded_and_the_background_copies(
 fn a_reader_holds_off_a_full_checkpoint_but_not_a_passive_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db.sqlite");
-    let shared = Arc::new(WalShared::default());
-    let writer = open(&path, Duration::from_millis(200));
-    writer
-        .execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v BLOB)")
-        .expect("table");
-    install_hook(&writer, &shared);
+    let (writer, shared) = writer_db(&path, Duration::from_millis(200));
     insert_batch(&writer, 0);
     // A reader's snapshot from before the next commits.
     let reader = open(&path, Duration::from_millis(200));
