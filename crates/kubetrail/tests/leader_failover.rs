@@ -504,8 +504,20 @@ async fn kill_the_leader_ten_times(n: usize, pg: bool) {
             "the shared table holds exactly the records of the union"
         );
     }
+    // What is missing, if anything, for the failure message.
+    let missing: Vec<_> = expected
+        .difference(&c.union().0)
+        .take(20)
+        .cloned()
+        .collect();
     c.stop_all();
-    assert!(complete, "the union did not become complete:\n{}", c.logs());
+    assert!(
+        complete,
+        "the union did not become complete: {} of {} occurrences missing, e.g. {missing:?}:\n{}",
+        expected.difference(&c.union().0).count(),
+        expected.len(),
+        c.logs()
+    );
     let repeats = check_union(&c, &expected, replayed);
     eprintln!(
         "{n} replicas, 10 SIGKILLs: {} occurrences, {repeats} repeated across replicas (at most {replayed} counted), failover {:?}",
