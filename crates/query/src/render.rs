@@ -6,15 +6,28 @@ use crate::model::{Actor, Cause, Change, Child, Entry, ObjectRef, Story};
 
 /// `23:01:31.443` from RFC 3339 (with the date when `with_date`).
 fn clock(t: &str, with_date: bool) -> String {
+    let (date, hms) = date_and_clock(t);
+    if with_date {
+        format!("{date} {hms}")
+    } else {
+        hms
+    }
+}
+
+/// (`2026-12-06`, `23:01:31.443`) of an RFC 3339 time in UTC, to the millisecond; a time the
+/// record gives in whole seconds (a legacy Event's) is `23:01:31`, without claiming a
+/// precision it does not have.
+pub fn date_and_clock(t: &str) -> (&str, String) {
     let (date, rest) = t.split_once('T').unwrap_or(("", t));
     let rest = rest.trim_end_matches('Z');
-    let (hms, frac) = rest.split_once('.').unwrap_or((rest, ""));
-    let ms: String = frac.chars().chain("000".chars()).take(3).collect();
-    if with_date {
-        format!("{date} {hms}.{ms}")
-    } else {
-        format!("{hms}.{ms}")
-    }
+    let hms = match rest.split_once('.') {
+        Some((hms, frac)) => {
+            let ms: String = frac.chars().chain("000".chars()).take(3).collect();
+            format!("{hms}.{ms}")
+        }
+        None => rest.to_string(),
+    };
+    (date, hms)
 }
 
 fn date(t: &str) -> &str {
@@ -54,7 +67,14 @@ fn by(a: &Option<Actor>) -> String {
 
 /// One timeline row.
 pub fn entry(e: &Entry, with_date: bool) -> String {
-    format!("{}  {}", clock(&e.time, with_date), e.summary)
+    format!("{}  {}", stamp(&e.time, with_date), e.summary)
+}
+
+/// A timeline row's time: whole-second times padded to the width of the others, so that the
+/// summaries line up.
+fn stamp(t: &str, with_date: bool) -> String {
+    let width = if with_date { 23 } else { 12 };
+    format!("{:<width$}", clock(t, with_date))
 }
 
 fn cause_line(c: &Cause) -> String {
@@ -166,10 +186,23 @@ mod tests {
     #[test]
     fn clocks() {
         assert_eq!(clock("2026-12-06T23:01:31.443123Z", false), "23:01:31.443");
-        assert_eq!(
-            clock("2026-12-06T23:01:31Z", true),
-            "2026-12-06 23:01:31.000"
-        );
+        assert_eq!(clock("2026-12-06T23:01:31Z", true), "2026-12-06 23:01:31");
+        assert_eq!(clock("2026-12-06T23:01:31Z", false), "23:01:31");
         assert_eq!(clock("2026-12-06T23:01:31.4Z", false), "23:01:31.400");
+        assert_eq!(clock("2026-12-06T23:01:31.000001Z", false), "23:01:31.000");
+    }
+
+    #[test]
+    fn timeline_times_line_up_whatever_their_precision() {
+        assert_eq!(stamp("2026-12-06T23:01:31Z", false), "23:01:31    ");
+        assert_eq!(stamp("2026-12-06T23:01:31.5Z", false), "23:01:31.500");
+        assert_eq!(
+            stamp("2026-12-06T23:01:31Z", true),
+            "2026-12-06 23:01:31    "
+        );
+        assert_eq!(
+            stamp("2026-12-06T23:01:31.25Z", true),
+            "2026-12-06 23:01:31.250"
+        );
     }
 }

@@ -77,23 +77,14 @@ pub fn message(title: &str, text: &str, chrome: &Chrome) -> Markup {
 
 /// `2026-12-06 23:01:31.443`, and the full RFC 3339 time as the machine-readable value.
 pub fn time(rfc3339: &str) -> Markup {
-    let (date, clock) = split_time(rfc3339);
+    let (date, clock) = render::date_and_clock(rfc3339);
     html! { time datetime=(rfc3339) { (date) " " (clock) } }
 }
 
 /// `23:01:31.443` (the date in the title), for steps under a heading that has the date.
 pub fn clock(rfc3339: &str) -> Markup {
-    let (date, clock) = split_time(rfc3339);
+    let (date, clock) = render::date_and_clock(rfc3339);
     html! { time datetime=(rfc3339) title=(date) { (clock) } }
-}
-
-/// (`2026-12-06`, `23:01:31.443`) of an RFC 3339 time in UTC.
-fn split_time(rfc3339: &str) -> (&str, String) {
-    let (date, rest) = rfc3339.split_once('T').unwrap_or(("", rfc3339));
-    let rest = rest.trim_end_matches('Z');
-    let (hms, frac) = rest.split_once('.').unwrap_or((rest, ""));
-    let ms: String = frac.chars().chain("000".chars()).take(3).collect();
-    (date, format!("{hms}.{ms}"))
 }
 
 /// The `kubetrail who` spelling of an object (`deployments.apps/web`), when it has a name.
@@ -253,6 +244,11 @@ mod tests {
         assert_eq!(
             time("2026-12-06T23:01:31.443123Z").into_string(),
             "<time datetime=\"2026-12-06T23:01:31.443123Z\">2026-12-06 23:01:31.443</time>"
+        );
+        // A legacy Event's whole seconds are not shown as milliseconds.
+        assert_eq!(
+            clock("2026-12-06T23:01:31Z").into_string(),
+            "<time datetime=\"2026-12-06T23:01:31Z\" title=\"2026-12-06\">23:01:31</time>"
         );
         let o = ObjectRef {
             group: "apps".into(),
