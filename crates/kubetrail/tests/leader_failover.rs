@@ -450,10 +450,17 @@ async fn kill_the_leader_ten_times(n: usize, pg: bool) {
         r.start();
     }
     // Versions superseded before any list was taken are seen by nobody (a list shows the
-    // latest version of each Event): the writer starts once the first leader has listed.
+    // latest version of each Event): the writer starts once the first leader has listed and
+    // handed its position over (it commits nothing more before; a leader killed before would
+    // leave the next one a fresh list, as on the very first start).
     let (mut leader, mut holder) = c
         .emitting_leader_except(None, Duration::from_secs(20))
         .await;
+    assert!(
+        wait_until(Duration::from_secs(5), || handed_over_rv(&c.emu).is_some()).await,
+        "the first leader did not hand its position over:\n{}",
+        c.logs()
+    );
     let writer = Writer::start(&c.emu);
     let mut replayed = 0i64;
     let mut failovers = Vec::new();
@@ -719,6 +726,60 @@ async fn a_failover_repeats_exactly_what_was_committed_after_the_last_handover()
         "nothing may have been replayed after a release"
     );
     c.stop_all();
+}
+
+/// The first leader of a Lease without a position hands its first commit over at once, not
+/// at its next renewal: killed right after it, the next leader watches on from there and sees
+/// every version of the Events changed meanwhile (a fresh list would show only the latest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_before_its_first_renewal_has_handed_its_position_over() {
+    // Renewals 4 s apart: the first one after emission starts is ~2 s away.
+    let slow = Timings {
+        lease: "6s",
+        deadline: "5s",
+        retry: "4s",
+        lease_duration: Duration::from_secs(6),
+    };
+    let mut c = Cluster::new(2, slow, None).await;
+    let mut made: Vec<kubetrail_emulator::EventRef> = (0..5)
+        .map(|i| {
+            c.emu.create_event(EventSpec::simple(
+                "a",
+                "Pod",
+                format!("web-{i}"),
+                "BackOff",
+                "x",
+            ))
+        })
+        .collect();
+    c.replicas[0].start();
+    assert!(
+        wait_until(Duration::from_secs(20), || c.replicas[0].out_len() > 0).await,
+        "{}",
+        c.logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(1), || handed_over_rv(&c.emu).is_some()).await,
+        "the first commit was not handed over at once:\n{}",
+        c.logs()
+    );
+    c.replicas[0].stop("KILL");
+    // Each Event changes three times before anyone leads again.
+    let names: Vec<String> = made.iter().map(|e| e.name.clone()).collect();
+    for _ in 0..3 {
+        for name in &names {
+            made.push(c.emu.bump_event("a", name).expect("bump"));
+        }
+    }
+    c.replicas[1].start();
+    let expected: HashSet<Occurrence> = made
+        .into_iter()
+        .map(|e| (e.uid, e.resource_version))
+        .collect();
+    let complete = wait_until(Duration::from_secs(20), || expected.is_subset(&c.union().0)).await;
+    c.stop_all();
+    assert!(complete, "{}", c.logs());
+    check_union(&c, &expected, i64::MAX);
 }
 
 /// A leader frozen past lease_duration (SIGSTOP), then thawed: what it received after it was

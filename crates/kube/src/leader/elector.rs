@@ -281,7 +281,13 @@ impl<A: LeaseApi> Elector<A> {
                 self.poll().await
             }
             State::Leading(l) => {
-                tokio::time::sleep_until(l.next).await;
+                // At the renewal's time, or at once when a stream waits for its position to
+                // be in the Lease.
+                let next = l.next;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = self.book.wanted() => {}
+                }
                 self.renew().await
             }
         }
@@ -356,13 +362,16 @@ impl<A: LeaseApi> Elector<A> {
             .map(|h| h.streams.clone())
             .unwrap_or_default();
         self.book.reset(streams);
-        self.write_handover(&mut mine, wall, false);
+        let generation = self.write_handover(&mut mine, wall, false);
         let sent = Instant::now();
         match self
             .call(self.config.renew_deadline, self.api.update(&mine))
             .await
         {
-            Ok(written) => Some(self.acquired(written, sent, sent, handover)),
+            Ok(written) => {
+                self.book.mark_handed_over(generation);
+                Some(self.acquired(written, sent, sent, handover))
+            }
             // Someone else took it first, or it is gone: read it again now.
             Err(LeaseError::Conflict(_) | LeaseError::NotFound(_)) => {
                 self.schedule_poll(Instant::now());
@@ -407,13 +416,14 @@ impl<A: LeaseApi> Elector<A> {
         let wall = self.wall.now();
         lease.set_acquired(&self.config.holder, self.config.lease_duration, wall, 0);
         self.book.reset(Default::default());
-        self.write_handover(&mut lease, wall, false);
+        let generation = self.write_handover(&mut lease, wall, false);
         let sent = Instant::now();
         match self
             .call(self.config.renew_deadline, self.api.create(&lease))
             .await
         {
             Ok(written) => {
+                self.book.mark_handed_over(generation);
                 let from = sent + self.config.lease_duration;
                 Some(self.acquired(written, sent, from, None))
             }
@@ -440,11 +450,12 @@ impl<A: LeaseApi> Elector<A> {
         let mut lease = l.lease.clone();
         let wall = self.wall.now();
         lease.set_renewed(wall);
-        self.write_handover(&mut lease, wall, false);
+        let generation = self.write_handover(&mut lease, wall, false);
         let sent = Instant::now();
         let answer = self.call_until(deadline, self.api.update(&lease)).await;
         match answer {
             Ok(written) => {
+                self.book.mark_handed_over(generation);
                 self.renewed(written, sent);
                 None
             }
@@ -499,10 +510,11 @@ impl<A: LeaseApi> Elector<A> {
         lease.forget_identity();
         let wall = self.wall.now();
         lease.set_renewed(wall);
-        self.write_handover(&mut lease, wall, false);
+        let generation = self.write_handover(&mut lease, wall, false);
         let sent = Instant::now();
         match self.call_until(deadline, self.api.create(&lease)).await {
             Ok(written) => {
+                self.book.mark_handed_over(generation);
                 tracing::warn!(lease = %self.lease_ref(), "the Lease was deleted; created it again and go on leading");
                 self.renewed(written, sent);
                 None
@@ -642,8 +654,9 @@ impl<A: LeaseApi> Elector<A> {
         }
     }
 
-    /// Writes the book's positions into the Lease's annotation.
-    fn write_handover(&self, lease: &mut Lease, wall: Timestamp, released: bool) {
+    /// Writes the book's positions into the Lease's annotation; returns the book's generation
+    /// they are, to mark handed over once the Lease is written.
+    fn write_handover(&self, lease: &mut Lease, wall: Timestamp, released: bool) -> u64 {
         let until = if released {
             wall
         } else {
@@ -651,13 +664,14 @@ impl<A: LeaseApi> Elector<A> {
                 i64::try_from(self.config.renew_deadline.as_nanos()).unwrap_or(i64::MAX),
             ))
         };
+        let (streams, generation) = self.book.snapshot_generation();
         let h = Handover {
             v: 1,
             holder: self.config.holder.clone(),
             written: wall,
             until,
             released,
-            streams: self.book.snapshot(),
+            streams,
         };
         let (text, left_out) = h.to_annotation();
         if left_out > 0 {
@@ -665,6 +679,7 @@ impl<A: LeaseApi> Elector<A> {
                 "the checkpoint annotation would be too large: some streams are left out and a new leader resumes them from its own state");
         }
         lease.set_annotation(CHECKPOINT_ANNOTATION, Some(text));
+        generation
     }
 
     /// Releases the Lease on a graceful shutdown, after the last commit: the holder is
@@ -680,7 +695,7 @@ impl<A: LeaseApi> Elector<A> {
         for attempt in 0..2 {
             let wall = self.wall.now();
             lease.set_released(wall);
-            self.write_handover(&mut lease, wall, true);
+            let _ = self.write_handover(&mut lease, wall, true);
             match self
                 .call(self.config.renew_deadline, self.api.update(&lease))
                 .await

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use kubetrail_core::Timestamp;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, watch};
 
 /// The annotation that holds the handover.
 pub const CHECKPOINT_ANNOTATION: &str = "kubetrail.io/checkpoint";
@@ -104,9 +105,34 @@ impl Handover {
 
 /// The positions a leader would hand over right now: the source writes each stream's position
 /// after its local commit; the elector reads them into every renewal. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+///
+/// Every change has a number (its generation); once the elector has written a snapshot into
+/// the Lease it marks that snapshot's generation handed over, and a stream that must not go on
+/// before its position is in the Lease asks for a renewal at once and waits for it
+/// ([`HandoverBook::handed_over`]).
+#[derive(Debug, Clone)]
 pub struct HandoverBook {
-    streams: Arc<Mutex<BTreeMap<String, StreamHandover>>>,
+    inner: Arc<Mutex<Book>>,
+    /// The generation last written into the Lease.
+    written: Arc<watch::Sender<u64>>,
+    /// A stream waits for its position to be handed over: renew now.
+    wanted: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct Book {
+    streams: BTreeMap<String, StreamHandover>,
+    generation: u64,
+}
+
+impl Default for HandoverBook {
+    fn default() -> Self {
+        HandoverBook {
+            inner: Arc::default(),
+            written: Arc::new(watch::channel(0).0),
+            wanted: Arc::default(),
+        }
+    }
 }
 
 impl HandoverBook {
@@ -117,30 +143,78 @@ impl HandoverBook {
 
     /// Replaces everything (at the start of a term: the positions it resumes from).
     pub fn reset(&self, streams: BTreeMap<String, StreamHandover>) {
-        *self.lock() = streams;
+        let mut book = self.lock();
+        book.streams = streams;
+        book.generation += 1;
     }
 
-    /// Records a stream's committed position (call only after the local commit).
-    pub fn committed(&self, stream: &str, position: serde_json::Value, last: Option<Timestamp>) {
-        let mut map = self.lock();
-        let entry = map.entry(stream.to_string()).or_insert(StreamHandover {
-            position: serde_json::Value::Null,
-            last: None,
-        });
+    /// Records a stream's committed position (call only after the local commit); returns the
+    /// book's generation with it.
+    pub fn committed(
+        &self,
+        stream: &str,
+        position: serde_json::Value,
+        last: Option<Timestamp>,
+    ) -> u64 {
+        let mut book = self.lock();
+        let entry = book
+            .streams
+            .entry(stream.to_string())
+            .or_insert(StreamHandover {
+                position: serde_json::Value::Null,
+                last: None,
+            });
         entry.position = position;
         // The time of the last record only moves forward (a heartbeat commits no record).
         if last.is_some() && last > entry.last {
             entry.last = last;
         }
+        book.generation += 1;
+        book.generation
     }
 
     /// A copy of every stream's position.
     pub fn snapshot(&self) -> BTreeMap<String, StreamHandover> {
-        self.lock().clone()
+        self.lock().streams.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StreamHandover>> {
-        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    /// A copy of every stream's position and the generation it is.
+    pub fn snapshot_generation(&self) -> (BTreeMap<String, StreamHandover>, u64) {
+        let book = self.lock();
+        (book.streams.clone(), book.generation)
+    }
+
+    /// The elector wrote the snapshot of `generation` into the Lease.
+    pub fn mark_handed_over(&self, generation: u64) {
+        self.written.send_if_modified(|g| {
+            let newer = generation > *g;
+            if newer {
+                *g = generation;
+            }
+            newer
+        });
+    }
+
+    /// Waits until the Lease holds the book as of `generation` (or a later one), asking the
+    /// elector to renew at once. It waits as long as it takes: the caller bounds it (by its
+    /// term's end).
+    pub async fn handed_over(&self, generation: u64) {
+        let mut rx = self.written.subscribe();
+        if *rx.borrow() >= generation {
+            return;
+        }
+        self.wanted.notify_one();
+        // The sender lives as long as this book: `wait_for` cannot fail while it is borrowed.
+        let _ = rx.wait_for(|g| *g >= generation).await;
+    }
+
+    /// Fires when a stream waits for a handover (the elector renews at once).
+    pub async fn wanted(&self) {
+        self.wanted.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

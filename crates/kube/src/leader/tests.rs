@@ -669,6 +669,34 @@ async fn a_release_hands_the_lease_over_at_once() {
     assert!(sim.calls(2, "update").is_empty());
 }
 
+/// A stream that must not go on before its position is in the Lease asks for it: the leader
+/// renews at once instead of at its next renewal (retry_period, 2 s here), and the wait ends
+/// once the Lease holds that position. A position already in the Lease needs no renewal.
+#[tokio::test(start_paused = true)]
+async fn a_position_waited_for_is_handed_over_at_once() {
+    let sim = Sim::default();
+    let mut a = elector(&sim, 0, "a_1");
+    lead(&mut a).await;
+    let book = a.book().clone();
+    let _events = spawn(a);
+    // Between two renewals.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let generation = book.committed("s", json!({"rv": "42"}), None);
+    let asked = Instant::now();
+    let before = sim.calls(0, "update").len();
+    tokio::time::timeout(Duration::from_millis(100), book.handed_over(generation))
+        .await
+        .expect("handed over without waiting for the next renewal");
+    assert_eq!(sim.calls(0, "update").len(), before + 1);
+    assert!(*sim.calls(0, "update").last().unwrap() - asked < Duration::from_millis(100));
+    let lease = sim.lease().unwrap();
+    let h = Handover::parse(lease.annotation(CHECKPOINT_ANNOTATION).unwrap()).unwrap();
+    assert_eq!(h.streams["s"].position, json!({"rv": "42"}));
+    // Already there: no renewal.
+    book.handed_over(generation).await;
+    assert_eq!(sim.calls(0, "update").len(), before + 1);
+}
+
 /// A renewal that was applied but whose answer was lost: the next one conflicts, the Lease is
 /// read back, still this process's, and renewed; emission never stopped.
 #[tokio::test(start_paused = true)]

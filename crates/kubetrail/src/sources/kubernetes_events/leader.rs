@@ -40,6 +40,29 @@ pub(super) struct Term {
     pub metrics: LeaderMetrics,
 }
 
+impl Term {
+    /// Waits until the Lease holds the handover book as of `generation` (the elector renews
+    /// at once); false if the term may no longer emit first (then nothing more is committed in
+    /// it anyway).
+    pub async fn handed_over(&self, generation: u64) -> bool {
+        let written = self.book.handed_over(generation);
+        tokio::pin!(written);
+        loop {
+            tokio::select! {
+                _ = &mut written => return true,
+                _ = tokio::time::sleep(FENCE_CHECK) => {
+                    if !self.fence.may_emit(self.id) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How often a stream waiting for a handover checks that its term still holds the Lease.
+const FENCE_CHECK: Duration = Duration::from_millis(50);
+
 /// A stream's start from a handover.
 #[derive(Clone)]
 pub(super) struct Start {

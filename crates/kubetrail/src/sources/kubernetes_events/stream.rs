@@ -289,8 +289,16 @@ impl Stream {
                     // A term that ended meanwhile hands nothing over any more.
                     if let Some(h) = handover.filter(|h| h.term.fence.until(h.term.id).is_some()) {
                         if let Some(position) = h.position {
-                            h.term.book.committed(&h.stream, position, h.last);
-                            committed_in_term.store(true, Ordering::Relaxed);
+                            let generation = h.term.book.committed(&h.stream, position, h.last);
+                            let first = !committed_in_term.swap(true, Ordering::Relaxed);
+                            // A term that found no position of this stream in the Lease: until
+                            // a renewal carries one, a leader taking over would have to list
+                            // afresh (a list shows only the latest version of each Event, so
+                            // the versions superseded meanwhile would be lost). The next
+                            // commit waits for the handover of the first one.
+                            if first && h.term.start.is_none() {
+                                h.term.handed_over(generation).await;
+                            }
                         }
                         h.term.metrics.replayed.add(h.replayed);
                     }
@@ -392,8 +400,13 @@ impl Stream {
     async fn run_once(&self) -> Result<(), String> {
         let (position, committed_at) = self.resume_point().await?;
         if let (Some(term), Some(p)) = (&self.term, &position) {
-            // Renewals hand over at least where this term starts.
-            term.book.committed(&self.name, p.to_value(), None);
+            // Renewals hand over at least where this term starts. Resuming from this
+            // replica's own state (the Lease had no position of this stream): in the Lease
+            // before anything more is committed, so that a leader taking over resumes from it.
+            let generation = term.book.committed(&self.name, p.to_value(), None);
+            if term.start.is_none() && !term.handed_over(generation).await {
+                return Ok(());
+            }
         }
         let resume = position.as_ref().and_then(|p| p.rv.clone());
         if let Some(since) = committed_at {
