@@ -18,16 +18,22 @@ the same schema and batch size, WAL, synchronous = FULL and a 40 MiB page cache:
   merged  runs, merged as the design needs: whenever a level holds FANOUT (8) runs they
           become one run of the next level (INSERT ... SELECT ... ORDER BY the key, SQLite's
           own sorter, in the batch's transaction), so a lookup probes at most 7 runs a level.
+  blobs   the same runs and merges, but a run is a sorted array of entries packed into blobs
+          of about BLOB_BYTES (16 KiB), found by (index, run, first key): appending a batch's
+          run and merging cost a copy per entry instead of a B-tree insert per entry (a lookup
+          would read one blob per run it probes).
   table   only the indexes whose keys arrive in time order: the ceiling of any design that
           keeps the rows and these indexes.
 
 Absolute figures include Python's per-row overhead (kubetrail's writer has its own: it parses
 every record's JSON); compare the modes with each other, in one invocation.
 
-Usage: bench/activity-index-design.py [--records N] [--runs R] [--modes today,runs,merged,table]
+Usage: bench/activity-index-design.py [--records N] [--runs R]
+       [--modes today,runs,merged,blobs,table]
        [--dir DIR]
 """
 import argparse
+import heapq
 import os
 import random
 import sqlite3
@@ -65,6 +71,11 @@ CREATE TABLE ix_mention (run INTEGER, r TEXT, n TEXT, ns TEXT, seq INTEGER,
     PRIMARY KEY (run, r, n, ns, seq)) WITHOUT ROWID;
 """
 TABLE = "CREATE UNIQUE INDEX records_id ON records (time, id);"
+BLOBS = TABLE + """
+CREATE TABLE ix_blobs (id INTEGER PRIMARY KEY, ix INTEGER, run INTEGER, first TEXT, data BLOB);
+CREATE INDEX ix_blobs_key ON ix_blobs (ix, run, first);
+"""
+BLOB_BYTES = 16 << 10
 COLUMNS = ("id TEXT NOT NULL, time INTEGER NOT NULL, kind TEXT, resource TEXT, namespace TEXT, "
            "name TEXT, uid TEXT, owner_uid TEXT, mention_resource TEXT, mention_name TEXT, "
            "verb TEXT, username TEXT, reason TEXT, event_type TEXT, response_code INTEGER, "
@@ -113,6 +124,46 @@ def merge(c, table, levels, run, next_run):
         level += 1
 
 
+def put_blobs(c, ix, run_id, entries):
+    """Writes a run's sorted entries as blobs of about BLOB_BYTES."""
+    chunk, size = [], 0
+    for e in entries:
+        chunk.append(e)
+        size += len(e) + 1
+        if size >= BLOB_BYTES:
+            c.execute("INSERT INTO ix_blobs (ix, run, first, data) VALUES (?,?,?,?)",
+                      (ix, run_id, chunk[0], "\n".join(chunk).encode()))
+            chunk, size = [], 0
+    if chunk:
+        c.execute("INSERT INTO ix_blobs (ix, run, first, data) VALUES (?,?,?,?)",
+                  (ix, run_id, chunk[0], "\n".join(chunk).encode()))
+
+
+def merge_blobs(c, ix, levels, run_id, next_run):
+    """As merge(), for runs packed into blobs: decode, merge in memory, pack again."""
+    levels.setdefault(0, []).append(run_id)
+    level = 0
+    while len(levels.get(level, [])) >= FANOUT:
+        sources = levels[level][:FANOUT]
+        del levels[level][:FANOUT]
+        new = next_run[0]
+        next_run[0] += 1
+        lists = [[e for (data,) in c.execute(
+                     "SELECT data FROM ix_blobs WHERE ix = ? AND run = ? ORDER BY first", (ix, r))
+                  for e in data.decode().split("\n")] for r in sources]
+        put_blobs(c, ix, new, heapq.merge(*lists))
+        marks = ",".join("?" * len(sources))
+        c.execute(f"DELETE FROM ix_blobs WHERE ix = ? AND run IN ({marks})", [ix, *sources])
+        levels.setdefault(level + 1, []).append(new)
+        level += 1
+
+
+def entry(*key_and_seq):
+    """A blob entry: the key's fields and the seq, ordered as text."""
+    *key, seq = key_and_seq
+    return "\x1f".join(key) + f"\x1f{seq:016x}"
+
+
 def run(mode, n, path):
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
@@ -122,7 +173,8 @@ def run(mode, n, path):
               "wal_autocheckpoint = 16384"):
         c.execute("PRAGMA " + p)
     c.execute(f"CREATE TABLE records (seq INTEGER PRIMARY KEY, {COLUMNS})")
-    c.executescript(COMMON + {"today": TODAY, "runs": RUNS, "merged": RUNS, "table": TABLE}[mode])
+    c.executescript(COMMON + {"today": TODAY, "runs": RUNS, "merged": RUNS, "blobs": BLOBS,
+                              "table": TABLE}[mode])
     levels = {}  # per index table: level -> [run, ...]
     next_run = [1 << 40]  # merged runs get numbers above every batch's
     rnd = random.Random(1)
@@ -140,6 +192,18 @@ def run(mode, n, path):
                 own.append((b, r[7], r[1], seq))
                 if r[9]:
                     men.append((b, r[8], r[9], r[4], seq))
+            elif mode == "blobs":
+                obj.append(entry(r[3], r[5], r[4], f"{r[1]:020d}", seq))
+                uid.append(entry(r[6], seq))
+                own.append(entry(r[7], f"{r[1]:020d}", seq))
+                if r[9]:
+                    men.append(entry(r[8], r[9], r[4], seq))
+        if mode == "blobs":
+            for ix, entries in enumerate((obj, uid, own, men)):
+                if entries:
+                    entries.sort()
+                    put_blobs(c, ix, b, entries)
+                    merge_blobs(c, ix, levels.setdefault(ix, {}), b, next_run)
         if mode in ("runs", "merged"):
             for table, entries in (("ix_object", obj), ("ix_uid", uid), ("ix_owner", own),
                                    ("ix_mention", men)):
@@ -162,7 +226,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=2)
-    ap.add_argument("--modes", default="today,runs,merged,table")
+    ap.add_argument("--modes", default="today,runs,merged,blobs,table")
     ap.add_argument("--dir", default=None)
     args = ap.parse_args()
     modes = args.modes.split(",")
