@@ -20,8 +20,9 @@ the same schema and batch size, WAL, synchronous = FULL and a 40 MiB page cache:
           own sorter, in the batch's transaction), so a lookup probes at most 7 runs a level.
   blobs   the same runs and merges, but a run is a sorted array of entries packed into blobs
           of about BLOB_BYTES (16 KiB), found by (index, run, first key): appending a batch's
-          run and merging cost a copy per entry instead of a B-tree insert per entry (a lookup
-          would read one blob per run it probes).
+          run and merging cost a copy per entry instead of a B-tree insert per entry. After
+          the fill, LOOKUPS lookups of known uids (one blob read per live run, then a binary
+          search in it; Python) give the cost of a point lookup in that layout.
   table   only the indexes whose keys arrive in time order: the ceiling of any design that
           keeps the rows and these indexes.
 
@@ -33,6 +34,7 @@ Usage: bench/activity-index-design.py [--records N] [--runs R]
        [--dir DIR]
 """
 import argparse
+import bisect
 import heapq
 import os
 import random
@@ -158,6 +160,25 @@ def merge_blobs(c, ix, levels, run_id, next_run):
         level += 1
 
 
+LOOKUPS = 500
+
+
+def lookup_uid(c, runs, uid):
+    """The seqs of `uid` in the uid index: in each live run, the one blob that may hold it."""
+    key = uid + "\x1f"
+    seqs = []
+    for r in runs:
+        found = c.execute("SELECT data FROM ix_blobs WHERE ix = 1 AND run = ? AND first <= ? "
+                          "ORDER BY first DESC LIMIT 1", (r, key + "\x7f")).fetchone()
+        if found:
+            entries = found[0].decode().split("\n")
+            i = bisect.bisect_left(entries, key)
+            while i < len(entries) and entries[i].startswith(key):
+                seqs.append(int(entries[i].rsplit("\x1f", 1)[1], 16))
+                i += 1
+    return seqs
+
+
 def entry(*key_and_seq):
     """A blob entry: the key's fields and the seq, ordered as text."""
     *key, seq = key_and_seq
@@ -179,8 +200,10 @@ def run(mode, n, path):
     next_run = [1 << 40]  # merged runs get numbers above every batch's
     rnd = random.Random(1)
     busy = 0.0
+    known = []  # uids to look up afterwards
     for b in range(0, n, BATCH):
         rows = [row(rnd, i) for i in range(b, min(n, b + BATCH))]  # made outside the timing
+        known.extend(r[6] for r in rows[::max(1, n // LOOKUPS)])
         t0 = time.perf_counter()
         c.execute("BEGIN")
         obj, uid, own, men = [], [], [], []
@@ -214,12 +237,19 @@ def run(mode, n, path):
                     merge(c, table, levels.setdefault(table, {}), b, next_run)
         c.execute("COMMIT")
         busy += time.perf_counter() - t0
+    lookups = None
+    if mode == "blobs":
+        runs = [r for level in levels.get(1, {}).values() for r in level]  # index 1: uid
+        t0 = time.perf_counter()
+        for uid in known:
+            assert lookup_uid(c, runs, uid), uid
+        lookups = ((time.perf_counter() - t0) * 1000 / len(known), len(runs))
     c.close()
     size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
-    return n / busy, size
+    return n / busy, size, lookups
 
 
 def main():
@@ -235,10 +265,12 @@ def main():
         for i in range(args.runs):
             # Alternating, so the host's state falls on every mode alike.
             for m in modes if i % 2 == 0 else reversed(modes):
-                rate, size = run(m, args.records, os.path.join(d, f"{m}.db"))
+                rate, size, lookups = run(m, args.records, os.path.join(d, f"{m}.db"))
                 results[m].append(rate)
-                print(f"  run {i + 1}: {m:5} {rate:8.0f} records/s  ({size >> 20} MiB on disk)",
-                      flush=True)
+                lookups = (f", {lookups[0]:.2f} ms per uid lookup, {lookups[1]} live runs"
+                           if lookups else "")
+                print(f"  run {i + 1}: {m:5} {rate:8.0f} records/s  ({size >> 20} MiB on disk"
+                      f"{lookups})", flush=True)
     print(f"{args.records} records, batches of {BATCH}, sqlite {sqlite3.sqlite_version}, "
           f"load average {os.getloadavg()[0]:.1f}")
     base = statistics.median(results[modes[0]])
