@@ -109,21 +109,29 @@ KEYS = {"ix_object": "resource, name, namespace, time, seq", "ix_uid": "uid, seq
         "ix_owner": "owner_uid, time, seq", "ix_mention": "r, n, ns, seq"}
 
 
-def merge(c, table, levels, run, next_run):
-    """Adds `run` to level 0; merges every level that reaches FANOUT runs into the next."""
-    levels.setdefault(0, []).append(run)
+def cascade(levels, run_id, next_run, merge_runs):
+    """Adds `run_id` to level 0; every level that reaches FANOUT runs has them merged into one
+    run of the next level by `merge_runs(sources, new)`."""
+    levels.setdefault(0, []).append(run_id)
     level = 0
     while len(levels.get(level, [])) >= FANOUT:
         sources = levels[level][:FANOUT]
         del levels[level][:FANOUT]
         new = next_run[0]
         next_run[0] += 1
+        merge_runs(sources, new)
+        levels.setdefault(level + 1, []).append(new)
+        level += 1
+
+
+def merge(c, table, levels, run_id, next_run):
+    """Runs as rows: SQLite's sorter makes the merged run (INSERT ... SELECT ... ORDER BY)."""
+    def merge_runs(sources, new):
         marks = ",".join("?" * len(sources))
         c.execute(f"INSERT INTO {table} SELECT ?, {KEYS[table]} FROM {table} "
                   f"WHERE run IN ({marks}) ORDER BY {KEYS[table]}", [new, *sources])
         c.execute(f"DELETE FROM {table} WHERE run IN ({marks})", sources)
-        levels.setdefault(level + 1, []).append(new)
-        level += 1
+    cascade(levels, run_id, next_run, merge_runs)
 
 
 def put_blobs(c, ix, run_id, entries):
@@ -142,22 +150,15 @@ def put_blobs(c, ix, run_id, entries):
 
 
 def merge_blobs(c, ix, levels, run_id, next_run):
-    """As merge(), for runs packed into blobs: decode, merge in memory, pack again."""
-    levels.setdefault(0, []).append(run_id)
-    level = 0
-    while len(levels.get(level, [])) >= FANOUT:
-        sources = levels[level][:FANOUT]
-        del levels[level][:FANOUT]
-        new = next_run[0]
-        next_run[0] += 1
+    """Runs packed into blobs: decoded, merged in memory, packed again."""
+    def merge_runs(sources, new):
         lists = [[e for (data,) in c.execute(
                      "SELECT data FROM ix_blobs WHERE ix = ? AND run = ? ORDER BY first", (ix, r))
                   for e in data.decode().split("\n")] for r in sources]
         put_blobs(c, ix, new, heapq.merge(*lists))
         marks = ",".join("?" * len(sources))
         c.execute(f"DELETE FROM ix_blobs WHERE ix = ? AND run IN ({marks})", [ix, *sources])
-        levels.setdefault(level + 1, []).append(new)
-        level += 1
+    cascade(levels, run_id, next_run, merge_runs)
 
 
 LOOKUPS = 500
