@@ -173,11 +173,6 @@ impl HandoverBook {
         book.generation
     }
 
-    /// A copy of every stream's position.
-    pub fn snapshot(&self) -> BTreeMap<String, StreamHandover> {
-        self.lock().streams.clone()
-    }
-
     /// A copy of every stream's position and the generation it is.
     pub fn snapshot_generation(&self) -> (BTreeMap<String, StreamHandover>, u64) {
         let book = self.lock();
@@ -333,13 +328,18 @@ mod tests {
     #[test]
     fn the_book_keeps_the_latest_position_and_the_latest_record_time() {
         let b = HandoverBook::new();
-        b.committed("s", json!({"rv": "1"}), Some(ts("2026-11-27T00:00:02Z")));
-        b.committed("s", json!({"rv": "2"}), None);
-        b.committed("s", json!({"rv": "3"}), Some(ts("2026-11-27T00:00:01Z")));
-        let s = &b.snapshot()["s"];
+        let g1 = b.committed("s", json!({"rv": "1"}), Some(ts("2026-11-27T00:00:02Z")));
+        let g2 = b.committed("s", json!({"rv": "2"}), None);
+        let g3 = b.committed("s", json!({"rv": "3"}), Some(ts("2026-11-27T00:00:01Z")));
+        assert!(g1 < g2 && g2 < g3, "every change has a newer generation");
+        let (streams, generation) = b.snapshot_generation();
+        assert_eq!(generation, g3);
+        let s = &streams["s"];
         assert_eq!(s.position, json!({"rv": "3"}));
         assert_eq!(s.last, Some(ts("2026-11-27T00:00:02Z")));
         b.reset(BTreeMap::new());
-        assert!(b.snapshot().is_empty());
+        let (streams, generation) = b.snapshot_generation();
+        assert!(streams.is_empty());
+        assert!(generation > g3);
     }
 }
