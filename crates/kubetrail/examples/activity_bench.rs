@@ -35,6 +35,10 @@ use kubetrail_state::QueueItem;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// kubetrail's own allocator (see `src/main.rs`), so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const NAMESPACES: u64 = 50;
 const APPS: u64 = 10_000;
 const PODS: u64 = 8;
