@@ -23,6 +23,11 @@ the same schema and batch size, WAL, synchronous = FULL and a 40 MiB page cache:
           run and merging cost a copy per entry instead of a B-tree insert per entry. After
           the fill, LOOKUPS lookups of known uids (one blob read per live run, then a binary
           search in it; Python) give the cost of a point lookup in that layout.
+  bucketed the random-key indexes kept as SQLite indexes, each prefixed by a bucket: the
+          record's number divided by BUCKET (--bucket), so a batch's inserts land in one small
+          region of each index (the current bucket's) and its dirty pages stay few. A lookup
+          probes every bucket of the time range (a recursive CTE joined to the index); LOOKUPS
+          uid lookups after the fill time that.
   table   only the indexes whose keys arrive in time order: the ceiling of any design that
           keeps the rows and these indexes.
 
@@ -30,7 +35,7 @@ Absolute figures include Python's per-row overhead (kubetrail's writer has its o
 every record's JSON); compare the modes with each other, in one invocation.
 
 Usage: bench/activity-index-design.py [--records N] [--runs R]
-       [--modes today,runs,merged,blobs,table]
+       [--modes today,runs,merged,blobs,bucketed,table] [--bucket N]
        [--dir DIR]
 """
 import argparse
@@ -77,14 +82,22 @@ BLOBS = TABLE + """
 CREATE TABLE ix_blobs (id INTEGER PRIMARY KEY, ix INTEGER, run INTEGER, first TEXT, data BLOB);
 CREATE INDEX ix_blobs_key ON ix_blobs (ix, run, first);
 """
+BUCKETED = TABLE + """
+CREATE INDEX b_object ON records (bucket, resource, name, namespace, time);
+CREATE INDEX b_uid ON records (bucket, uid) WHERE uid IS NOT NULL;
+CREATE INDEX b_owner ON records (bucket, owner_uid, time) WHERE owner_uid IS NOT NULL;
+CREATE INDEX b_mention ON records (bucket, mention_resource, mention_name, namespace)
+    WHERE mention_name IS NOT NULL;
+"""
+BUCKET = 16384
 BLOB_BYTES = 16 << 10
 COLUMNS = ("id TEXT NOT NULL, time INTEGER NOT NULL, kind TEXT, resource TEXT, namespace TEXT, "
            "name TEXT, uid TEXT, owner_uid TEXT, mention_resource TEXT, mention_name TEXT, "
            "verb TEXT, username TEXT, reason TEXT, event_type TEXT, response_code INTEGER, "
-           "record TEXT")
+           "record TEXT, bucket INTEGER")
 INSERT = ("INSERT INTO records (id, time, kind, resource, namespace, name, uid, owner_uid, "
           "mention_resource, mention_name, verb, username, reason, event_type, response_code, "
-          "record) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
+          "record, bucket) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING")
 BATCH = 2000
 FILLER = "x" * 1100
 
@@ -101,7 +114,7 @@ def row(rnd, i):
             None if audit else "pods", None if audit else name,
             "update" if audit else None, f"user{rnd.randrange(6)}" if audit else None,
             None if audit else "Scheduled", None if audit else "Normal",
-            200 if audit else None, FILLER)
+            200 if audit else None, FILLER, None)
 
 
 FANOUT = 8
@@ -196,7 +209,7 @@ def run(mode, n, path):
         c.execute("PRAGMA " + p)
     c.execute(f"CREATE TABLE records (seq INTEGER PRIMARY KEY, {COLUMNS})")
     c.executescript(COMMON + {"today": TODAY, "runs": RUNS, "merged": RUNS, "blobs": BLOBS,
-                              "table": TABLE}[mode])
+                              "bucketed": BUCKETED, "table": TABLE}[mode])
     levels = {}  # per index table: level -> [run, ...]
     next_run = [1 << 40]  # merged runs get numbers above every batch's
     rnd = random.Random(1)
@@ -208,6 +221,8 @@ def run(mode, n, path):
         t0 = time.perf_counter()
         c.execute("BEGIN")
         obj, uid, own, men = [], [], [], []
+        if mode == "bucketed":
+            rows = [(*r[:-1], i // BUCKET) for i, r in enumerate(rows, b)]
         for r in rows:
             seq = c.execute(INSERT, r).lastrowid
             if mode in ("runs", "merged"):
@@ -245,6 +260,15 @@ def run(mode, n, path):
         for uid in known:
             assert lookup_uid(c, runs, uid), uid
         lookups = ((time.perf_counter() - t0) * 1000 / len(known), len(runs))
+    if mode == "bucketed":
+        last = (n - 1) // BUCKET
+        t0 = time.perf_counter()
+        for uid in known:
+            assert c.execute(
+                "WITH RECURSIVE b(x) AS (VALUES (0) UNION ALL SELECT x + 1 FROM b WHERE x < ?) "
+                "SELECT r.seq FROM b JOIN records r INDEXED BY b_uid "
+                "ON r.bucket = b.x AND r.uid = ?", (last, uid)).fetchall(), uid
+        lookups = ((time.perf_counter() - t0) * 1000 / len(known), last + 1)
     c.close()
     size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
     for suffix in ("", "-wal", "-shm"):
@@ -254,12 +278,15 @@ def run(mode, n, path):
 
 
 def main():
+    global BUCKET
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--modes", default="today,runs,merged,blobs,table")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--bucket", type=int, default=BUCKET)
     args = ap.parse_args()
+    BUCKET = args.bucket
     modes = args.modes.split(",")
     results = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(dir=args.dir) as d:
@@ -268,7 +295,7 @@ def main():
             for m in modes if i % 2 == 0 else reversed(modes):
                 rate, size, lookups = run(m, args.records, os.path.join(d, f"{m}.db"))
                 results[m].append(rate)
-                lookups = (f", {lookups[0]:.2f} ms per uid lookup, {lookups[1]} live runs"
+                lookups = (f", {lookups[0]:.2f} ms per uid lookup, {lookups[1]} live runs or buckets"
                            if lookups else "")
                 print(f"  run {i + 1}: {m:5} {rate:8.0f} records/s  ({size >> 20} MiB on disk"
                       f"{lookups})", flush=True)

@@ -8,7 +8,8 @@
 //!   kubetrail encodes it. The `postgresql` output fills its columns from the same code.
 //! - [`kinds`]: kinds, resources and `kubectl`-style type names.
 //! - [`schema`]: the tables and indexes.
-//! - [`writer`]: one connection that inserts batches exactly once (the record id is unique).
+//! - [`writer`]: one connection that inserts batches exactly once (the record id is unique
+//!   with its time).
 //! - the writer's WAL checkpoints run on a thread of their own (`kubetrail-wal`).
 //! - [`retention`]: a background thread that deletes by age and by size in small
 //!   transactions, so delivery never waits for more than one of them.
@@ -24,7 +25,7 @@ pub mod writer;
 
 pub use extract::{Activity, Owner};
 pub use retention::{Retention, RetentionHandle, RetentionReport};
-pub use schema::open_reader;
+pub use schema::{BUCKET_SHIFT, BUCKETS_CTE, open_reader, upgrade};
 pub use writer::{ActivityWriter, InsertStats, WriterOptions};
 
 /// What can go wrong with the activity database.
@@ -43,6 +44,13 @@ pub enum ActivityError {
         path: std::path::PathBuf,
         found: i64,
         known: i64,
+    },
+    #[error(
+        "the activity database {path} has schema version {found}: it must be upgraded first (the `store` output does when it opens it)"
+    )]
+    TooOld {
+        path: std::path::PathBuf,
+        found: i64,
     },
     #[error("creating the directory of the activity database {path}: {source}")]
     Dir {

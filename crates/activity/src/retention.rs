@@ -113,6 +113,16 @@ fn delete_chunk(
             }
         }
     }
+    // Buckets wholly before the oldest record left are probed no more. (A bucket's time range
+    // is not narrowed when some of its records go: a wider range only costs a probe.)
+    tx.execute(
+        &format!(
+            "DELETE FROM buckets WHERE bucket < coalesce((SELECT min(seq) FROM records) >> {}, 0)",
+            crate::schema::BUCKET_SHIFT
+        ),
+        [],
+    )
+    .map_err(ActivityError::sql("forgetting emptied buckets"))?;
     tx.commit()
         .map_err(ActivityError::sql("committing a retention chunk"))?;
     Ok(victims.len() as u64)
@@ -310,6 +320,42 @@ mod tests {
         fill(&mut w, 1000, 10, 10);
         let r = enforce(&mut c, &policy, 1000 * SEC, &|| false).unwrap();
         assert_eq!(r.deleted_by_age, 0);
+    }
+
+    #[test]
+    fn buckets_wholly_deleted_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let mut w = ActivityWriter::open(&path, &WriterOptions::default()).unwrap();
+        fill(&mut w, 0, 10, 10);
+        // The next records go to bucket 2 (a row at its start, as old as the first ones).
+        let mut c = schema::open_writer(&path, true, 1024).unwrap();
+        c.execute(
+            "INSERT INTO records (seq, id, time, kind, record) VALUES (?1, 'filler', 0, 'gap', '{}')",
+            [2i64 << schema::BUCKET_SHIFT],
+        )
+        .unwrap();
+        fill(&mut w, 20, 10, 10);
+        let buckets = |c: &Connection| -> Vec<i64> {
+            c.prepare("SELECT bucket FROM buckets ORDER BY bucket")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(buckets(&c), [0, 2]);
+        let policy = Retention {
+            max_age: Some(Duration::from_secs(10)),
+            max_size: None,
+            chunk: 4,
+            pause: Duration::ZERO,
+            ..Retention::default()
+        };
+        // At second 25: seconds 0..15 go, the filler with them; records 20..30 stay.
+        let r = enforce(&mut c, &policy, 25 * SEC, &|| false).unwrap();
+        assert_eq!(r.deleted_by_age, 11);
+        assert_eq!(buckets(&c), [2]);
     }
 
     #[test]

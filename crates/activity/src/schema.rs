@@ -2,29 +2,42 @@
 //! opened (the writer's, its WAL checkpointer's, retention's and readers').
 //!
 //! One row per record in `records`, keyed by `seq` (the order records were stored in: the
-//! position live readers follow) and unique by `id` (the record id: exactly once). Times are
-//! nanoseconds since the Unix epoch. The indexes serve the questions `kubetrail who`,
-//! `kubetrail activity` and the activity page ask:
+//! position live readers follow) and unique by `(time, id)` (the record id: exactly once; a
+//! record's time is read from the record itself, so a record delivered again has the same).
+//! Times are nanoseconds since the Unix epoch. The indexes serve the questions `kubetrail
+//! who`, `kubetrail activity` and the activity page ask:
 //!
 //! | index | serves |
 //! |---|---|
-//! | `records_time (time)` | the timeline; retention by age and size |
+//! | `records_time_id (time, id)` | exactly once; the timeline; retention by age and size |
 //! | `records_kind (kind, time)` | one kind of record (gaps; whether audit events or Events are there at all) |
-//! | `records_object (resource, name, namespace, time)` | one object's story |
 //! | `records_resource (resource, time)` | a type of objects' timeline (`object=pods`) |
-//! | `records_uid (uid)`, `records_owner (owner_uid, time)` | ownership: an object by uid, what an owner made |
-//! | `records_mention (mention_resource, mention_name, namespace)` | Events naming an object in their message |
 //! | `records_user (username, time)`, `records_impersonated (impersonated, time)`, `record_groups (grp, seq)` | what an actor did |
 //! | `records_namespace (namespace, time)` | a namespace's timeline |
 //! | `records_verb (verb, time)` | by verb |
 //! | `records_reason (reason, time)` | Events by reason |
 //! | `records_warning (time) WHERE event_type = 'Warning'` | Warning Events only |
 //! | `records_failed (time) WHERE response_code >= 400` | failed requests only |
+//! | *bucketed:* `records_object (bucket, resource, name, namespace, time)` | one object's story |
+//! | `records_uid (bucket, uid, time)`, `records_owner (bucket, owner_uid, time)` | ownership: an object by uid, what an owner made |
+//! | `records_mention (bucket, mention_resource, mention_name, namespace, time)` | Events naming an object in their message |
+//! | `records_id (bucket, id)` | one record by its id (the record page) |
+//!
+//! **Buckets.** The keys of the last five indexes arrive in random order (names, uids, record
+//! ids). Kept as plain indexes, every record dirtied one leaf page of each once they outgrew
+//! the page cache, and every commit wrote thousands of pages. So each of them starts with the
+//! record's bucket, `seq >> BUCKET_SHIFT` (16,384 consecutive records): a batch's entries all
+//! land in the current bucket's small region of each index, whose pages stay few and cached.
+//! The table `buckets` keeps each bucket's oldest and newest record time (the writer updates
+//! it in the batch's transaction); a read through these indexes probes each bucket of its
+//! time range ([`BUCKETS_CTE`]), a few microseconds each.
 //!
 //! Partial indexes (`WHERE x IS NOT NULL`) keep the columns one kind of record never fills
 //! out of the indexes of the other. Indexes added after version 1 ([`ADDED`]) are created
 //! when the writer opens the database, without a new schema version: a reader that does
-//! not know them still reads the database.
+//! not know them still reads the database. Version 2 (the bucketed indexes) is a migration
+//! ([`V2`]): on a big store the first open after the upgrade rebuilds those indexes (a few
+//! minutes per 10 million records).
 //!
 //! The writer keeps the query planner's statistics current (`PRAGMA optimize`, which runs
 //! `ANALYZE` on a sample of each index where the data changed enough) when it opens the
@@ -38,7 +51,22 @@ use rusqlite::{Connection, OpenFlags};
 use crate::ActivityError;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// A record's bucket is `seq >> BUCKET_SHIFT`: 16,384 consecutive records.
+pub const BUCKET_SHIFT: u32 = 14;
+
+/// The buckets a read through a bucketed index probes: `b(x)`, every bucket whose records'
+/// times meet the window `[?1, ?2)` (nanoseconds; `i64::MIN`, `i64::MAX` for none), and,
+/// whatever the window, buckets past the last one `buckets` knows up to the newest record
+/// (none while the writer keeps `buckets` current). Its two parameters come first in the
+/// statement, numbered, so the rest of the statement can use plain `?` after them.
+pub const BUCKETS_CTE: &str = "WITH RECURSIVE \
+    tail(x) AS (SELECT coalesce((SELECT max(bucket) FROM buckets) + 1, 0) \
+        UNION ALL SELECT x + 1 FROM tail \
+        WHERE x < (SELECT max(seq) FROM records) >> 14), \
+    b(x) AS (SELECT bucket FROM buckets WHERE max_time >= ?1 AND min_time < ?2 \
+        UNION SELECT x FROM tail) ";
 
 /// The columns of `records`, in insert order (without `seq`).
 pub const COLUMNS: &[&str] = &[
@@ -124,6 +152,30 @@ CREATE TABLE record_groups (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: the indexes whose keys arrive in random order become bucketed (see the module's
+/// comment); the record id is unique with its time, which also makes the time index.
+pub const V2: &str = "
+DROP INDEX IF EXISTS records_id;
+DROP INDEX IF EXISTS records_time;
+DROP INDEX IF EXISTS records_object;
+DROP INDEX IF EXISTS records_uid;
+DROP INDEX IF EXISTS records_owner;
+DROP INDEX IF EXISTS records_mention;
+CREATE UNIQUE INDEX records_time_id ON records (time, id);
+CREATE INDEX records_id ON records ((seq >> 14), id);
+CREATE INDEX records_object ON records ((seq >> 14), resource, name, namespace, time);
+CREATE INDEX records_uid ON records ((seq >> 14), uid, time) WHERE uid IS NOT NULL;
+CREATE INDEX records_owner ON records ((seq >> 14), owner_uid, time) WHERE owner_uid IS NOT NULL;
+CREATE INDEX records_mention ON records ((seq >> 14), mention_resource, mention_name, namespace, time)
+    WHERE mention_name IS NOT NULL;
+CREATE TABLE buckets (
+    bucket INTEGER PRIMARY KEY,
+    min_time INTEGER NOT NULL,
+    max_time INTEGER NOT NULL
+);
+INSERT INTO buckets SELECT seq >> 14, min(time), max(time) FROM records GROUP BY seq >> 14;
+";
+
 /// Indexes created, if missing, at every open of the writer (added after version 1). On a
 /// big store the first open after an upgrade builds them (a minute or two per 10 million
 /// records) before the writer starts.
@@ -203,18 +255,49 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), ActivityError> {
             known: SCHEMA_VERSION,
         });
     }
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(ActivityError::sql("starting the schema migration"))?;
     if version < 1 {
-        let tx = conn
-            .unchecked_transaction()
-            .map_err(ActivityError::sql("starting the schema migration"))?;
         tx.execute_batch(V1)
             .map_err(ActivityError::sql("creating the tables"))?;
-        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-            .map_err(ActivityError::sql("writing the schema version"))?;
-        tx.commit()
-            .map_err(ActivityError::sql("committing the schema"))?;
+    } else {
+        let records: i64 = tx
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+            .map_err(ActivityError::sql("counting the records"))?;
+        tracing::info!(
+            path = %path.display(),
+            records,
+            from = version,
+            to = SCHEMA_VERSION,
+            "upgrading the activity database (rebuilding five indexes)"
+        );
     }
+    tx.execute_batch(V2)
+        .map_err(ActivityError::sql("migrating to schema version 2"))?;
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+        .map_err(ActivityError::sql("writing the schema version"))?;
+    tx.commit()
+        .map_err(ActivityError::sql("committing the schema"))?;
     Ok(())
+}
+
+/// Brings an existing database written by an earlier version up to this version's schema (as
+/// the `store` output does when it opens it), so that `kubetrail who` can read it. Returns
+/// whether it had to.
+pub fn upgrade(path: &Path) -> Result<bool, ActivityError> {
+    let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(ActivityError::sql("reading the schema version"))?;
+    if !(1..SCHEMA_VERSION).contains(&version) {
+        return Ok(false);
+    }
+    migrate(&conn, path)?;
+    Ok(true)
 }
 
 /// Opens a connection to an existing database with the busy timeout.
@@ -260,5 +343,113 @@ pub fn open_reader(path: &Path) -> Result<Connection, ActivityError> {
     if version < 1 {
         return Err(ActivityError::Missing(path.to_path_buf()));
     }
+    if version < SCHEMA_VERSION {
+        return Err(ActivityError::TooOld {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActivityWriter, WriterOptions};
+
+    fn audit(i: usize) -> (String, String) {
+        let id = format!("a-{i}/ResponseComplete");
+        let rec = format!(
+            r#"{{"id":"{id}","time":"2026-12-06T23:00:{s:02}.5Z","kind":"k8s_audit","source":"s","verb":"get","user":{{"username":"alice"}},"object_ref":{{"resource":"pods","namespace":"shop","name":"web-{i}","uid":"u-{i}"}},"response_code":200}}"#,
+            s = i % 60
+        );
+        (id, rec)
+    }
+
+    fn store(w: &mut ActivityWriter, from: usize, to: usize) -> crate::InsertStats {
+        let recs: Vec<(String, String)> = (from..to).map(audit).collect();
+        w.insert(recs.iter().map(|(i, r)| (i.as_str(), r.as_bytes())), 0)
+            .unwrap()
+    }
+
+    fn indexes(c: &Connection) -> Vec<(String, String)> {
+        let mut s = c
+            .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The bucket's shift is written out in the SQL: the constant and the SQL agree.
+    #[test]
+    fn the_sql_buckets_records_as_the_constant_says() {
+        let shift = format!("(seq >> {BUCKET_SHIFT})");
+        assert_eq!(V2.matches(&shift).count(), 5, "{V2}");
+        assert_eq!(V2.matches(">> ").count(), 7, "{V2}");
+        assert!(
+            BUCKETS_CTE.contains(&format!(">> {BUCKET_SHIFT})")),
+            "{BUCKETS_CTE}"
+        );
+    }
+
+    /// A store written by version 1 (its indexes, no `buckets`) is upgraded at the writer's
+    /// open: its records kept, found through the new indexes, and still stored only once
+    /// when delivered again.
+    #[test]
+    fn a_version_1_store_is_upgraded_with_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let mut w = ActivityWriter::open(&path, &WriterOptions::default()).unwrap();
+        store(&mut w, 0, 100);
+        drop(w);
+        // Back to version 1's layout: its indexes, no buckets.
+        {
+            let c = Connection::open(&path).unwrap();
+            for (name, _) in indexes(&c) {
+                c.execute_batch(&format!("DROP INDEX {name}")).unwrap();
+            }
+            let start = V1.find("CREATE UNIQUE INDEX").unwrap();
+            let end = V1.find("CREATE TABLE record_groups").unwrap();
+            c.execute_batch(&V1[start..end]).unwrap();
+            c.execute_batch("DROP TABLE buckets; PRAGMA user_version = 1")
+                .unwrap();
+        }
+        // A reader does not read it as it is: it asks for the upgrade.
+        assert!(matches!(
+            open_reader(&path),
+            Err(ActivityError::TooOld { found: 1, .. })
+        ));
+        assert!(upgrade(&path).unwrap());
+        assert!(!upgrade(&path).unwrap(), "once");
+        let c = open_reader(&path).unwrap();
+        let names: Vec<String> = indexes(&c).into_iter().map(|(n, _)| n).collect();
+        for n in [
+            "records_time_id",
+            "records_id",
+            "records_object",
+            "records_uid",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{names:?}");
+        }
+        assert!(!names.iter().any(|x| x == "records_time"), "{names:?}");
+        let (b, n): (i64, i64) = c
+            .query_row(
+                "SELECT count(*), sum(max_time >= min_time) FROM buckets",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((b, n), (1, 1));
+        drop(c);
+        let mut w = ActivityWriter::open(&path, &WriterOptions::default()).unwrap();
+        let again = store(&mut w, 50, 150);
+        assert_eq!((again.inserted, again.duplicates), (50, 50));
+        let c = open_reader(&path).unwrap();
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 150);
+    }
 }

@@ -408,7 +408,7 @@ fn drop_indexes(path: &Path) -> rusqlite::Result<Vec<(String, String)>> {
     let c = rusqlite::Connection::open(path)?;
     let mut stmt = c.prepare(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' \
-         AND sql IS NOT NULL AND name <> 'records_id'",
+         AND sql IS NOT NULL AND name <> 'records_time_id'",
     )?;
     let indexes = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params_from_iter};
 
+use kubetrail_activity::{BUCKET_SHIFT, BUCKETS_CTE};
+
 use super::{Backend, ObjectKey, Row, TimelineSql, WRITE_VERBS, Window};
 use crate::QueryError;
 use crate::spec::Order;
@@ -27,8 +29,17 @@ fn err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> QueryError {
 }
 
 impl Sqlite {
+    /// Opens the store; one written by an earlier version is upgraded first (the `store`
+    /// output would do it at its next start), which needs write access to it.
     pub fn open(path: &Path, timeout: Duration) -> Result<Sqlite, QueryError> {
-        let conn = kubetrail_activity::open_reader(path)?;
+        let conn = match kubetrail_activity::open_reader(path) {
+            Err(kubetrail_activity::ActivityError::TooOld { found, .. }) => {
+                tracing::info!(path = %path.display(), version = found, "upgrading the activity store's schema before reading it");
+                kubetrail_activity::upgrade(path)?;
+                kubetrail_activity::open_reader(path)?
+            }
+            r => r?,
+        };
         Ok(Sqlite {
             path: path.to_path_buf(),
             pool: Arc::new(Mutex::new(vec![conn])),
@@ -135,6 +146,51 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// The buckets' window parameters (`?1`, `?2` of [`BUCKETS_CTE`]): they come first.
+fn bucket_params(w: Window) -> Vec<SqlValue> {
+    vec![
+        SqlValue::Integer(w.since.unwrap_or(i64::MIN)),
+        SqlValue::Integer(w.until.unwrap_or(i64::MAX)),
+    ]
+}
+
+/// `FROM` and the bucket condition of a read through a bucketed index (the records `r`; see
+/// `kubetrail_activity::schema`): every bucket of the window probed in turn. The statement
+/// starts with [`BUCKETS_CTE`].
+fn through(index: &str) -> String {
+    format!("b CROSS JOIN records r INDEXED BY {index} WHERE (r.seq >> {BUCKET_SHIFT}) = b.x")
+}
+
+/// The `seq` of the records `resource`/`name` names, as the object (`records_object`) or
+/// named in an Event's message (`records_mention`); the caller adds the window and limits.
+fn object_seqs(
+    key_resource: &str,
+    key_name: &str,
+    ns: &Option<Option<String>>,
+    win: Window,
+) -> (String, Vec<SqlValue>) {
+    let mut a = Where::default();
+    a.push("r.resource = ?", [text(key_resource)]);
+    a.push("r.name = ?", [text(key_name)]);
+    a.namespace(ns);
+    a.window(win);
+    let mut m = Where::default();
+    m.push("r.mention_resource = ?", [text(key_resource)]);
+    m.push("r.mention_name = ?", [text(key_name)]);
+    m.namespace(ns);
+    m.window(win);
+    let sql = format!(
+        "SELECT r.seq, r.time FROM {} AND {} UNION SELECT r.seq, r.time FROM {} AND {}",
+        through("records_object"),
+        a.conds.join(" AND "),
+        through("records_mention"),
+        m.conds.join(" AND "),
+    );
+    let mut params = a.params;
+    params.extend(m.params);
+    (sql, params)
+}
+
 /// Which records a timeline read takes by their actor.
 #[derive(Clone, Copy)]
 enum Actor<'a> {
@@ -156,10 +212,11 @@ fn timeline_where(q: &TimelineSql, actor: Actor<'_>) -> Where {
         w.push("namespace = ?", [text(ns)]);
     }
     match (&q.resource, &q.name) {
-        (Some(r), Some(n)) => w.push(
-            "((resource = ? AND name = ?) OR (mention_resource = ? AND mention_name = ?))",
-            [text(r), text(n), text(r), text(n)],
-        ),
+        (Some(r), Some(n)) => {
+            // Through the bucketed indexes (the statement starts with the buckets).
+            let (sql, params) = object_seqs(r, n, &None, Window::default());
+            w.push(&format!("seq IN (SELECT seq FROM ({sql}))"), params);
+        }
         (Some(r), None) => w.push("resource = ?", [text(r)]),
         _ => {}
     }
@@ -251,6 +308,17 @@ fn timeline_where(q: &TimelineSql, actor: Actor<'_>) -> Where {
 ///   (`records_user`, `records_impersonated`) and stopped at the limit, merged: one read of
 ///   `username = ? OR impersonated = ?` gathers all of the user's records and sorts them.
 fn timeline_sql(q: &TimelineSql) -> (String, Vec<SqlValue>) {
+    let (sql, params) = timeline_sql_body(q);
+    if q.resource.is_some() && q.name.is_some() {
+        let mut p = bucket_params(q.window);
+        p.extend(params);
+        (format!("{BUCKETS_CTE}{sql}"), p)
+    } else {
+        (sql, params)
+    }
+}
+
+fn timeline_sql_body(q: &TimelineSql) -> (String, Vec<SqlValue>) {
     let limit = q.limit;
     if q.after.is_some() {
         let w = timeline_where(q, Actor::Any);
@@ -290,28 +358,50 @@ fn timeline_sql(q: &TimelineSql) -> (String, Vec<SqlValue>) {
     }
 }
 
+/// An object's records, newest first: the matching entries (seq, time) of both indexes,
+/// sorted and limited, then those rows read.
 fn object_sql(key: &ObjectKey, win: Window, limit: usize) -> (String, Vec<SqlValue>) {
-    let mut a = Where::default();
-    a.push("resource = ?", [text(&key.resource)]);
-    a.push("name = ?", [text(&key.name)]);
-    a.namespace(&key.namespace);
-    a.window(win);
-    let mut b = Where::default();
-    b.push("mention_resource = ?", [text(&key.resource)]);
-    b.push("mention_name = ?", [text(&key.name)]);
-    b.namespace(&key.namespace);
-    b.window(win);
-    // Each side newest first through its index and stopped at the limit, then merged.
+    let (seqs, params) = object_seqs(&key.resource, &key.name, &key.namespace, win);
     let sql = format!(
-        "SELECT {COLS} FROM (SELECT {COLS} FROM records{} ORDER BY time DESC, seq DESC LIMIT {limit}) \
-         UNION SELECT {COLS} FROM (SELECT {COLS} FROM records{} ORDER BY time DESC, seq DESC LIMIT {limit}) \
-         ORDER BY time DESC, seq DESC LIMIT {limit}",
-        a.sql(),
-        b.sql()
+        "{BUCKETS_CTE}SELECT {COLS} FROM records WHERE seq IN (SELECT seq FROM ({seqs}) \
+         ORDER BY time DESC, seq DESC LIMIT {limit}) ORDER BY time DESC, seq DESC"
     );
-    let mut params = a.params;
-    params.extend(b.params);
-    (sql, params)
+    let mut p = bucket_params(win);
+    p.extend(params);
+    (sql, p)
+}
+
+/// The records of one uid, newest first.
+fn uid_sql(uid: &str, win: Window, limit: usize) -> (String, Vec<SqlValue>) {
+    let mut wh = Where::default();
+    wh.push("r.uid = ?", [text(uid)]);
+    wh.window(win);
+    let sql = format!(
+        "{BUCKETS_CTE}SELECT {COLS} FROM records WHERE seq IN (SELECT r.seq FROM {} AND {} \
+         ORDER BY r.time DESC, r.seq DESC LIMIT {limit}) ORDER BY time DESC, seq DESC",
+        through("records_uid"),
+        wh.conds.join(" AND ")
+    );
+    let mut p = bucket_params(win);
+    p.extend(wh.params);
+    (sql, p)
+}
+
+/// The objects an owner's uid made (their first record's time first).
+fn owned_sql(owner: &str, win: Window, limit: usize) -> (String, Vec<SqlValue>) {
+    let mut wh = Where::default();
+    wh.push("r.owner_uid = ?", [text(owner)]);
+    wh.window(win);
+    let sql = format!(
+        "{BUCKETS_CTE}SELECT resource, name, namespace, min(time) AS t FROM records \
+         WHERE seq IN (SELECT r.seq FROM {} AND {}) \
+         GROUP BY resource, name, namespace ORDER BY t LIMIT {limit}",
+        through("records_owner"),
+        wh.conds.join(" AND ")
+    );
+    let mut p = bucket_params(win);
+    p.extend(wh.params);
+    (sql, p)
 }
 
 #[async_trait::async_trait]
@@ -347,14 +437,8 @@ impl Backend for Sqlite {
     }
 
     async fn uid_rows(&self, uid: &str, w: Window, limit: usize) -> Result<Vec<Row>, QueryError> {
-        let mut wh = Where::default();
-        wh.push("uid = ?", [text(uid)]);
-        wh.window(w);
-        let sql = format!(
-            "SELECT {COLS} FROM records{} ORDER BY time DESC, seq DESC LIMIT {limit}",
-            wh.sql()
-        );
-        self.run(move |c| rows(c, &sql, wh.params)).await
+        let (sql, params) = uid_sql(uid, w, limit);
+        self.run(move |c| rows(c, &sql, params)).await
     }
 
     async fn owned_keys(
@@ -363,18 +447,11 @@ impl Backend for Sqlite {
         w: Window,
         limit: usize,
     ) -> Result<Vec<ObjectKey>, QueryError> {
-        let mut wh = Where::default();
-        wh.push("owner_uid = ?", [text(owner)]);
-        wh.window(w);
-        let sql = format!(
-            "SELECT resource, name, namespace, min(time) AS t FROM records{} \
-             GROUP BY resource, name, namespace ORDER BY t LIMIT {limit}",
-            wh.sql()
-        );
+        let (sql, params) = owned_sql(owner, w, limit);
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&sql).map_err(err("preparing a query"))?;
             let it = stmt
-                .query_map(params_from_iter(wh.params), |r| {
+                .query_map(params_from_iter(params), |r| {
                     Ok((
                         r.get::<_, Option<String>>(0)?,
                         r.get::<_, Option<String>>(1)?,
@@ -406,19 +483,20 @@ impl Backend for Sqlite {
         w: Window,
     ) -> Result<Vec<Option<String>>, QueryError> {
         let mut wh = Where::default();
-        wh.push("resource = ?", [text(resource)]);
-        wh.push("name = ?", [text(name)]);
+        wh.push("r.resource = ?", [text(resource)]);
+        wh.push("r.name = ?", [text(name)]);
         wh.window(w);
         let sql = format!(
-            "SELECT DISTINCT namespace FROM records{} LIMIT 50",
-            wh.sql()
+            "{BUCKETS_CTE}SELECT DISTINCT r.namespace FROM {} AND {} LIMIT 50",
+            through("records_object"),
+            wh.conds.join(" AND ")
         );
+        let mut params = bucket_params(w);
+        params.extend(wh.params);
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&sql).map_err(err("preparing a query"))?;
             let it = stmt
-                .query_map(params_from_iter(wh.params), |r| {
-                    r.get::<_, Option<String>>(0)
-                })
+                .query_map(params_from_iter(params), |r| r.get::<_, Option<String>>(0))
                 .map_err(err("reading namespaces"))?;
             it.collect::<Result<Vec<_>, _>>()
                 .map_err(err("reading namespaces"))
@@ -456,10 +534,16 @@ impl Backend for Sqlite {
     async fn record(&self, id: &str) -> Result<Option<Row>, QueryError> {
         let id = id.to_string();
         self.run(move |c| {
+            let mut params = bucket_params(Window::default());
+            params.push(SqlValue::Text(id));
             Ok(rows(
                 c,
-                &format!("SELECT {COLS} FROM records WHERE id = ?"),
-                vec![SqlValue::Text(id)],
+                &format!(
+                    "{BUCKETS_CTE}SELECT {COLS} FROM records WHERE seq IN \
+                     (SELECT r.seq FROM {} AND r.id = ?)",
+                    through("records_id")
+                ),
+                params,
             )?
             .into_iter()
             .next())
@@ -477,20 +561,12 @@ impl Backend for Sqlite {
         };
         let queries = vec![
             ("object", object_sql(key, w, 5000)),
-            ("object around a change", object_sql(key, around, crate::evidence::RELATED_LIMIT)),
             (
-                "uid",
-                (format!("SELECT {COLS} FROM records WHERE uid = ? ORDER BY time DESC, seq DESC LIMIT 5000"), vec![text("x")]),
+                "object around a change",
+                object_sql(key, around, crate::evidence::RELATED_LIMIT),
             ),
-            (
-                "owned",
-                (
-                    "SELECT resource, name, namespace, min(time) AS t FROM records WHERE owner_uid = ? \
-                     GROUP BY resource, name, namespace ORDER BY t LIMIT 2000"
-                        .to_string(),
-                    vec![text("x")],
-                ),
-            ),
+            ("uid", uid_sql("x", w, 5000)),
+            ("owned", owned_sql("x", w, 2000)),
         ];
         self.run(move |c| {
             let mut out = Vec::new();
@@ -585,6 +661,122 @@ mod tests {
         q.resource = Some("pods".into());
         let (rows, _) = db.timeline(&q).await.unwrap();
         assert_eq!(ids(&rows), ["a51", "a54", "a57"]);
+    }
+
+    /// A raw audit event: the replicaset-controller creates pod `name` (uid `uid`, owned by
+    /// the ReplicaSet of uid `owner`) at second `s` after 22:00.
+    fn created(id: &str, s: u32, name: &str, uid: &str, owner: &str) -> String {
+        let t = format!("2026-12-06T22:{:02}:{:02}.000000Z", s / 60, s % 60);
+        format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"{id}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/shop/pods","verb":"create","user":{{"username":"system:serviceaccount:kube-system:replicaset-controller"}},"objectRef":{{"resource":"pods","namespace":"shop","name":"{name}","apiVersion":"v1"}},"responseStatus":{{"code":201}},"responseObject":{{"kind":"Pod","apiVersion":"v1","metadata":{{"name":"{name}","namespace":"shop","uid":"{uid}","ownerReferences":[{{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-1","uid":"{owner}","controller":true}}]}}}},"requestReceivedTimestamp":"{t}","stageTimestamp":"{t}"}}"#
+        )
+    }
+
+    /// Reads through the bucketed indexes find an object's records in every bucket of their
+    /// window (and only there), and in buckets `buckets` does not know yet.
+    #[tokio::test]
+    async fn reads_find_records_in_every_bucket_of_their_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let mut w = ActivityWriter::open(&path, &WriterOptions::default()).unwrap();
+        let first = [
+            ("e1", created("e1", 0, "web-a", "u-a", "rs-1")),
+            ("e2", created("e2", 1, "web-b", "u-b", "rs-1")),
+        ];
+        w.insert(first.iter().map(|(i, r)| (*i, r.as_bytes())), 0)
+            .unwrap();
+        // The next records go to bucket 3: a row at its start moves the rowids on.
+        let start = 3i64 << BUCKET_SHIFT;
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO records (seq, id, time, kind, record) VALUES (?1, 'filler', 0, 'gap', '{}')",
+                [start],
+            )
+            .unwrap();
+        let later = [
+            ("e3", created("e3", 600, "web-a", "u-a", "rs-1")),
+            ("e4", created("e4", 601, "web-c", "u-c", "rs-1")),
+        ];
+        w.insert(later.iter().map(|(i, r)| (*i, r.as_bytes())), 0)
+            .unwrap();
+        drop(w);
+        let db = Sqlite::open(&path, Duration::from_secs(10)).unwrap();
+        let pod = |name: &str| ObjectKey {
+            resource: "pods".into(),
+            name: name.into(),
+            namespace: Some(Some("shop".into())),
+        };
+        let all = Window::default();
+        let seqs = |rows: &[Row]| rows.iter().map(|r| r.seq).collect::<Vec<_>>();
+        let rows = db.object_rows(&pod("web-a"), all, 100).await.unwrap();
+        assert_eq!(ids(&rows), ["e3", "e1"]);
+        assert_eq!(seqs(&rows), [start + 1, 1]);
+        assert_eq!(
+            ids(&db.uid_rows("u-a", all, 100).await.unwrap()),
+            ["e3", "e1"]
+        );
+        assert_eq!(ids(&db.uid_rows("u-a", all, 1).await.unwrap()), ["e3"]);
+        let owned = db.owned_keys("rs-1", all, 100).await.unwrap();
+        let names: Vec<&str> = owned.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, ["web-a", "web-b", "web-c"]);
+        assert_eq!(
+            db.namespaces("pods", "web-c", all).await.unwrap(),
+            [Some("shop".to_string())]
+        );
+        assert_eq!(db.record("e1").await.unwrap().unwrap().seq, 1);
+        assert_eq!(db.record("e4").await.unwrap().unwrap().seq, start + 2);
+        assert!(db.record("e5").await.unwrap().is_none());
+        // A window of the later records only: bucket 0 is not probed, and not found.
+        let t = |s: i64| 1_796_594_400_000_000_000i64 + s * 1_000_000_000;
+        assert_eq!(
+            kubetrail_core::Timestamp::from_unix_nanos(t(0)).to_rfc3339(),
+            "2026-12-06T22:00:00Z"
+        );
+        let late = Window {
+            since: Some(t(300)),
+            until: None,
+        };
+        assert_eq!(
+            ids(&db.object_rows(&pod("web-a"), late, 100).await.unwrap()),
+            ["e3"]
+        );
+        let early = Window {
+            since: None,
+            until: Some(t(300)),
+        };
+        assert_eq!(ids(&db.uid_rows("u-a", early, 100).await.unwrap()), ["e1"]);
+        // The page's object filter goes through the same buckets.
+        let q = TimelineSql {
+            resource: Some("pods".into()),
+            name: Some("web-a".into()),
+            limit: 10,
+            ..TimelineSql::default()
+        };
+        assert_eq!(ids(&db.timeline(&q).await.unwrap().0), ["e3", "e1"]);
+        // A bucket that `buckets` lost (as if a writer had not kept it) is still read, being
+        // past the last one it knows.
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute("DELETE FROM buckets WHERE bucket = 3", [])
+            .unwrap();
+        assert_eq!(ids(&db.uid_rows("u-a", late, 100).await.unwrap()), ["e3"]);
+        // Every read is a search of its index in each bucket, never a scan of the records.
+        let reader = kubetrail_activity::open_reader(&path).unwrap();
+        for (name, sql) in [
+            ("records_object", object_sql(&pod("web-a"), all, 10)),
+            ("records_mention", object_sql(&pod("web-a"), all, 10)),
+            ("records_uid", uid_sql("u-a", all, 10)),
+            ("records_owner", owned_sql("rs-1", all, 10)),
+            ("records_object", timeline_sql(&q)),
+        ] {
+            let p = plan(&reader, sql);
+            assert!(
+                p.contains(&format!("SEARCH r USING COVERING INDEX {name} (<expr>=?")),
+                "{p}"
+            );
+            assert!(!p.contains("SCAN records"), "{p}");
+            assert!(!p.contains("SCAN r "), "{p}");
+        }
     }
 
     /// Each read is ordered by an index: no sort of everything the filter matches.
