@@ -4,13 +4,14 @@ index kept as sorted runs would cost instead (issue: store ingest >= 50,000 reco
 
 The `store` output writes every batch (2,000 records, one transaction, fsync) into one
 table with fifteen indexes. Five of them take their keys in random order (record id,
-object, uid, owner, mention): each record dirties one leaf page of each, so every commit
-writes thousands of pages to the WAL and the rate falls as the store grows. This script
+object, uid, owner, mention): kept plain (schema 1, mode `today`), each record dirtied one
+leaf page of each, so every commit wrote thousands of pages to the WAL and the rate fell as
+the store grew. Schema 2 bucketed them (mode `bucketed`). This script
 measures, with Python's sqlite3 and generated rows shaped like kubetrail's (about 1.4 KB
 of record, audit events and Events about pods in 50 namespaces, random names and uids),
 the same schema and batch size, WAL, synchronous = FULL and a 40 MiB page cache:
 
-  today   the schema as it is (crates/activity/src/schema.rs, the columns the indexes use)
+  today   schema 1 (crates/activity/src/schema.rs before version 2; the columns the indexes use)
   runs    the random-key indexes replaced by tables keyed (run, key..., seq) WITHOUT ROWID,
           one run per batch written in key order (so every insert appends at the end), and
           the record id unique with the time first: (time, id). Runs are never merged, so a
