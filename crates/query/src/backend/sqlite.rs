@@ -663,6 +663,56 @@ mod tests {
         assert_eq!(ids(&rows), ["a51", "a54", "a57"]);
     }
 
+    /// A store written before schema 2 (version 1's indexes, no `buckets`) is upgraded when a
+    /// reader opens it, and answers as one written now.
+    #[tokio::test]
+    async fn a_version_1_store_is_upgraded_when_opened_for_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store(dir.path());
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "DROP INDEX records_time_id; DROP INDEX records_id; DROP INDEX records_object;
+                 DROP INDEX records_uid; DROP INDEX records_owner; DROP INDEX records_mention;
+                 DROP TABLE buckets;
+                 CREATE UNIQUE INDEX records_id ON records (id);
+                 CREATE INDEX records_time ON records (time);
+                 CREATE INDEX records_object ON records (resource, name, namespace, time);
+                 CREATE INDEX records_uid ON records (uid) WHERE uid IS NOT NULL;
+                 CREATE INDEX records_owner ON records (owner_uid, time) WHERE owner_uid IS NOT NULL;
+                 CREATE INDEX records_mention ON records (mention_resource, mention_name, namespace)
+                     WHERE mention_name IS NOT NULL;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let db = Sqlite::open(&path, Duration::from_secs(10)).unwrap();
+        let key = ObjectKey {
+            resource: "pods".into(),
+            name: "x3".into(),
+            namespace: Some(Some("shop".into())),
+        };
+        assert_eq!(
+            ids(&db.object_rows(&key, Window::default(), 10).await.unwrap()),
+            ["a3"]
+        );
+        assert_eq!(db.record("a59").await.unwrap().unwrap().id, "a59");
+        let q = TimelineSql {
+            user: Some("alice".into()),
+            limit: 5,
+            ..TimelineSql::default()
+        };
+        assert_eq!(
+            ids(&db.timeline(&q).await.unwrap().0),
+            ["a57", "a56", "a53", "a52", "a49"]
+        );
+        let c = kubetrail_activity::open_reader(&path).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, kubetrail_activity::schema::SCHEMA_VERSION);
+    }
+
     /// A raw audit event: the replicaset-controller creates pod `name` (uid `uid`, owned by
     /// the ReplicaSet of uid `owner`) at second `s` after 22:00.
     fn created(id: &str, s: u32, name: &str, uid: &str, owner: &str) -> String {
