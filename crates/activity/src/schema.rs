@@ -183,6 +183,9 @@ pub const ADDED: &str = "
 CREATE INDEX IF NOT EXISTS records_resource ON records (resource, time) WHERE resource IS NOT NULL;
 ";
 
+/// The page size of a new database (bytes).
+pub const PAGE_SIZE: u32 = 8192;
+
 /// How many records the writer stores between two `PRAGMA optimize`.
 pub const OPTIMIZE_EVERY: u64 = 1_000_000;
 
@@ -229,7 +232,11 @@ pub(crate) fn open_writer(
     }
     let conn = Connection::open(path).map_err(open)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
-    // Before any table exists: pages freed by retention can be given back to the file system.
+    // Before any table exists (a database keeps the page size it was made with): with the
+    // random-keyed indexes bucketed, 8 KiB pages store 10-15 % more records/s than 4 KiB
+    // (fewer B-tree levels and splits) in a 7 % smaller file. Pages freed by retention can be
+    // given back to the file system.
+    pragma(&conn, &format!("PRAGMA page_size = {PAGE_SIZE}")).map_err(open)?;
     pragma(&conn, "PRAGMA auto_vacuum = INCREMENTAL").map_err(open)?;
     pragma(&conn, "PRAGMA journal_mode = WAL").map_err(open)?;
     let sync = if synchronous_full { "FULL" } else { "NORMAL" };
@@ -380,6 +387,34 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
+    }
+
+    /// A new store has the page size chosen for it; one made with another keeps its own.
+    #[test]
+    fn a_new_store_has_its_page_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        drop(ActivityWriter::open(&path, &WriterOptions::default()).unwrap());
+        let size = |p: &Path| -> i64 {
+            open_reader(p)
+                .unwrap()
+                .query_row("PRAGMA page_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(size(&path), i64::from(PAGE_SIZE));
+        let old = dir.path().join("old.db");
+        {
+            let c = Connection::open(&old).unwrap();
+            c.execute_batch(
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x)",
+            )
+            .unwrap();
+            c.execute_batch("DROP TABLE t").unwrap();
+        }
+        let mut w = ActivityWriter::open(&old, &WriterOptions::default()).unwrap();
+        store(&mut w, 0, 10);
+        drop(w);
+        assert_eq!(size(&old), 4096);
     }
 
     /// The bucket's shift is written out in the SQL: the constant and the SQL agree.
