@@ -64,6 +64,7 @@ pick_postgresql() {
 # Refuses to start what would fill the disk: BYTES_PER_RECORD (measured) × N, plus 2 GB.
 need_disk() {
   local n="$1" per="$2" where="$3" avail need
+  mkdir -p "$where"
   avail=$(( $(df --output=avail -k "$where" | tail -1) * 1024 ))
   need=$(( n * per + 2 * 1024 * 1024 * 1024 ))
   if [ "$avail" -lt "$need" ]; then
@@ -96,7 +97,7 @@ who_sqlite() {
   [ -f "$db" ] && have="$(sqlite3 -readonly "$db" 'SELECT count(*) FROM records' 2>/dev/null || echo 0)"
   if [ "$have" != "$n" ]; then
     rm -f "$db" "$db-wal" "$db-shm"
-    need_disk "$n" 1800 "$(dirname "$db")"
+    need_disk "$n" 2600 "$(dirname "$db")"
     echo "== a store of $n records at $db"
     "$BIN" ingest "$db" "$n" 10000
   else
