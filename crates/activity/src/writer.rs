@@ -97,13 +97,13 @@ const UPSERT_BUCKET: &str = "INSERT INTO buckets (bucket, min_time, max_time) VA
 /// time of its own (it is stored at the time it was delivered, so a second delivery would
 /// not meet the first on `(time, id)`). Such records are rare (what could not be parsed);
 /// this probes every bucket's part of `records_id`.
-fn id_stored_sql() -> String {
+static ID_STORED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "{} SELECT 1 FROM b CROSS JOIN records r WHERE (r.seq >> {}) = b.x AND r.id = ?3 LIMIT 1",
         schema::BUCKETS_CTE,
         schema::BUCKET_SHIFT
     )
-}
+});
 
 /// The time range of a batch's records in each bucket it wrote to (a batch usually writes
 /// to one or two).
@@ -260,7 +260,7 @@ impl ActivityWriter {
                 let a = Activity::from_record(data);
                 if a.time.is_none() {
                     let stored = tx
-                        .prepare_cached(&id_stored_sql())
+                        .prepare_cached(&ID_STORED)
                         .and_then(|mut s| s.exists(params![i64::MIN, i64::MAX, id]))
                         .map_err(ActivityError::sql("looking for a record without a time"))?;
                     if stored {
@@ -413,15 +413,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
         let mut w = ActivityWriter::open(&path, &WriterOptions::default()).unwrap();
-        let s = w
-            .insert(
-                [
-                    ("x", &b"not json \xff"[..]),
-                    ("y", br#"{"id":"y","kind":"error"}"#),
-                ],
-                42,
-            )
-            .unwrap();
+        let records = [
+            ("x", &b"not json \xff"[..]),
+            ("y", br#"{"id":"y","kind":"error"}"#),
+        ];
+        let s = w.insert(records, 42).unwrap();
         assert_eq!(s.inserted, 2);
         let r = schema::open_reader(&path).unwrap();
         let (t, k): (i64, String) = r
@@ -431,15 +427,7 @@ mod tests {
             .unwrap();
         assert_eq!((t, k.as_str()), (42, "unknown"));
         // Delivered again later: stored at another time, but found by its id.
-        let s = w
-            .insert(
-                [
-                    ("x", &b"not json \xff"[..]),
-                    ("y", br#"{"id":"y","kind":"error"}"#),
-                ],
-                43,
-            )
-            .unwrap();
+        let s = w.insert(records, 43).unwrap();
         assert_eq!((s.inserted, s.duplicates), (0, 2));
         let buckets: Vec<(i64, i64, i64)> = r
             .prepare("SELECT bucket, min_time, max_time FROM buckets")
