@@ -8,10 +8,11 @@
 # events and Events about 10,000 Deployments, their ReplicaSets and pods in 50 namespaces,
 # kubelets, controllers, the scheduler and six people; see the example's header).
 #
-#   bench/activity-store.sh ingest [N] [RUNS]
+#   bench/activity-store.sh ingest [N] [RUNS] [SHARDS]
 #       RUNS times: N records (1,000,000) into a new store through the `store` output
-#       (batches of 2,000, the default batch.records; sync full); records/s, peak RSS and
-#       the bytes the process read and wrote through system calls.
+#       (batches of 2,000, the default batch.records; sync full; SHARDS files, default 2,
+#       the output's default); records/s, peak RSS and the bytes the process read and wrote
+#       through system calls.
 #   bench/activity-store.sh who [N] [DB]
 #       a store of N records (10,000,000) at DB (default: a temporary file, removed after;
 #       a DB that already holds N records is reused, so several runs share one), then
@@ -37,15 +38,38 @@ TMP="${BENCH_TMP:-/tmp}"
 cargo build --release --locked -q -p kubetrail --example activity_bench
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/activity_bench"
 
+# The files of the store named by DB: DB, then its other shards' (activity.1.db, …).
+store_files() {
+  local db="$1" k=1
+  echo "$db"
+  while [ -f "${db%.db}.$k.db" ]; do
+    echo "${db%.db}.$k.db"
+    k=$((k + 1))
+  done
+}
+
+# Runs SQL on the store named by DB with `recs` a view of the records of all its files.
+store_query() {
+  local db="$1" sql="$2" f k=0 attach="" union="SELECT * FROM main.records"
+  while read -r f; do
+    if [ "$k" -gt 0 ]; then
+      attach="$attach ATTACH '$f' AS s$k;"
+      union="$union UNION ALL SELECT * FROM s$k.records"
+    fi
+    k=$((k + 1))
+  done < <(store_files "$db")
+  sqlite3 -readonly "$db" "$attach CREATE TEMP VIEW recs AS $union; $sql"
+}
+
 # The objects asked about, read from the store itself (so any store will do): the pod of the
 # first successful delete of a pod owned by a ReplicaSet, that ReplicaSet and its Deployment.
 # Prints "NAMESPACE pod/P replicaset/R deployment/D".
 pick_sqlite() {
   local db="$1" ns pod rs dep
-  IFS='|' read -r ns pod rs < <(sqlite3 -readonly "$db" "SELECT namespace, name, owner_name FROM records
+  IFS='|' read -r ns pod rs < <(store_query "$db" "SELECT namespace, name, owner_name FROM recs
     WHERE verb = 'delete' AND resource = 'pods' AND owner_kind = 'ReplicaSet' AND response_code < 300
     AND namespace IS NOT NULL LIMIT 1")
-  dep="$(sqlite3 -readonly "$db" "SELECT owner_name FROM records WHERE resource = 'replicasets'
+  dep="$(store_query "$db" "SELECT owner_name FROM recs WHERE resource = 'replicasets'
     AND name = '$rs' AND namespace = '$ns' AND owner_kind = 'Deployment' LIMIT 1")"
   echo "$ns pod/$pod replicaset/$rs${dep:+ deployment/$dep}"
 }
@@ -74,11 +98,11 @@ need_disk() {
 }
 
 ingest() {
-  local n="${1:-1000000}" runs="${2:-3}" i dir
+  local n="${1:-1000000}" runs="${2:-3}" shards="${3:-2}" i dir
   for i in $(seq 1 "$runs"); do
     dir="$(mktemp -d "$TMP/kubetrail-activity-bench.XXXXXX")"
-    echo "== ingest run $i of $runs"
-    "$BIN" ingest "$dir/activity.db" "$n"
+    echo "== ingest run $i of $runs ($shards shards)"
+    "$BIN" ingest "$dir/activity.db" "$n" 2000 "$shards"
     echo "  database: $(du -sh "$dir" | cut -f1) for $n records"
     rm -rf "$dir"
   done
@@ -94,9 +118,10 @@ who_sqlite() {
     trap '[ -n "${MADE:-}" ] && rm -rf "$MADE"' EXIT
   fi
   local have=0
-  [ -f "$db" ] && have="$(sqlite3 -readonly "$db" 'SELECT count(*) FROM records' 2>/dev/null || echo 0)"
+  [ -f "$db" ] && have="$(store_query "$db" 'SELECT count(*) FROM recs' 2>/dev/null || echo 0)"
   if [ "$have" != "$n" ]; then
-    rm -f "$db" "$db-wal" "$db-shm"
+    local f
+    for f in $(store_files "$db"); do rm -f "$f" "$f-wal" "$f-shm"; done
     need_disk "$n" 2600 "$(dirname "$db")"
     echo "== a store of $n records at $db"
     "$BIN" ingest "$db" "$n" 10000
@@ -108,7 +133,8 @@ who_sqlite() {
 
 who_store() {
   local db="$1"
-  echo "  database: $(du -sh "$db" | cut -f1), $(sqlite3 -readonly "$db" 'SELECT count(*) FROM records') records"
+  # shellcheck disable=SC2046
+  echo "  database: $(du -ch $(store_files "$db") | tail -1 | cut -f1) in $(store_files "$db" | wc -l) files, $(store_query "$db" 'SELECT count(*) FROM recs') records"
   echo "== who on the SQLite store"
   # shellcheck disable=SC2046
   "$BIN" who --store "$db" $(pick_sqlite "$db")
@@ -144,7 +170,7 @@ who_postgresql() {
 }
 
 case "$what" in
-  ingest) ingest "${2:-}" "${3:-}" ;;
+  ingest) ingest "${2:-}" "${3:-}" "${4:-}" ;;
   who) who_sqlite "${2:-}" "${3:-}" ;;
   who-store) who_store "${2:?which database}" ;;
   who-postgresql) who_postgresql "${2:-}" ;;

@@ -10,6 +10,8 @@
 //! - [`schema`]: the tables and indexes.
 //! - [`writer`]: one connection that inserts batches exactly once (the record id is unique
 //!   with its time).
+//! - [`shards`]: a store in several files written in parallel, one writer each (records
+//!   split by id).
 //! - the writer's WAL checkpoints run on a thread of their own (`kubetrail-wal`).
 //! - [`retention`]: a background thread that deletes by age and by size in small
 //!   transactions, so delivery never waits for more than one of them.
@@ -21,12 +23,14 @@ pub mod kinds;
 pub mod pg;
 pub mod retention;
 pub mod schema;
+pub mod shards;
 pub mod writer;
 
 pub use extract::{Activity, Owner};
 pub use retention::{Retention, RetentionHandle, RetentionReport};
 pub use schema::{BUCKET_SHIFT, BUCKETS_CTE, open_reader, upgrade};
-pub use writer::{ActivityWriter, InsertStats, WriterOptions};
+pub use shards::{MAX_SHARDS, ShardedWriter, shard_files, shard_of, shard_path};
+pub use writer::{ActivityWriter, InsertStats, ShardRow, WriterOptions};
 
 /// What can go wrong with the activity database.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,8 @@ pub enum ActivityError {
         #[source]
         source: kubetrail_wal::WalError,
     },
+    #[error("{0}")]
+    Shards(String),
     #[error("no activity database at {0}")]
     Missing(std::path::PathBuf),
     #[error("{what}: {source}")]

@@ -335,6 +335,9 @@ mod tests {
             [2i64 << schema::BUCKET_SHIFT],
         )
         .unwrap();
+        // Opened again, the writer numbers its records after the filler.
+        drop(w);
+        let mut w = ActivityWriter::open(&path, &WriterOptions::default()).unwrap();
         fill(&mut w, 20, 10, 10);
         let buckets = |c: &Connection| -> Vec<i64> {
             c.prepare("SELECT bucket FROM buckets ORDER BY bucket")

@@ -51,7 +51,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::ActivityError;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A record's bucket is `seq >> BUCKET_SHIFT`: 16,384 consecutive records.
 pub const BUCKET_SHIFT: u32 = 14;
@@ -176,6 +176,20 @@ CREATE TABLE buckets (
 INSERT INTO buckets SELECT seq >> 14, min(time), max(time) FROM records GROUP BY seq >> 14;
 ";
 
+/// Version 3: the table `shard`, one row: how many shard files the store has (`count`; see
+/// `shards.rs`), which one this file is (`number`), and the position through which every
+/// batch given to the store is committed in this file (`through`: a batch's last position,
+/// whether or not any of its records belong here). A store written before has one shard.
+pub const V3: &str = "
+CREATE TABLE shard (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    count INTEGER NOT NULL CHECK (count >= 1),
+    number INTEGER NOT NULL CHECK (number >= 0 AND number < count),
+    through INTEGER NOT NULL
+);
+INSERT INTO shard (id, count, number, through) SELECT 0, 1, 0, coalesce(max(seq), 0) FROM records;
+";
+
 /// Indexes created, if missing, at every open of the writer (added after version 1). On a
 /// big store the first open after an upgrade builds them (a minute or two per 10 million
 /// records) before the writer starts.
@@ -271,7 +285,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), ActivityError> {
     if version < 1 {
         tx.execute_batch(V1)
             .map_err(ActivityError::sql("creating the tables"))?;
-    } else {
+    } else if version < 2 {
         let records: i64 = tx
             .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
             .map_err(ActivityError::sql("counting the records"))?;
@@ -283,8 +297,12 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), ActivityError> {
             "upgrading the activity database (rebuilding five indexes)"
         );
     }
-    tx.execute_batch(V2)
-        .map_err(ActivityError::sql("migrating to schema version 2"))?;
+    if version < 2 {
+        tx.execute_batch(V2)
+            .map_err(ActivityError::sql("migrating to schema version 2"))?;
+    }
+    tx.execute_batch(V3)
+        .map_err(ActivityError::sql("migrating to schema version 3"))?;
     tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
         .map_err(ActivityError::sql("writing the schema version"))?;
     tx.commit()
@@ -448,7 +466,7 @@ mod tests {
             let start = V1.find("CREATE UNIQUE INDEX").unwrap();
             let end = V1.find("CREATE TABLE record_groups").unwrap();
             c.execute_batch(&V1[start..end]).unwrap();
-            c.execute_batch("DROP TABLE buckets; PRAGMA user_version = 1")
+            c.execute_batch("DROP TABLE buckets; DROP TABLE shard; PRAGMA user_version = 1")
                 .unwrap();
         }
         // A reader does not read it as it is: it asks for the upgrade.

@@ -2,7 +2,8 @@
 //!
 //! A batch is one transaction. A record whose id is already stored (a batch delivered again
 //! after a crash, the same audit event from the webhook and the file) is skipped by the
-//! unique index on `id`, so delivering the same batch twice stores it once.
+//! unique index on `(time, id)`, so delivering the same batch twice stores it once. The
+//! writer of a store in several files is `shards.rs`'s, one of these per file.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,14 +78,34 @@ pub struct ActivityWriter {
     path: PathBuf,
     /// Records stored since the planner's statistics were last brought up to date.
     since_optimize: u64,
+    /// The position the next record stored through [`ActivityWriter::insert`] gets.
+    next_seq: i64,
 }
 
-const INSERT: &str = "INSERT INTO records (id, time, kind, api_group, resource, object_kind, \
+/// A store file's row of the table `shard` (see `shards.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardRow {
+    /// How many shard files the store has.
+    pub count: usize,
+    /// Which one this file is (0: the file the store is named by).
+    pub number: usize,
+    /// Every batch through this position is committed in this file.
+    pub through: i64,
+}
+
+const INSERT: &str = "INSERT INTO records (seq, id, time, kind, api_group, resource, object_kind, \
     subresource, namespace, name, uid, owner_kind, owner_name, owner_uid, mention_resource, \
     mention_name, verb, stage, username, impersonated, groups, source_ip, user_agent, \
     response_code, reason, event_type, component, record) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) ON CONFLICT (time, id) DO NOTHING";
+    ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28) ON CONFLICT (time, id) DO NOTHING";
+
+/// Moves the shard's `through` to a batch's last position, in the batch's transaction.
+const SET_THROUGH: &str = "UPDATE shard SET through = max(through, ?1)";
+
+/// The position after the newest one this file has stored or seen a batch through.
+const NEXT_SEQ: &str = "SELECT max(coalesce((SELECT max(seq) FROM records), 0), \
+    (SELECT through FROM shard)) + 1";
 
 const INSERT_GROUP: &str = "INSERT OR IGNORE INTO record_groups (grp, seq) VALUES (?1, ?2)";
 
@@ -162,6 +183,9 @@ impl ActivityWriter {
             ),
         )
         .map_err(ActivityError::sql("limiting the WAL's size"))?;
+        let next_seq = conn
+            .query_row(NEXT_SEQ, [], |r| r.get(0))
+            .map_err(ActivityError::sql("reading the newest position"))?;
         Ok(ActivityWriter {
             _checkpointer: ckpt,
             conn,
@@ -169,7 +193,51 @@ impl ActivityWriter {
             wal_threshold,
             path: path.to_path_buf(),
             since_optimize: 0,
+            next_seq,
         })
+    }
+
+    /// This file's row of the table `shard`.
+    pub fn shard(&self) -> Result<ShardRow, ActivityError> {
+        crate::shards::read_row(&self.conn)
+    }
+
+    /// Makes this file shard `number` of `count` (only for a store that holds no record yet:
+    /// the shards a record goes to depend on the count).
+    pub(crate) fn set_shard(&mut self, count: usize, number: usize) -> Result<(), ActivityError> {
+        if !self.is_empty()? {
+            return Err(ActivityError::Shards(format!(
+                "{} holds records: its shard count cannot change",
+                self.path.display()
+            )));
+        }
+        self.conn
+            .execute(
+                "UPDATE shard SET count = ?1, number = ?2",
+                params![count as i64, number as i64],
+            )
+            .map_err(ActivityError::sql("writing the shard count"))?;
+        Ok(())
+    }
+
+    /// The position the next record stored through [`ActivityWriter::insert`] gets.
+    pub fn next_seq(&self) -> i64 {
+        self.next_seq
+    }
+
+    /// Whether the file holds no record.
+    pub fn is_empty(&self) -> Result<bool, ActivityError> {
+        self.conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM records)", [], |r| {
+                r.get(0)
+            })
+            .map_err(ActivityError::sql("looking for records"))
+    }
+
+    /// Sets the page cache, KiB.
+    pub(crate) fn set_cache_kib(&self, kib: u32) -> Result<(), ActivityError> {
+        schema::pragma(&self.conn, &format!("PRAGMA cache_size = -{kib}"))
+            .map_err(ActivityError::sql("setting the page cache"))
     }
 
     /// After a write transaction: wakes the background checkpointer, or checkpoints on this
@@ -236,11 +304,33 @@ impl ActivityWriter {
         &self.path
     }
 
-    /// Stores a batch of `(record id, encoded record)` in one transaction. `now` (nanoseconds
-    /// since the Unix epoch) is the time of records that carry none.
+    /// Stores a batch of `(record id, encoded record)` in one transaction, at the positions
+    /// after the newest one. `now` (nanoseconds since the Unix epoch) is the time of records
+    /// that carry none.
     pub fn insert<'a>(
         &mut self,
         records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        now: i64,
+    ) -> Result<InsertStats, ActivityError> {
+        let first = self.next_seq;
+        let mut last = first - 1;
+        let numbered = records.into_iter().map(|(id, data)| {
+            last += 1;
+            (last, id, data)
+        });
+        let batch: Vec<(i64, &str, &[u8])> = numbered.collect();
+        let through = first + batch.len() as i64 - 1;
+        self.insert_at(batch, through, now)
+    }
+
+    /// Stores a batch of `(position, record id, encoded record)` in one transaction (a
+    /// record whose id is stored already leaves its position unused) and moves the shard's
+    /// `through` to `through`, the batch's last position (its records may be spread over
+    /// several shards). Positions must be above every one stored before.
+    pub fn insert_at<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = (i64, &'a str, &'a [u8])>,
+        through: i64,
         now: i64,
     ) -> Result<InsertStats, ActivityError> {
         let tx = self
@@ -256,7 +346,7 @@ impl ActivityWriter {
                 .prepare_cached(INSERT_GROUP)
                 .map_err(ActivityError::sql("preparing the group insert"))?;
             let mut buckets = BatchBuckets::default();
-            for (id, data) in records {
+            for (seq, id, data) in records {
                 let a = Activity::from_record(data);
                 if a.time.is_none() {
                     let stored = tx
@@ -284,6 +374,7 @@ impl ActivityWriter {
                 };
                 let n = insert
                     .execute(params![
+                        seq,
                         id,
                         time,
                         a.kind.as_deref().unwrap_or("unknown"),
@@ -318,7 +409,6 @@ impl ActivityWriter {
                     continue;
                 }
                 stats.inserted += 1;
-                let seq = tx.last_insert_rowid();
                 buckets.add(seq, time);
                 for g in &a.groups {
                     group
@@ -334,9 +424,13 @@ impl ActivityWriter {
                     .execute(params![bucket, lo, hi])
                     .map_err(ActivityError::sql("updating a bucket's time range"))?;
             }
+            tx.prepare_cached(SET_THROUGH)
+                .and_then(|mut s| s.execute(params![through]))
+                .map_err(ActivityError::sql("moving the shard's position"))?;
         }
         tx.commit()
             .map_err(ActivityError::sql("committing a batch"))?;
+        self.next_seq = self.next_seq.max(through + 1);
         self.after_commit();
         self.since_optimize += stats.inserted as u64;
         if self.since_optimize >= schema::OPTIMIZE_EVERY {

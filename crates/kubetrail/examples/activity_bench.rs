@@ -1,7 +1,8 @@
 //! Drives the activity store for `bench/activity-store.sh` (not part of kubetrail itself):
 //!
 //! ```text
-//! activity_bench ingest PATH N [BATCH]           N records into the `store` output at PATH
+//! activity_bench ingest PATH N [BATCH [SHARDS]]  N records into the `store` output at PATH
+//!                                                 (a new store of SHARDS files, default 2)
 //! activity_bench postgresql URL TABLE N [BATCH]  N records into the `postgresql` output's TABLE
 //! activity_bench postgresql URL TABLE N BATCH --indexes-after
 //!                                                 the same, the indexes built once at the end
@@ -604,11 +605,13 @@ async fn main() -> Result<(), Error> {
             let path = arg(2)?;
             let n: u64 = arg(3)?.parse()?;
             let batch: u64 = args.get(4).map(|b| b.parse()).transpose()?.unwrap_or(2000);
+            let shards = args.get(5).map(String::as_str).unwrap_or("2");
             let mut s = Section::from_pairs(
                 SectionKind::Output,
                 "store",
                 &[
                     ("path", path),
+                    ("shards", shards),
                     ("retention.max_age", "0"),
                     ("retention.max_size", "0"),
                 ],

@@ -214,15 +214,8 @@ pipeline:
         .unwrap();
     assert_eq!(frames, 76);
     let want = 1026 + 76;
-    let count_sqlite = || -> i64 {
-        kubetrail_activity::open_reader(&store)
-            .ok()
-            .and_then(|c| {
-                c.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
-                    .ok()
-            })
-            .unwrap_or(0)
-    };
+    // The store's records, in all its files (the default: two).
+    let count_sqlite = || store_records(&store) as i64;
     let stored = wait_until(Duration::from_secs(120), || count_sqlite() >= want).await;
     assert!(
         stored,

@@ -20,7 +20,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Env, signal, spawn_kubetrail, wait_until};
+use common::{Env, signal, spawn_kubetrail, store_records, wait_until};
 use http_body_util::{BodyExt, Full};
 use kubetrail_net::{HttpClient, TlsClientSettings};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -173,15 +173,7 @@ pipeline:
     /// they break.
     async fn wait_for_records(&self, n: usize) {
         let db = self.env.data_dir.join("activity.db");
-        let count = || -> usize {
-            kubetrail_activity::open_reader(&db)
-                .ok()
-                .and_then(|c| {
-                    c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
-                        .ok()
-                })
-                .map_or(0, |n| usize::try_from(n).unwrap_or(0))
-        };
+        let count = || store_records(&db);
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         let mut seen = 0;
         while std::time::Instant::now() < deadline {

@@ -89,7 +89,7 @@ impl Store {
         timeout: Duration,
     ) -> Result<Store, QueryError> {
         Ok(Store {
-            backend: Arc::new(backend::sqlite::Sqlite::open(path.as_ref(), timeout)?),
+            backend: backend::shards::open(path.as_ref(), timeout)?,
         })
     }
 
@@ -135,6 +135,7 @@ impl Store {
             order: q.order,
             cursor: q.cursor,
             after: q.after,
+            upto: None,
             limit,
         };
         let (rows, max) = self.backend.timeline(&sql).await?;

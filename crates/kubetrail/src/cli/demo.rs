@@ -14,7 +14,7 @@ use kubetrail_core::config::{Config, parse_duration};
 use kubetrail_emulator::activity::{self, ActivityOptions};
 use kubetrail_emulator::generator::{self, GeneratorOptions};
 use kubetrail_emulator::{Emulator, EmulatorOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -50,15 +50,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if lock.try_lock().is_err() {
         anyhow::bail!("another kubetrail is using {}", data_dir.display());
     }
-    for f in [
+    // The activity store's files: its first and its other shards'.
+    let store_files = (0..kubetrail_activity::MAX_SHARDS).flat_map(|k| {
+        let db = kubetrail_activity::shard_path(Path::new("activity.db"), k);
+        let db = db.to_string_lossy().into_owned();
+        [format!("{db}-wal"), format!("{db}-shm"), db]
+    });
+    let files = [
         "kubetrail.db",
         "kubetrail.db-wal",
         "kubetrail.db-shm",
-        "activity.db",
-        "activity.db-wal",
-        "activity.db-shm",
         "audit/audit.log",
-    ] {
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain(store_files);
+    for f in files {
         let p = data_dir.join(f);
         if p.exists() {
             std::fs::remove_file(&p)

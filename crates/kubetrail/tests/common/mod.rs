@@ -95,6 +95,21 @@ pipeline:
 
 /// Reads a JSON-lines output file and its rotated siblings (`.N` oldest first). Panics on a
 /// complete line that is not JSON: the file output must never hold a torn line.
+/// How many records the activity store named by `path` holds, in all its files (0 while it
+/// cannot be read).
+pub fn store_records(path: &Path) -> usize {
+    kubetrail_activity::shard_files(path)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| kubetrail_activity::open_reader(f).ok())
+        .filter_map(|c| {
+            c.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))
+                .ok()
+        })
+        .map(|n| usize::try_from(n).unwrap_or(0))
+        .sum()
+}
+
 pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
     let mut files = Vec::new();
     for n in (1..100).rev() {

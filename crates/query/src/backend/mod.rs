@@ -5,6 +5,7 @@
 #[cfg(test)]
 pub(crate) mod memory;
 pub(crate) mod postgres;
+pub(crate) mod shards;
 pub(crate) mod sqlite;
 
 use crate::QueryError;
@@ -55,6 +56,9 @@ pub(crate) struct TimelineSql {
     pub order: Order,
     pub cursor: Option<Cursor>,
     pub after: Option<Position>,
+    /// Records at or before this position only (a store in several files: how far every
+    /// file has committed; see `shards.rs`).
+    pub upto: Option<i64>,
     pub limit: u32,
 }
 

@@ -47,6 +47,52 @@ impl Sqlite {
         })
     }
 
+    /// The file's newest position (see [`newest`]).
+    pub async fn newest(&self) -> Result<i64, QueryError> {
+        self.run(newest).await
+    }
+
+    /// The objects an owner's uid made, with the time of each one's first record, that
+    /// time first.
+    pub async fn owned_keys_timed(
+        &self,
+        owner: &str,
+        w: Window,
+        limit: usize,
+    ) -> Result<Vec<(ObjectKey, i64)>, QueryError> {
+        let (sql, params) = owned_sql(owner, w, limit);
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(err("preparing a query"))?;
+            let it = stmt
+                .query_map(params_from_iter(params), |r| {
+                    Ok((
+                        r.get::<_, Option<String>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(err("reading owned objects"))?;
+            let mut out = Vec::new();
+            for row in it {
+                if let (Some(resource), Some(name), ns, t) =
+                    row.map_err(err("reading owned objects"))?
+                {
+                    out.push((
+                        ObjectKey {
+                            resource,
+                            name,
+                            namespace: Some(ns),
+                        },
+                        t,
+                    ));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Runs `f` on a pooled connection on a blocking thread, within the time limit.
     async fn run<T: Send + 'static>(
         &self,
@@ -85,6 +131,18 @@ impl Sqlite {
 }
 
 const COLS: &str = "seq, id, time, record";
+
+/// The newest position of the file: its newest record's, or the last position of the last
+/// batch it committed (`through`, see `kubetrail_activity::shards`) if later.
+fn newest(c: &Connection) -> Result<i64, QueryError> {
+    c.query_row(
+        "SELECT max(coalesce((SELECT max(seq) FROM records), 0), \
+         coalesce((SELECT through FROM shard), 0))",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(err("reading the newest position"))
+}
 
 fn rows(conn: &Connection, sql: &str, params: Vec<SqlValue>) -> Result<Vec<Row>, QueryError> {
     let mut stmt = conn.prepare_cached(sql).map_err(err("preparing a query"))?;
@@ -281,6 +339,9 @@ fn timeline_where(q: &TimelineSql, actor: Actor<'_>) -> Where {
             [],
         );
     }
+    if let Some(upto) = q.upto {
+        w.push("seq <= ?", [SqlValue::Integer(upto)]);
+    }
     if let Some(after) = q.after {
         w.push("seq > ?", [SqlValue::Integer(after.0)]);
     } else {
@@ -413,11 +474,7 @@ impl Backend for Sqlite {
             c.execute_batch("BEGIN").map_err(err("starting a read"))?;
             let out = (|| {
                 let found = rows(c, &sql, params)?;
-                let max: i64 = c
-                    .query_row("SELECT coalesce(max(seq), 0) FROM records", [], |r| {
-                        r.get(0)
-                    })
-                    .map_err(err("reading the newest position"))?;
+                let max = newest(c)?;
                 Ok((found, max))
             })();
             let _ = c.execute_batch("COMMIT");
@@ -447,33 +504,12 @@ impl Backend for Sqlite {
         w: Window,
         limit: usize,
     ) -> Result<Vec<ObjectKey>, QueryError> {
-        let (sql, params) = owned_sql(owner, w, limit);
-        self.run(move |c| {
-            let mut stmt = c.prepare_cached(&sql).map_err(err("preparing a query"))?;
-            let it = stmt
-                .query_map(params_from_iter(params), |r| {
-                    Ok((
-                        r.get::<_, Option<String>>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                    ))
-                })
-                .map_err(err("reading owned objects"))?;
-            let mut out = Vec::new();
-            for row in it {
-                if let (Some(resource), Some(name), ns) =
-                    row.map_err(err("reading owned objects"))?
-                {
-                    out.push(ObjectKey {
-                        resource,
-                        name,
-                        namespace: Some(ns),
-                    });
-                }
-            }
-            Ok(out)
-        })
-        .await
+        Ok(self
+            .owned_keys_timed(owner, w, limit)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     async fn namespaces(
@@ -674,7 +710,7 @@ mod tests {
             c.execute_batch(
                 "DROP INDEX records_time_id; DROP INDEX records_id; DROP INDEX records_object;
                  DROP INDEX records_uid; DROP INDEX records_owner; DROP INDEX records_mention;
-                 DROP TABLE buckets;
+                 DROP TABLE buckets; DROP TABLE shard;
                  CREATE UNIQUE INDEX records_id ON records (id);
                  CREATE INDEX records_time ON records (time);
                  CREATE INDEX records_object ON records (resource, name, namespace, time);
@@ -735,7 +771,7 @@ mod tests {
         ];
         w.insert(first.iter().map(|(i, r)| (*i, r.as_bytes())), 0)
             .unwrap();
-        // The next records go to bucket 3: a row at its start moves the rowids on.
+        // The next records go to bucket 3, after a row at its start.
         let start = 3i64 << BUCKET_SHIFT;
         rusqlite::Connection::open(&path)
             .unwrap()
@@ -748,8 +784,15 @@ mod tests {
             ("e3", created("e3", 600, "web-a", "u-a", "rs-1")),
             ("e4", created("e4", 601, "web-c", "u-c", "rs-1")),
         ];
-        w.insert(later.iter().map(|(i, r)| (*i, r.as_bytes())), 0)
-            .unwrap();
+        w.insert_at(
+            later
+                .iter()
+                .zip(start + 1..)
+                .map(|((i, r), seq)| (seq, *i, r.as_bytes())),
+            start + 2,
+            0,
+        )
+        .unwrap();
         drop(w);
         let db = Sqlite::open(&path, Duration::from_secs(10)).unwrap();
         let pod = |name: &str| ObjectKey {

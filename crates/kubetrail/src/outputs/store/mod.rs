@@ -2,8 +2,9 @@
 //! its own beside the state database), indexed for `kubetrail who`, `kubetrail activity` and
 //! the activity page (see `kubetrail-activity` for the schema).
 //!
-//! Exactly once: a batch is one transaction and the record id is unique, so a batch
-//! delivered again after a crash stores nothing twice. Retention (by age and by size) runs on
+//! Exactly once: a batch is one transaction per file of the store (records split between its
+//! shards by id, written in parallel) and the record id is unique, so a batch delivered again
+//! after a crash stores nothing twice. Retention (by age and by size) runs on
 //! a thread of its own in small transactions, so delivery waits for at most one of them.
 //! Readers (`kubetrail who` while kubetrail runs) never block the writer (WAL).
 
@@ -11,7 +12,7 @@ mod config;
 
 use std::sync::Arc;
 
-use kubetrail_activity::{ActivityWriter, RetentionHandle, WriterOptions};
+use kubetrail_activity::{RetentionHandle, ShardedWriter, WriterOptions};
 use kubetrail_core::Timestamp;
 use kubetrail_core::config::{ConfigError, Section};
 use kubetrail_state::QueueItem;
@@ -24,8 +25,9 @@ use crate::pipeline::{DeliveryError, Output};
 pub struct StoreOutput {
     config: StoreConfig,
     /// In a mutex only so that the output is `Sync`; only `deliver` (`&mut self`) uses it.
-    writer: std::sync::Mutex<Option<ActivityWriter>>,
-    retention: Option<Arc<RetentionHandle>>,
+    writer: std::sync::Mutex<Option<ShardedWriter>>,
+    /// One retention thread per file of the store.
+    retention: Vec<Arc<RetentionHandle>>,
 }
 
 impl StoreOutput {
@@ -41,7 +43,7 @@ impl StoreOutput {
         StoreOutput {
             config,
             writer: std::sync::Mutex::new(None),
-            retention: None,
+            retention: Vec::new(),
         }
     }
 
@@ -58,7 +60,7 @@ impl StoreOutput {
     }
 
     /// Opens the database (on a blocking thread) and starts retention, if not done yet.
-    fn writer(&mut self) -> &mut Option<ActivityWriter> {
+    fn writer(&mut self) -> &mut Option<ShardedWriter> {
         self.writer.get_mut().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -72,20 +74,29 @@ impl StoreOutput {
             cache_kib: self.config.cache_kib,
             ..WriterOptions::default()
         };
-        let writer = tokio::task::spawn_blocking(move || ActivityWriter::open(&path, &opts))
+        let shards = self.config.shards;
+        let writer = tokio::task::spawn_blocking(move || ShardedWriter::open(&path, shards, &opts))
             .await
             .map_err(|e| Self::retryable(format!("opening the activity database: {e}")))?
             .map_err(|e| Self::retryable(e.to_string()))?;
+        let files = writer.paths();
         *self.writer() = Some(writer);
-        if self.retention.is_none()
+        if self.retention.is_empty()
             && (self.config.retention.max_age.is_some() || self.config.retention.max_size.is_some())
         {
-            let handle =
-                RetentionHandle::spawn(&self.config.path, self.config.retention.clone())
+            // The records are spread evenly over the files (by a hash of their ids): each
+            // keeps its share of the size.
+            let mut policy = self.config.retention.clone();
+            policy.max_size = policy
+                .max_size
+                .map(|m| (m / files.len() as u64).max(1 << 20));
+            for file in &files {
+                let handle = RetentionHandle::spawn(file, policy.clone())
                     .map_err(|e| Self::retryable(format!("starting the retention thread: {e}")))?;
-            self.retention = Some(Arc::new(handle));
+                self.retention.push(Arc::new(handle));
+            }
         }
-        tracing::info!(path = %self.config.path.display(), cache_kib = self.config.cache_kib, "activity store open");
+        tracing::info!(path = %self.config.path.display(), shards = files.len(), cache_kib = self.config.cache_kib, "activity store open");
         Ok(())
     }
 }
@@ -150,7 +161,7 @@ impl Output for StoreOutput {
 
     async fn close(&mut self) -> Result<(), DeliveryError> {
         *self.writer() = None;
-        self.retention = None;
+        self.retention.clear();
         Ok(())
     }
 }
@@ -184,6 +195,7 @@ mod tests {
             },
             sync_full: true,
             cache_kib: 2048,
+            shards: 2,
         });
         o.open(None).await.unwrap();
         let batch: Vec<QueueItem> = (0..100).map(item).collect();
@@ -200,9 +212,17 @@ mod tests {
             .unwrap();
         assert_eq!(page.entries.len(), 100);
         assert!(page.entries.iter().all(|e| e.code == Some(403)));
-        // The configured cache is the writer's.
+        // The configured cache is the writer's, shared by the store's two files, which
+        // both hold records.
         let cache = o.writer().as_ref().map(|w| w.cache_kib().unwrap());
         assert_eq!(cache, Some(2048));
+        for file in ["a.db", "a.1.db"] {
+            let c = kubetrail_activity::open_reader(&dir.path().join(file)).unwrap();
+            let n: i64 = c
+                .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+                .unwrap();
+            assert!((20..=80).contains(&n), "{file}: {n} of 100 records");
+        }
         o.close().await.unwrap();
     }
 }
