@@ -32,12 +32,17 @@
 //! it in the batch's transaction); a read through these indexes probes each bucket of its
 //! time range ([`BUCKETS_CTE`]), a few microseconds each.
 //!
+//! **Shards.** A store may be kept in several files (`shards.rs`), each with this schema; the
+//! table `shard` (version 3) says how many, which one a file is, and how far the batches it
+//! has committed reach. Positions (`seq`) are then the store's, given by its writer.
+//!
 //! Partial indexes (`WHERE x IS NOT NULL`) keep the columns one kind of record never fills
 //! out of the indexes of the other. Indexes added after version 1 ([`ADDED`]) are created
 //! when the writer opens the database, without a new schema version: a reader that does
 //! not know them still reads the database. Version 2 (the bucketed indexes) is a migration
 //! ([`V2`]): on a big store the first open after the upgrade rebuilds those indexes (300 s for
-//! 10 million records on a 2-core machine).
+//! 10 million records on a 2-core machine). Version 3 ([`V3`]) adds the table `shard`
+//! (instant).
 //!
 //! The writer keeps the query planner's statistics current (`PRAGMA optimize`, which runs
 //! `ANALYZE` on a sample of each index where the data changed enough) when it opens the
@@ -197,6 +202,9 @@ pub const ADDED: &str = "
 CREATE INDEX IF NOT EXISTS records_resource ON records (resource, time) WHERE resource IS NOT NULL;
 ";
 
+/// A reader connection's page cache, KiB (a store in several files shares it between them).
+pub const READER_CACHE_KIB: u32 = 8192;
+
 /// The page size of a new database (bytes).
 pub const PAGE_SIZE: u32 = 8192;
 
@@ -354,7 +362,7 @@ pub fn open_reader(path: &Path) -> Result<Connection, ActivityError> {
     };
     let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     pragma(&conn, "PRAGMA query_only = ON").map_err(open)?;
-    pragma(&conn, "PRAGMA cache_size = -8192").map_err(open)?;
+    pragma(&conn, &format!("PRAGMA cache_size = -{READER_CACHE_KIB}")).map_err(open)?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(open)?;

@@ -126,7 +126,7 @@ impl ShardedWriter {
                 "a store has 1 to {MAX_SHARDS} shards, not {count}"
             )));
         }
-        let mut first = ActivityWriter::open(path, opts)?;
+        let first = ActivityWriter::open(path, opts)?;
         let row = first.shard()?;
         if row.number != 0 {
             return Err(ActivityError::Shards(format!(
@@ -138,8 +138,9 @@ impl ShardedWriter {
             )));
         }
         let fresh = first.is_empty()? && row.through == 0;
+        // A new store's other files are made before the first names them: a reader opening
+        // the store meanwhile sees one empty file, never a missing one.
         let count = if fresh && row.count != count {
-            first.set_shard(count, 0)?;
             count
         } else {
             if row.count != count {
@@ -165,8 +166,10 @@ impl ShardedWriter {
             }
             let mut w = ActivityWriter::open(&file, &per_shard)?;
             let r = w.shard()?;
-            if r.count == 1 && r.number == 0 && w.is_empty()? && r.through == 0 {
-                w.set_shard(count, number)?;
+            if fresh && w.is_empty()? && r.through == 0 {
+                if (r.count, r.number) != (count, number) {
+                    w.set_shard(count, number)?;
+                }
             } else if r.count != count || r.number != number {
                 return Err(ActivityError::Shards(format!(
                     "{} says it is shard {} of {}, where the store {} expects shard {number} of {count}",
@@ -177,6 +180,9 @@ impl ShardedWriter {
                 )));
             }
             shards.push(w);
+        }
+        if shards[0].shard()?.count != count {
+            shards[0].set_shard(count, 0)?;
         }
         let next = shards
             .iter()

@@ -29,9 +29,12 @@ pub(crate) fn open(path: &Path, timeout: Duration) -> Result<Arc<dyn Backend>, Q
     if files.len() <= 1 {
         return Ok(Arc::new(first));
     }
-    let mut shards = vec![first];
+    // The readers' page cache (8 MiB a connection) shared between the files, as the
+    // writer's is: a store in more files costs no more memory to read.
+    let kib = (kubetrail_activity::schema::READER_CACHE_KIB / files.len() as u32).max(1024);
+    let mut shards = vec![first.with_cache_kib(kib)?];
     for f in &files[1..] {
-        shards.push(Sqlite::open(f, timeout)?);
+        shards.push(Sqlite::open(f, timeout)?.with_cache_kib(kib)?);
     }
     Ok(Arc::new(Shards { shards }))
 }

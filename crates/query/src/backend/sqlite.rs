@@ -22,6 +22,9 @@ pub(crate) struct Sqlite {
     path: PathBuf,
     pool: Arc<Mutex<Vec<Connection>>>,
     timeout: Duration,
+    /// Each connection's page cache, KiB, when not the reader's default (a store's files
+    /// share it: see `shards.rs`).
+    cache_kib: Option<u32>,
 }
 
 fn err(what: &'static str) -> impl FnOnce(rusqlite::Error) -> QueryError {
@@ -44,7 +47,17 @@ impl Sqlite {
             path: path.to_path_buf(),
             pool: Arc::new(Mutex::new(vec![conn])),
             timeout,
+            cache_kib: None,
         })
+    }
+
+    /// Gives each connection a page cache of `kib` KiB.
+    pub fn with_cache_kib(mut self, kib: u32) -> Result<Sqlite, QueryError> {
+        for c in self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            set_cache(c, kib)?;
+        }
+        self.cache_kib = Some(kib);
+        Ok(self)
     }
 
     /// The file's newest position (see [`newest`]).
@@ -101,11 +114,18 @@ impl Sqlite {
         let pool = self.pool.clone();
         let path = self.path.clone();
         let timeout = self.timeout;
+        let cache_kib = self.cache_kib;
         tokio::task::spawn_blocking(move || {
             let conn = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let conn = match conn {
                 Some(c) => c,
-                None => kubetrail_activity::open_reader(&path)?,
+                None => {
+                    let c = kubetrail_activity::open_reader(&path)?;
+                    if let Some(kib) = cache_kib {
+                        set_cache(&c, kib)?;
+                    }
+                    c
+                }
             };
             let deadline = Instant::now() + timeout;
             conn.progress_handler(10_000, Some(move || Instant::now() > deadline));
@@ -128,6 +148,11 @@ impl Sqlite {
         .await
         .map_err(|e| QueryError::Task(e.to_string()))?
     }
+}
+
+fn set_cache(c: &Connection, kib: u32) -> Result<(), QueryError> {
+    c.execute_batch(&format!("PRAGMA cache_size = -{kib}"))
+        .map_err(err("setting the page cache"))
 }
 
 const COLS: &str = "seq, id, time, record";
