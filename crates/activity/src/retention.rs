@@ -77,17 +77,13 @@ fn delete_chunk(
     let tx = conn
         .transaction()
         .map_err(ActivityError::sql("starting a retention chunk"))?;
-    let victims: Vec<(i64, Option<String>)> = {
+    let victims: Vec<i64> = {
         let mut stmt = tx
-            .prepare_cached(
-                "SELECT seq, groups FROM records WHERE time < ?1 ORDER BY time LIMIT ?2",
-            )
+            .prepare_cached("SELECT seq FROM records WHERE time < ?1 ORDER BY time LIMIT ?2")
             .map_err(ActivityError::sql("preparing the retention query"))?;
         let chunk = i64::try_from(chunk).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![before.unwrap_or(i64::MAX), chunk], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_map(params![before.unwrap_or(i64::MAX), chunk], |r| r.get(0))
             .map_err(ActivityError::sql("finding records to delete"))?;
         rows.collect::<Result<_, _>>()
             .map_err(ActivityError::sql("finding records to delete"))?
@@ -96,21 +92,9 @@ fn delete_chunk(
         let mut del = tx
             .prepare_cached("DELETE FROM records WHERE seq = ?1")
             .map_err(ActivityError::sql("preparing the delete"))?;
-        let mut del_group = tx
-            .prepare_cached("DELETE FROM record_groups WHERE grp = ?1 AND seq = ?2")
-            .map_err(ActivityError::sql("preparing the delete"))?;
-        for (seq, groups) in &victims {
+        for seq in &victims {
             del.execute([seq])
                 .map_err(ActivityError::sql("deleting a record"))?;
-            let groups: Vec<String> = groups
-                .as_deref()
-                .and_then(|g| serde_json::from_str(g).ok())
-                .unwrap_or_default();
-            for g in groups {
-                del_group
-                    .execute(params![g, seq])
-                    .map_err(ActivityError::sql("deleting a group row"))?;
-            }
         }
     }
     // Buckets wholly before the oldest record left are probed no more. (A bucket's time range
@@ -315,7 +299,10 @@ mod tests {
         assert_eq!(r.deleted_by_age, 700);
         assert_eq!(count(&c, "SELECT count(*) FROM records"), 300);
         assert_eq!(count(&c, "SELECT min(time) FROM records"), 700 * SEC);
-        assert_eq!(count(&c, "SELECT count(*) FROM record_groups"), 300);
+        assert_eq!(
+            count(&c, "SELECT count(*) FROM records WHERE groups IS NOT NULL"),
+            300
+        );
         // The writer goes on while nothing is left to delete.
         fill(&mut w, 1000, 10, 10);
         let r = enforce(&mut c, &policy, 1000 * SEC, &|| false).unwrap();

@@ -107,7 +107,8 @@ const SET_THROUGH: &str = "UPDATE shard SET through = max(through, ?1)";
 const NEXT_SEQ: &str = "SELECT max(coalesce((SELECT max(seq) FROM records), 0), \
     (SELECT through FROM shard)) + 1";
 
-const INSERT_GROUP: &str = "INSERT OR IGNORE INTO record_groups (grp, seq) VALUES (?1, ?2)";
+/// A list of groups stored (once: few distinct lists).
+const INSERT_GROUP_SET: &str = "INSERT OR IGNORE INTO group_sets (groups) VALUES (?1)";
 
 /// Widens a bucket's time range by a batch's records in it.
 const UPSERT_BUCKET: &str = "INSERT INTO buckets (bucket, min_time, max_time) VALUES (?1, ?2, ?3) \
@@ -342,10 +343,9 @@ impl ActivityWriter {
             let mut insert = tx
                 .prepare_cached(INSERT)
                 .map_err(ActivityError::sql("preparing the insert"))?;
-            let mut group = tx
-                .prepare_cached(INSERT_GROUP)
-                .map_err(ActivityError::sql("preparing the group insert"))?;
             let mut buckets = BatchBuckets::default();
+            // The batch's lists of groups, each once (a batch has a handful).
+            let mut group_sets: Vec<String> = Vec::new();
             for (seq, id, data) in records {
                 let a = Activity::from_record(data);
                 if a.time.is_none() {
@@ -394,7 +394,7 @@ impl ActivityWriter {
                         a.stage,
                         a.username,
                         a.impersonated,
-                        groups,
+                        groups.as_deref(),
                         a.source_ip,
                         a.user_agent,
                         a.response_code,
@@ -410,11 +410,16 @@ impl ActivityWriter {
                 }
                 stats.inserted += 1;
                 buckets.add(seq, time);
-                for g in &a.groups {
-                    group
-                        .execute(params![g, seq])
-                        .map_err(ActivityError::sql("inserting a group"))?;
+                if let Some(g) = groups
+                    && !group_sets.contains(&g)
+                {
+                    group_sets.push(g);
                 }
+            }
+            for g in &group_sets {
+                tx.prepare_cached(INSERT_GROUP_SET)
+                    .and_then(|mut st| st.execute(params![g]))
+                    .map_err(ActivityError::sql("storing a list of groups"))?;
             }
             let mut upsert = tx
                 .prepare_cached(UPSERT_BUCKET)
@@ -486,12 +491,17 @@ mod tests {
         assert_eq!(n, 50);
         let g: i64 = r
             .query_row(
-                "SELECT count(*) FROM record_groups WHERE grp = 'dev'",
+                "SELECT count(*) FROM records WHERE groups IN (SELECT groups FROM group_sets \
+                 WHERE EXISTS (SELECT 1 FROM json_each(group_sets.groups) WHERE value = 'dev'))",
                 [],
                 |r| r.get(0),
             )
             .unwrap();
         assert_eq!(g, 50);
+        let sets: i64 = r
+            .query_row("SELECT count(*) FROM group_sets", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sets, 1, "one list, stored once");
         let (name, user): (String, String) = r
             .query_row(
                 "SELECT name, username FROM records WHERE id = 'a-7/ResponseComplete'",

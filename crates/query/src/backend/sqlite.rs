@@ -315,14 +315,17 @@ fn timeline_where(q: &TimelineSql, actor: Actor<'_>) -> Where {
     }
     if let Some(g) = &q.group {
         if live {
-            // One look-up per new record, not the group's every record.
+            // One look at each new record's list.
             w.push(
-                "EXISTS (SELECT 1 FROM record_groups g WHERE g.grp = ? AND g.seq = records.seq)",
+                "EXISTS (SELECT 1 FROM json_each(records.groups) WHERE json_each.value = ?)",
                 [text(g)],
             );
         } else {
+            // The lists naming the group (a store has few lists), then their records
+            // through `records_groups`.
             w.push(
-                "seq IN (SELECT seq FROM record_groups WHERE grp = ?)",
+                "groups IN (SELECT groups FROM group_sets WHERE EXISTS \
+                 (SELECT 1 FROM json_each(group_sets.groups) WHERE json_each.value = ?))",
                 [text(g)],
             );
         }
@@ -735,7 +738,11 @@ mod tests {
             c.execute_batch(
                 "DROP INDEX records_time_id; DROP INDEX records_id; DROP INDEX records_object;
                  DROP INDEX records_uid; DROP INDEX records_owner; DROP INDEX records_mention;
-                 DROP TABLE buckets; DROP TABLE shard;
+                 DROP TABLE buckets; DROP TABLE shard; DROP INDEX records_groups;
+                 CREATE TABLE record_groups (grp TEXT NOT NULL, seq INTEGER NOT NULL,
+                     PRIMARY KEY (grp, seq)) WITHOUT ROWID;
+                 INSERT INTO record_groups SELECT j.value, r.seq FROM records r, json_each(r.groups) j;
+                 DROP TABLE group_sets;
                  CREATE UNIQUE INDEX records_id ON records (id);
                  CREATE INDEX records_time ON records (time);
                  CREATE INDEX records_object ON records (resource, name, namespace, time);
@@ -767,6 +774,22 @@ mod tests {
             ids(&db.timeline(&q).await.unwrap().0),
             ["a57", "a56", "a53", "a52", "a49"]
         );
+        // A group's records, found through the lists of groups the upgrade made.
+        let mut q = TimelineSql {
+            group: Some("g".into()),
+            limit: 3,
+            ..TimelineSql::default()
+        };
+        assert_eq!(
+            ids(&db.timeline(&q).await.unwrap().0),
+            ["a59", "a58", "a57"]
+        );
+        q.after = Some(Position(59)); // a{i} is at position i + 1
+        assert_eq!(ids(&db.timeline(&q).await.unwrap().0), ["a59"]);
+        q.group = Some("h".into());
+        assert!(db.timeline(&q).await.unwrap().0.is_empty());
+        q.after = None;
+        assert!(db.timeline(&q).await.unwrap().0.is_empty());
         let c = kubetrail_activity::open_reader(&path).unwrap();
         let v: i64 = c
             .query_row("PRAGMA user_version", [], |r| r.get(0))
