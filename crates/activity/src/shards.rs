@@ -98,10 +98,18 @@ pub fn shard_files(path: &Path) -> Result<Vec<PathBuf>, ActivityError> {
 /// Shard 0's file, from shard `number`'s (`activity.1.db` → `activity.db`).
 fn first_file(path: &Path, number: usize) -> PathBuf {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let infix = format!(".{number}");
-    match name.rfind(&infix) {
-        Some(i) => path.with_file_name(format!("{}{}", &name[..i], &name[i + infix.len()..])),
-        None => path.to_path_buf(),
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let suffix = format!(".{number}");
+    match (stem.strip_suffix(&suffix), path.extension()) {
+        // `activity.1.db`: the stem `activity.1`.
+        (Some(first), Some(ext)) => {
+            path.with_file_name(format!("{first}.{}", ext.to_string_lossy()))
+        }
+        // `store.1`: the "extension" is the number.
+        _ => match name.strip_suffix(&suffix) {
+            Some(first) => path.with_file_name(first),
+            None => path.to_path_buf(),
+        },
     }
 }
 
@@ -322,6 +330,17 @@ mod tests {
         assert_eq!(shard_path(Path::new("store"), 2), Path::new("store.2"));
         assert_eq!(first_file(Path::new("/data/activity.1.db"), 1), p);
         assert_eq!(first_file(Path::new("store.2"), 2), Path::new("store"));
+        assert_eq!(
+            first_file(Path::new("/d/a.12.db"), 12),
+            Path::new("/d/a.db")
+        );
+        assert_eq!(
+            first_file(Path::new("/d/x.1.y.1.db"), 1),
+            Path::new("/d/x.1.y.db")
+        );
+        for k in 1..20 {
+            assert_eq!(first_file(&shard_path(p, k), k), p);
+        }
     }
 
     /// Where a record goes is part of a store's format: pinned.
