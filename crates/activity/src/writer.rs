@@ -314,12 +314,11 @@ impl ActivityWriter {
         now: i64,
     ) -> Result<InsertStats, ActivityError> {
         let first = self.next_seq;
-        let mut last = first - 1;
-        let numbered = records.into_iter().map(|(id, data)| {
-            last += 1;
-            (last, id, data)
-        });
-        let batch: Vec<(i64, &str, &[u8])> = numbered.collect();
+        let batch: Vec<(i64, &str, &[u8])> = records
+            .into_iter()
+            .zip(first..)
+            .map(|((id, data), seq)| (seq, id, data))
+            .collect();
         let through = first + batch.len() as i64 - 1;
         self.insert_at(batch, through, now)
     }
