@@ -73,13 +73,7 @@ pub fn shard_files(path: &Path) -> Result<Vec<PathBuf>, ActivityError> {
     let conn = crate::open_reader(path)?;
     let row = read_row(&conn)?;
     if row.number != 0 {
-        return Err(ActivityError::Shards(format!(
-            "{} is shard {} of a store of {}: open the store by its first file, {}",
-            path.display(),
-            row.number,
-            row.count,
-            first_file(path, row.number).display()
-        )));
+        return Err(not_first(path, row));
     }
     let files: Vec<PathBuf> = (0..row.count.clamp(1, MAX_SHARDS))
         .map(|k| shard_path(path, k))
@@ -93,6 +87,17 @@ pub fn shard_files(path: &Path) -> Result<Vec<PathBuf>, ActivityError> {
         )));
     }
     Ok(files)
+}
+
+/// The error for a store named by another file than its first.
+fn not_first(path: &Path, row: ShardRow) -> ActivityError {
+    ActivityError::Shards(format!(
+        "{} is shard {} of a store of {}: a store is named by its first file, {}",
+        path.display(),
+        row.number,
+        row.count,
+        first_file(path, row.number).display()
+    ))
 }
 
 /// Shard 0's file, from shard `number`'s (`activity.1.db` → `activity.db`).
@@ -137,13 +142,7 @@ impl ShardedWriter {
         let first = ActivityWriter::open(path, opts)?;
         let row = first.shard()?;
         if row.number != 0 {
-            return Err(ActivityError::Shards(format!(
-                "{} is shard {} of a store of {}: the store is named by its first file, {}",
-                path.display(),
-                row.number,
-                row.count,
-                first_file(path, row.number).display()
-            )));
+            return Err(not_first(path, row));
         }
         let fresh = first.is_empty()? && row.through == 0;
         // A new store's other files are made before the first names them: a reader opening
