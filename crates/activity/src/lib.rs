@@ -29,8 +29,8 @@ pub mod writer;
 pub use extract::{Activity, Owner};
 pub use retention::{Retention, RetentionHandle, RetentionReport};
 pub use schema::{BUCKET_SHIFT, BUCKETS_CTE, open_reader, upgrade};
-pub use shards::{MAX_SHARDS, ShardedWriter, shard_files, shard_of, shard_path};
-pub use writer::{ActivityWriter, InsertStats, ShardRow, WriterOptions};
+pub use shards::{MAX_SHARDS, ShardRow, ShardedWriter, shard_files, shard_of, shard_path};
+pub use writer::{ActivityWriter, InsertStats, WriterOptions};
 
 /// What can go wrong with the activity database.
 #[derive(Debug, thiserror::Error)]

@@ -214,6 +214,12 @@ CREATE INDEX IF NOT EXISTS records_resource ON records (resource, time) WHERE re
 /// A reader connection's page cache, KiB (a store in several files shares it between them).
 pub const READER_CACHE_KIB: u32 = 8192;
 
+/// Sets a connection's page cache, KiB.
+pub fn set_cache_kib(conn: &Connection, kib: u32) -> Result<(), ActivityError> {
+    pragma(conn, &format!("PRAGMA cache_size = -{kib}"))
+        .map_err(ActivityError::sql("setting the page cache"))
+}
+
 /// The page size of a new database (bytes).
 pub const PAGE_SIZE: u32 = 8192;
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::Connection;
 
 use crate::ActivityError;
-use crate::writer::{ActivityWriter, InsertStats, ShardRow, WriterOptions};
+use crate::writer::{ActivityWriter, InsertStats, WriterOptions};
 
 /// The most shards a store may have.
 pub const MAX_SHARDS: usize = 16;
@@ -53,6 +53,17 @@ pub fn shard_of(id: &str, count: usize) -> usize {
     h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     h ^= h >> 31;
     (h % count.max(1) as u64) as usize
+}
+
+/// A store file's row of the table `shard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardRow {
+    /// How many shard files the store has.
+    pub count: usize,
+    /// Which one this file is (0: the file the store is named by).
+    pub number: usize,
+    /// Every batch through this position is committed in this file.
+    pub through: i64,
 }
 
 /// A file's row of the table `shard`.

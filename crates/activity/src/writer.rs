@@ -13,6 +13,7 @@ use rusqlite::{Connection, params};
 use crate::ActivityError;
 use crate::extract::Activity;
 use crate::schema;
+use crate::shards::ShardRow;
 use kubetrail_wal::{Checkpointer, Mode, Step, WalShared};
 
 /// How the writer opens the database.
@@ -80,17 +81,6 @@ pub struct ActivityWriter {
     since_optimize: u64,
     /// The position the next record stored through [`ActivityWriter::insert`] gets.
     next_seq: i64,
-}
-
-/// A store file's row of the table `shard` (see `shards.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardRow {
-    /// How many shard files the store has.
-    pub count: usize,
-    /// Which one this file is (0: the file the store is named by).
-    pub number: usize,
-    /// Every batch through this position is committed in this file.
-    pub through: i64,
 }
 
 const INSERT: &str = "INSERT INTO records (seq, id, time, kind, api_group, resource, object_kind, \
@@ -237,8 +227,7 @@ impl ActivityWriter {
 
     /// Sets the page cache, KiB.
     pub(crate) fn set_cache_kib(&self, kib: u32) -> Result<(), ActivityError> {
-        schema::pragma(&self.conn, &format!("PRAGMA cache_size = -{kib}"))
-            .map_err(ActivityError::sql("setting the page cache"))
+        schema::set_cache_kib(&self.conn, kib)
     }
 
     /// After a write transaction: wakes the background checkpointer, or checkpoints on this

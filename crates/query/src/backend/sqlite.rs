@@ -54,7 +54,7 @@ impl Sqlite {
     /// Gives each connection a page cache of `kib` KiB.
     pub fn with_cache_kib(mut self, kib: u32) -> Result<Sqlite, QueryError> {
         for c in self.pool.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            set_cache(c, kib)?;
+            kubetrail_activity::schema::set_cache_kib(c, kib)?;
         }
         self.cache_kib = Some(kib);
         Ok(self)
@@ -122,7 +122,7 @@ impl Sqlite {
                 None => {
                     let c = kubetrail_activity::open_reader(&path)?;
                     if let Some(kib) = cache_kib {
-                        set_cache(&c, kib)?;
+                        kubetrail_activity::schema::set_cache_kib(&c, kib)?;
                     }
                     c
                 }
@@ -148,11 +148,6 @@ impl Sqlite {
         .await
         .map_err(|e| QueryError::Task(e.to_string()))?
     }
-}
-
-fn set_cache(c: &Connection, kib: u32) -> Result<(), QueryError> {
-    c.execute_batch(&format!("PRAGMA cache_size = -{kib}"))
-        .map_err(err("setting the page cache"))
 }
 
 const COLS: &str = "seq, id, time, record";
