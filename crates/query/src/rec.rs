@@ -21,6 +21,21 @@ pub(crate) struct Rec {
     pub at: i64,
     /// When the record says it completed (`stageTimestamp`), else `at`.
     pub done: i64,
+    /// What to add to `at` or `done` to place the record in an ordered list: 0, except for an
+    /// Event whose time has whole seconds only (a legacy Event's `lastTimestamp`), which is
+    /// placed at the end of its second. It happened somewhere in that second, and an Event
+    /// reports what its component did, so after the requests of that second that led to it
+    /// (a kubelet's `Killing` after the eviction asked for 0.7 s into the same second).
+    pub late: i64,
+}
+
+/// [`Rec::late`] of an Event with whole seconds: the last nanosecond of its second.
+const WHOLE_SECOND_LATE: i64 = 999_999_999;
+
+/// Whether an RFC 3339 time has no fraction of a second.
+fn whole_seconds(text: &str) -> bool {
+    text.rsplit_once('T')
+        .is_some_and(|(_, clock)| !clock.contains('.'))
 }
 
 /// Bodies whose metadata is not the object's own.
@@ -38,7 +53,21 @@ impl Rec {
             v,
             at: time,
             done: time,
+            late: 0,
         };
+        if rec.is_event() {
+            // The time the record was placed by: the normalized `last_time` (or `time`), or
+            // for `format: raw` the original's own.
+            let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+            let orig = rec.orig();
+            let time = text(&rec.v, "last_time")
+                .or_else(|| text(&rec.v, "time"))
+                .or_else(|| text(orig, "lastTimestamp"))
+                .or_else(|| text(orig, "eventTime"));
+            if time.as_deref().is_some_and(whole_seconds) {
+                rec.late = WHOLE_SECOND_LATE;
+            }
+        }
         if rec.is_audit()
             && let Some(t) = rec
                 .orig()

@@ -289,7 +289,7 @@ pub(crate) async fn who(
 pub(crate) fn assemble(ev: &Evidence, key: &ObjectKey) -> Story {
     let h = &ev.histories[key];
     let mut steps: Vec<&Rec> = crate::rec::collapse_stages(h.recs.iter().collect());
-    steps.sort_by_key(|r| (r.at, r.seq));
+    steps.sort_by_key(|r| (r.at + r.late, r.seq));
     let changes = h
         .facts
         .iter()
@@ -643,5 +643,76 @@ mod tests {
             assert_eq!(w.since, Some(evicted - BEFORE));
             assert_eq!(w.until, Some(evicted + AROUND));
         }
+    }
+
+    /// Events with whole-second times (legacy Events) are listed after the requests of the
+    /// same second, which they report on: the kubelet's `Killing` at 12:00:02 after the
+    /// eviction asked for at 12:00:02.738. An Event with a precise time keeps its place.
+    #[tokio::test]
+    async fn a_whole_second_event_follows_the_requests_of_its_second() {
+        let pod = json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "namespace": "shop", "uid": "uid-p"},
+            "spec": {"nodeName": "n1", "containers": [{"image": "img:1"}]}});
+        let p = ("pods", Some("shop"), "p", None);
+        let evicted = T0 + 2 * S + 738_000_000;
+        let involved = json!({"kind": "Pod", "name": "p", "namespace": "shop", "uid": "uid-p", "apiVersion": "v1"});
+        let recs = vec![
+            audit(0, T0, "alice", "create", p, pod),
+            // A legacy Event: its time has whole seconds, the second of the eviction.
+            json!({"kind": "Event", "apiVersion": "v1",
+                "metadata": {"name": "p.1", "namespace": "shop", "uid": "e1", "resourceVersion": "1"},
+                "involvedObject": involved,
+                "reason": "Killing", "message": "Stopping container app",
+                "type": "Normal", "source": {"component": "kubelet"},
+                "lastTimestamp": rfc3339(T0 + 2 * S), "eventTime": null})
+            .to_string(),
+            // An events.k8s.io Event with microseconds, before the eviction in that second.
+            json!({"kind": "Event", "apiVersion": "events.k8s.io/v1",
+                "metadata": {"name": "p.2", "namespace": "shop", "uid": "e2", "resourceVersion": "2"},
+                "regarding": involved,
+                "reason": "Pulled", "note": "Container image already present",
+                "type": "Normal", "reportingController": "kubelet",
+                "eventTime": rfc3339(T0 + 2 * S + 100_000_000)})
+            .to_string(),
+            audit(
+                3,
+                evicted,
+                "carol",
+                "create",
+                ("pods", Some("shop"), "p", Some("eviction")),
+                Value::Null,
+            ),
+        ];
+        let backend = Memory::new(recs);
+        let q = WhoQuery {
+            object: Some("pod/p".parse().unwrap()),
+            namespace: Some("shop".into()),
+            since: None,
+            until: None,
+        };
+        let story = who(&backend, &q, kubetrail_core::Timestamp::now())
+            .await
+            .unwrap();
+        let order: Vec<(&str, Option<&str>)> = story
+            .steps
+            .iter()
+            .map(|e| (e.time.as_str(), e.reason.as_deref()))
+            .collect();
+        let t = |ns: i64| rfc3339(ns);
+        let (t0, pulled, killing, eviction) = (
+            t(T0),
+            t(T0 + 2 * S + 100_000_000),
+            t(T0 + 2 * S),
+            t(evicted),
+        );
+        assert_eq!(
+            order,
+            vec![
+                (t0.as_str(), None),
+                (pulled.as_str(), Some("Pulled")),
+                (eviction.as_str(), None),
+                (killing.as_str(), Some("Killing")),
+            ]
+        );
     }
 }
