@@ -525,6 +525,21 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady"}]}})
     }
 
+    /// The story of pod `shop/p` told by `recs` (originals) in a store held in memory.
+    async fn who_pod_p(recs: Vec<String>) -> (Memory, Story) {
+        let backend = Memory::new(recs);
+        let q = WhoQuery {
+            object: Some("pod/p".parse().unwrap()),
+            namespace: Some("shop".into()),
+            since: None,
+            until: None,
+        };
+        let story = who(&backend, &q, kubetrail_core::Timestamp::now())
+            .await
+            .unwrap();
+        (backend, story)
+    }
+
     /// A pod evicted by the taint manager from a node that was tainted before the eviction
     /// and stayed busy for long after it (more status patches than a whole read keeps), and
     /// was tainted NoExecute again later. The eviction's cause is the taint before it, read
@@ -609,16 +624,7 @@ mod tests {
                 node(Some(unreachable), "True"),
             );
         }
-        let backend = Memory::new(recs);
-        let q = WhoQuery {
-            object: Some("pod/p".parse().unwrap()),
-            namespace: Some("shop".into()),
-            since: None,
-            until: None,
-        };
-        let story = who(&backend, &q, kubetrail_core::Timestamp::now())
-            .await
-            .unwrap();
+        let (backend, story) = who_pod_p(recs).await;
         let eviction = story
             .changes
             .iter()
@@ -683,16 +689,7 @@ mod tests {
                 Value::Null,
             ),
         ];
-        let backend = Memory::new(recs);
-        let q = WhoQuery {
-            object: Some("pod/p".parse().unwrap()),
-            namespace: Some("shop".into()),
-            since: None,
-            until: None,
-        };
-        let story = who(&backend, &q, kubetrail_core::Timestamp::now())
-            .await
-            .unwrap();
+        let (_, story) = who_pod_p(recs).await;
         let order: Vec<(&str, Option<&str>)> = story
             .steps
             .iter()
