@@ -15,7 +15,7 @@
 # builds with --against (alternating runs in one invocation, so the host's state cancels out)
 # and trust CPU seconds and bytes written over wall time.
 #
-# Usage: bench/audit-file.sh [--runs N] [--this KUBETRAIL] [--against OTHER_KUBETRAIL] [--compress gzip|zstd] [MiB]
+# Usage: bench/audit-file.sh [--runs N] [--this KUBETRAIL] [--against OTHER_KUBETRAIL] [--compress gzip|zstd] [--queue-compress off] [MiB]
 #   --this      run this kubetrail binary as this build instead of the tree's release build
 #               (a copy of it that a later build cannot replace while the runs go on)
 #   MiB         size of the generated log (default 1024)
@@ -24,17 +24,21 @@
 #               with this tree's (other, this, this, other, ...); the summary gives both
 #               builds' ranges and the ratios of their figures
 #   --compress  the file output compresses (both builds must know the option)
+#   --queue-compress off
+#               the queue's blocks are stored uncompressed (service `queue_compress`; both
+#               builds must know the option)
 # KUBETRAIL_BENCH_LOG=FILE keeps the generated log in FILE (made when missing or of another
 # size, never deleted) instead of a temporary directory, for repeated invocations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=1; THIS_BIN=""; AGAINST=""; COMPRESS=""; MIB=1024
+RUNS=1; THIS_BIN=""; AGAINST=""; COMPRESS=""; QUEUE_COMPRESS=""; MIB=1024
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
     --against) AGAINST="$(realpath "$2")"; shift 2 ;;
     --this) THIS_BIN="$(realpath "$2")"; shift 2 ;;
     --compress) COMPRESS="$2"; shift 2 ;;
+    --queue-compress) QUEUE_COMPRESS="$2"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) MIB="$1"; shift ;;
   esac
@@ -75,6 +79,7 @@ service:
   data_dir: $d/data
   log_level: warn
   http_listen: 127.0.0.1:$port
+${QUEUE_COMPRESS:+  queue_compress: $QUEUE_COMPRESS}
 pipeline:
   inputs:
     - name: audit_file
@@ -141,7 +146,7 @@ print(f"  {r['build']} run {r['run']}: {r['MB_per_s']:.0f} MB/s, CPU {r['cpu_s_p
 PY
 }
 
-echo "audit-file: $((bytes / 1048576)) MiB, $lines real apiserver lines (unique auditIDs) -> file output${COMPRESS:+ (compress: $COMPRESS)}"
+echo "audit-file: $((bytes / 1048576)) MiB, $lines real apiserver lines (unique auditIDs) -> file output${COMPRESS:+ (compress: $COMPRESS)}${QUEUE_COMPRESS:+ (queue_compress: $QUEUE_COMPRESS)}"
 for i in $(seq 1 "$RUNS"); do
   if [ -z "$AGAINST" ]; then
     run_once this "$THIS" "$i"

@@ -33,6 +33,9 @@ pub struct ServiceOptions {
     /// `queue_retention` (default 7d): how long the queue of an output removed from the
     /// configuration is kept (with its undelivered records) before it is deleted.
     pub queue_retention: Duration,
+    /// `queue_compress` (default `lz4`): whether the output queues' blocks are compressed;
+    /// `off` stores them as they are (less CPU, several times the bytes written).
+    pub queue_compress: bool,
     /// `ui.*` (default off): the activity page (see `kubetrail_ui::UiOptions`).
     pub ui: Option<kubetrail_ui::UiOptions>,
 }
@@ -69,6 +72,7 @@ impl ServiceOptions {
         let queue_retention = s
             .get_duration("queue_retention")?
             .unwrap_or(Duration::from_secs(7 * 86_400));
+        let queue_compress = s.get_choice("queue_compress", &["lz4", "off"])? != Some("off");
         let ui = kubetrail_ui::UiOptions::from_section(s)?;
         Ok(ServiceOptions {
             data_dir,
@@ -78,7 +82,40 @@ impl ServiceOptions {
             grace,
             db_sync,
             queue_retention,
+            queue_compress,
             ui,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kubetrail_core::config::SectionKind;
+
+    use super::*;
+
+    fn service(pairs: &[(&str, &str)]) -> Result<ServiceOptions, ConfigError> {
+        ServiceOptions::from_section(&mut Section::from_pairs(
+            SectionKind::Service,
+            "service",
+            pairs,
+        ))
+    }
+
+    #[test]
+    fn queue_compress_is_lz4_unless_off() {
+        assert!(service(&[]).unwrap().queue_compress);
+        assert!(
+            service(&[("queue_compress", "lz4")])
+                .unwrap()
+                .queue_compress
+        );
+        assert!(
+            !service(&[("queue_compress", "off")])
+                .unwrap()
+                .queue_compress
+        );
+        let err = service(&[("queue_compress", "zstd")]).unwrap_err();
+        assert!(err.to_string().contains("queue_compress"), "{err}");
     }
 }

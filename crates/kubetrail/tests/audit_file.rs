@@ -413,3 +413,58 @@ async fn a_small_output_queue_slows_reading_and_loses_nothing() {
     setup.expect_exactly(&keys(&lines)).await;
     run.stop().await;
 }
+
+/// Bytes of the queue segment files under `data_dir` (`kubetrail.db-queues/q*/*.seg`): the
+/// current segment is kept once its records are delivered, so it still holds what was written.
+fn segment_bytes(data: &Path) -> u64 {
+    let mut total = 0;
+    for q in std::fs::read_dir(data.join("kubetrail.db-queues")).unwrap() {
+        let q = q.unwrap().path();
+        if !q.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&q).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "seg") {
+                total += f.metadata().unwrap().len();
+            }
+        }
+    }
+    total
+}
+
+/// `queue_compress: off` (service): the queue's blocks are written as they are, and the
+/// records come out the same. The segment holds every record's bytes, where the default
+/// compresses them to a fraction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_compress_off_stores_the_queue_as_it_is() {
+    let lines = fixture_lines();
+    let raw: u64 = lines.iter().map(|l| l.len() as u64).sum();
+    let mut sizes = Vec::new();
+    for compress in ["off", "lz4"] {
+        let setup = Setup::new();
+        append(&setup.log(), &joined(&lines));
+        let yaml = setup.config("", "").replacen(
+            "  grace: 5s\n",
+            &format!("  grace: 5s\n  queue_compress: {compress}\n"),
+            1,
+        );
+        let p = plan(&yaml, &setup.dir.path().join("kubetrail.yaml"));
+        assert_eq!(p.service.queue_compress, compress == "lz4");
+        let run = start(&setup, yaml);
+        setup.expect_exactly(&keys(&lines)).await;
+        assert_eq!(run.errors(), 0);
+        run.stop().await;
+        sizes.push(segment_bytes(&setup.dir.path().join("data")));
+    }
+    assert!(
+        sizes[0] > raw,
+        "stored: {} bytes of segments for {raw} of lines",
+        sizes[0]
+    );
+    assert!(
+        sizes[1] < raw / 4,
+        "compressed: {} bytes of segments for {raw} of lines",
+        sizes[1]
+    );
+}

@@ -449,9 +449,21 @@ pub fn seal_block<'a>(
     raw: &'a [u8],
     out: &'a mut Vec<u8>,
 ) -> (BlockHeader, &'a [u8]) {
+    seal_block_as(first_seq, count, raw, out, true)
+}
+
+/// [`seal_block`], or with `compress` false a block stored as it is (the queue's
+/// `queue_compress: off`: no CPU spent on compression, the records' bytes on disk).
+pub fn seal_block_as<'a>(
+    first_seq: u64,
+    count: u32,
+    raw: &'a [u8],
+    out: &'a mut Vec<u8>,
+    compress: bool,
+) -> (BlockHeader, &'a [u8]) {
     let mut payload = raw;
     let mut codec = Codec::Stored;
-    if raw.len() <= MAX_COMPRESSED_RAW {
+    if compress && raw.len() <= MAX_COMPRESSED_RAW {
         let bound = lz4_flex::block::get_maximum_output_size(raw.len());
         if out.len() < bound {
             out.resize(bound, 0);

@@ -58,6 +58,10 @@ pub struct StoreOptions {
     pub wal_checkpoint_pages: u64,
     /// Bytes kept allocated in `<db>-reserve` for a full disk (reserve.rs); 0 keeps none.
     pub reserve_bytes: u64,
+    /// Whether queue blocks are compressed (LZ4) when that makes them smaller; false stores
+    /// them as they are (less CPU, about ten times the bytes on disk for audit records).
+    /// Blocks of either kind are read whatever the setting.
+    pub compress: bool,
     /// Faults to inject (fault.rs): only tests can make one that does anything.
     pub faults: Faults,
 }
@@ -70,6 +74,7 @@ impl Default for StoreOptions {
             segment_bytes: SEGMENT_TARGET,
             wal_checkpoint_pages: WAL_CHECKPOINT_PAGES,
             reserve_bytes: RESERVE_BYTES,
+            compress: true,
             faults: Faults::default(),
         }
     }
@@ -426,7 +431,11 @@ impl Store {
             recent: Arc::new(Recent::default()),
             fresh: Vec::new(),
             scratch: Vec::new(),
-            blocks: BlockBufs::default(),
+            blocks: BlockBufs {
+                raw: Vec::new(),
+                packed: Vec::new(),
+                compress: opts.compress,
+            },
             frame_lists: Vec::new(),
             checkpoint_warned: None,
             reserve: Reserve::open(path, opts.reserve_bytes),
@@ -1030,10 +1039,12 @@ impl Store {
 }
 
 /// The buffers a block is made in: its records before compression and the compressed block.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct BlockBufs {
     raw: Vec<u8>,
     packed: Vec<u8>,
+    /// `StoreOptions::compress`.
+    compress: bool,
 }
 
 impl BlockBufs {
@@ -1046,7 +1057,8 @@ impl BlockBufs {
         first_seq: u64,
         count: u32,
     ) -> Result<u64, StateError> {
-        let (h, payload) = format::seal_block(first_seq, count, &self.raw, &mut self.packed);
+        let (h, payload) =
+            format::seal_block_as(first_seq, count, &self.raw, &mut self.packed, self.compress);
         let header = h.encode();
         appender.write_vectored_at(pos, &mut [IoSlice::new(&header), IoSlice::new(payload)])?;
         // A huge record's buffer is not kept.
@@ -1642,6 +1654,60 @@ mod tests {
 
     fn seqs(store: &Store, q: QueueId) -> Vec<u64> {
         all(store, q).iter().map(|i| i.seq).collect()
+    }
+
+    /// `compress: false` stores blocks as they are; a queue holding both kinds (the setting
+    /// changed between starts) reads back every record from the segments.
+    #[test]
+    fn blocks_are_stored_uncompressed_when_asked_and_both_kinds_read_back() {
+        let record = |i: usize| {
+            format!(
+                r#"{{"verb":"get","user":{{"username":"alice"}},"n":{i},"pad":"{}"}}"#,
+                "x".repeat(900)
+            )
+        };
+        let commit = |store: &mut Store, q: QueueId, from: usize| {
+            let batch = (from..from + 200)
+                .map(|i| entry(&format!("r{i}"), None, &[q], record(i).as_bytes()))
+                .collect();
+            store.commit(&entries(batch)).expect("commit");
+        };
+        let raw: u64 = (0..200).map(|i| record(i).len() as u64).sum();
+        let mut depth = Vec::new();
+        for compress in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = dir.path().join("kubetrail.db");
+            let opts = |compress| StoreOptions {
+                compress,
+                ..options()
+            };
+            let mut store = Store::open(&db, &opts(compress)).expect("open store");
+            let q = store.queue_id("out").expect("queue");
+            commit(&mut store, q, 0);
+            depth.push(store.queue_depth(q).bytes);
+            // The other setting at the next start: both kinds of blocks in one queue.
+            drop(store);
+            let mut store = Store::open(&db, &opts(!compress)).expect("reopen");
+            commit(&mut store, q, 200);
+            drop(store);
+            // Read after a reopen: from the segments, not the blocks kept in memory.
+            let store = Store::open(&db, &opts(compress)).expect("reopen");
+            let got: Vec<(String, Vec<u8>)> = all(&store, q)
+                .into_iter()
+                .map(|i| (i.id, i.data.to_vec()))
+                .collect();
+            let want: Vec<(String, Vec<u8>)> = (0..400)
+                .map(|i| (format!("r{i}"), record(i).into_bytes()))
+                .collect();
+            assert_eq!(got, want, "compress {compress} first");
+        }
+        // Stored: every byte of the records is on disk; compressed: a fraction of them.
+        assert!(depth[0] > raw, "stored {} of {raw} bytes", depth[0]);
+        assert!(
+            depth[1] < raw / 4,
+            "compressed to {} of {raw} bytes",
+            depth[1]
+        );
     }
 
     #[test]

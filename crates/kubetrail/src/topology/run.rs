@@ -79,6 +79,7 @@ impl Plan {
             &db_path,
             &StoreOptions {
                 sync: service.db_sync,
+                compress: service.queue_compress,
                 ..Default::default()
             },
         )?;
