@@ -141,7 +141,12 @@ impl Store {
         let (rows, max) = self.backend.timeline(&sql).await?;
         let full = rows.len() >= limit as usize;
         let last = rows.last().map(|r| (r.time, r.seq));
-        let recs: Vec<Rec> = rows.into_iter().map(Rec::from_row).collect();
+        let mut recs: Vec<Rec> = rows.into_iter().map(Rec::from_row).collect();
+        if q.after.is_none() {
+            // Within the page, an Event with whole seconds after the requests of its second
+            // (see `Rec::late`); the cursor stays the store's last row, so pages still meet.
+            rec::place_whole_seconds(&mut recs, q.order);
+        }
         // A request's earlier stage beside its later one on the same page says less: left out.
         let entries: Vec<Entry> = rec::collapse_stages(recs.iter().collect())
             .into_iter()
@@ -212,6 +217,66 @@ fn quote_table(t: &str) -> Result<String, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A timeline page lists a whole-second Event after the requests of its second (oldest
+    /// first; before them newest first), as the story does, and an Event with microseconds
+    /// keeps its place.
+    #[tokio::test]
+    async fn a_timeline_page_puts_a_whole_second_event_after_its_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("activity.db");
+        let involved =
+            r#"{"kind":"Pod","name":"p","namespace":"shop","uid":"uid-p","apiVersion":"v1"}"#;
+        let recs = [
+            (
+                "a1",
+                r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a1","stage":"ResponseComplete","verb":"create","user":{"username":"carol"},"objectRef":{"resource":"pods","namespace":"shop","name":"p","subresource":"eviction"},"responseStatus":{"code":201},"requestReceivedTimestamp":"2027-01-15T08:00:02.738Z","stageTimestamp":"2027-01-15T08:00:02.738Z"}"#.to_string(),
+            ),
+            (
+                "e1",
+                format!(
+                    r#"{{"kind":"Event","apiVersion":"v1","metadata":{{"name":"p.1","namespace":"shop","uid":"e1"}},"involvedObject":{involved},"reason":"Killing","message":"Stopping container app","type":"Normal","source":{{"component":"kubelet"}},"lastTimestamp":"2027-01-15T08:00:02Z","eventTime":null}}"#
+                ),
+            ),
+            (
+                "e2",
+                format!(
+                    r#"{{"kind":"Event","apiVersion":"events.k8s.io/v1","metadata":{{"name":"p.2","namespace":"shop","uid":"e2"}},"regarding":{involved},"reason":"Pulled","note":"image present","type":"Normal","reportingController":"kubelet","eventTime":"2027-01-15T08:00:02.100000Z"}}"#
+                ),
+            ),
+            (
+                "a0",
+                r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a0","stage":"ResponseComplete","verb":"get","user":{"username":"alice"},"objectRef":{"resource":"pods","namespace":"shop","name":"p"},"responseStatus":{"code":200},"requestReceivedTimestamp":"2027-01-15T08:00:01.5Z","stageTimestamp":"2027-01-15T08:00:01.5Z"}"#.to_string(),
+            ),
+        ];
+        let mut w = kubetrail_activity::ShardedWriter::open(
+            &path,
+            1,
+            &kubetrail_activity::WriterOptions::default(),
+        )
+        .unwrap();
+        w.insert(recs.iter().map(|(i, r)| (*i, r.as_bytes())), 0)
+            .unwrap();
+        drop(w);
+        let store = Store::sqlite(&path).unwrap();
+        let ids = |page: TimelinePage| -> Vec<String> {
+            page.entries.into_iter().map(|e| e.id).collect()
+        };
+        let oldest = TimelineQuery {
+            order: Order::Oldest,
+            ..TimelineQuery::default()
+        };
+        assert_eq!(
+            ids(store.timeline(&oldest).await.unwrap()),
+            ["a0", "e2", "a1", "e1"]
+        );
+        let newest = TimelineQuery::default();
+        assert_eq!(newest.order, Order::Newest);
+        assert_eq!(
+            ids(store.timeline(&newest).await.unwrap()),
+            ["e1", "a1", "e2", "a0"]
+        );
+    }
 
     #[test]
     fn queries_round_trip_through_a_query_string() {

@@ -32,6 +32,22 @@ pub(crate) struct Rec {
 /// [`Rec::late`] of an Event with whole seconds: the last nanosecond of its second.
 const WHOLE_SECOND_LATE: i64 = 999_999_999;
 
+/// Puts the records of a timeline page (in the store's order: by time, then position, in
+/// `order`) in the order they happened, as far as the page goes: an Event whose time has whole
+/// seconds moves after the records of its second (before them, newest first). A stable sort,
+/// so nothing else moves.
+pub(crate) fn place_whole_seconds(recs: &mut [Rec], order: crate::spec::Order) {
+    if recs.iter().all(|r| r.late == 0) {
+        return;
+    }
+    match order {
+        crate::spec::Order::Oldest => recs.sort_by_key(|r| (r.done + r.late, r.seq)),
+        crate::spec::Order::Newest => {
+            recs.sort_by_key(|r| std::cmp::Reverse((r.done + r.late, r.seq)));
+        }
+    }
+}
+
 /// Whether an RFC 3339 time has no fraction of a second.
 fn whole_seconds(text: &str) -> bool {
     text.rsplit_once('T')
