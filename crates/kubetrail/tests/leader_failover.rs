@@ -777,9 +777,16 @@ async fn a_leader_killed_before_its_first_renewal_has_handed_its_position_over()
         .map(|e| (e.uid, e.resource_version))
         .collect();
     let complete = wait_until(Duration::from_secs(20), || expected.is_subset(&c.union().0)).await;
+    // The standby could only take over lease_duration after it first saw the Lease, which
+    // was after the handover was written: the gap it reports is at least that.
+    let gap = c.replicas[1].metric("kubetrail_leader_takeover_gap_milliseconds");
     c.stop_all();
     assert!(complete, "{}", c.logs());
     check_union(&c, &expected, i64::MAX);
+    assert!(
+        gap.is_some_and(|g| (6_000..20_000).contains(&g)),
+        "takeover gap {gap:?} ms"
+    );
 }
 
 /// A leader frozen past lease_duration (SIGSTOP), then thawed: what it received after it was

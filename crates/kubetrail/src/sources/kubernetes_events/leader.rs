@@ -93,6 +93,11 @@ pub(super) struct LeaderMetrics {
     /// `kubetrail_leader_fenced_batches_total`: batches not committed because the Lease might
     /// no longer be held.
     pub fenced: Counter,
+    /// `kubetrail_leader_takeover_gap_milliseconds`: at this replica's last takeover from
+    /// another one, how long before it its predecessor had written the handover it resumed
+    /// from: how long the Events went without a leader handing over (about `lease_duration`
+    /// after a leader died, the standby's poll after a release).
+    takeover_gap: Gauge,
 }
 
 impl LeaderMetrics {
@@ -105,6 +110,7 @@ impl LeaderMetrics {
             replayed: r.counter("kubetrail_leader_handover_replayed_total", &l),
             skipped: r.counter("kubetrail_leader_handover_skipped_total", &l),
             fenced: r.counter("kubetrail_leader_fenced_batches_total", &l),
+            takeover_gap: r.gauge("kubetrail_leader_takeover_gap_milliseconds", &l),
         }
     }
 }
@@ -360,6 +366,16 @@ fn start_term(
     // or at its own state: the local checkpoints are at least as far, and resuming from them
     // repeats nothing.
     let handover = handover.filter(|h| h.holder != holder);
+    if let Some(h) = handover {
+        // By two replicas' wall clocks: their skew is in it.
+        let gap_ms = Timestamp::now()
+            .unix_nanos()
+            .saturating_sub(h.written.unix_nanos())
+            / 1_000_000;
+        metrics.takeover_gap.set(gap_ms.max(0));
+        tracing::info!(input = %ctx.name, term = id, previous = %h.holder, gap_ms,
+            "taking over from the previous leader's handover");
+    }
     for (ns, readiness) in streams {
         let name = Stream::name(ctx, config, ns.as_deref());
         let start = handover.and_then(|h| {
