@@ -2,8 +2,9 @@
 
 use std::os::unix::fs::MetadataExt;
 
+use super::tests::ack_to as ack;
 use super::*;
-use crate::batch::{Ack, Entry, Trim};
+use crate::batch::{Entry, Trim};
 
 fn commit_records(store: &mut Store, q: QueueId, c: u8, n: usize, len: usize) {
     let entries = (0..n)
@@ -20,19 +21,6 @@ fn commit_records(store: &mut Store, q: QueueId, c: u8, n: usize, len: usize) {
             ..CommitBatch::default()
         })
         .expect("commit");
-}
-
-fn ack(store: &mut Store, q: QueueId, up_to_seq: u64) {
-    store
-        .commit(&CommitBatch {
-            acks: vec![Ack {
-                queue: q,
-                up_to_seq,
-                state: None,
-            }],
-            ..CommitBatch::default()
-        })
-        .expect("ack");
 }
 
 fn read_all(store: &Store, q: QueueId) -> Vec<(u64, String, Vec<u8>)> {

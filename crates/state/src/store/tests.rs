@@ -567,7 +567,20 @@ fn queue_depth_follows_commits_and_is_reloaded_at_open() {
     assert_eq!(store.queue_depth(QueueId(999)), QueueDepth::default());
 }
 
-fn ack_to(store: &mut Store, q: QueueId, up_to_seq: u64) {
+/// Commits checkpoint `stream` = `value` at `at_ms`.
+fn set_checkpoint(store: &mut Store, stream: &str, value: &str, at_ms: i64) {
+    store
+        .commit_at(
+            &CommitBatch {
+                checkpoints: vec![(stream.into(), value.into())],
+                ..CommitBatch::default()
+            },
+            at_ms,
+        )
+        .expect("commit");
+}
+
+pub(super) fn ack_to(store: &mut Store, q: QueueId, up_to_seq: u64) {
     store
         .commit(&CommitBatch {
             acks: vec![Ack {
@@ -832,24 +845,8 @@ fn readers_see_committed_state_only_and_checkpoints_carry_their_time() {
     let mut store = open(&dir);
     let mut reader = store.reader().expect("reader");
     assert_eq!(reader.checkpoint("src").expect("cp"), None);
-    store
-        .commit_at(
-            &CommitBatch {
-                checkpoints: vec![("src".into(), "a".into())],
-                ..CommitBatch::default()
-            },
-            1000,
-        )
-        .expect("commit");
-    store
-        .commit_at(
-            &CommitBatch {
-                checkpoints: vec![("src".into(), "b".into())],
-                ..CommitBatch::default()
-            },
-            2000,
-        )
-        .expect("commit");
+    set_checkpoint(&mut store, "src", "a", 1000);
+    set_checkpoint(&mut store, "src", "b", 2000);
     assert_eq!(
         reader.checkpoint("src").expect("cp"),
         Some(Checkpoint {
