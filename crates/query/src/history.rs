@@ -132,7 +132,7 @@ impl History {
     /// such a time is unknown, so its first record there shows no change (the change it
     /// seems to show may be anything that happened before, unread).
     pub fn build_from(key: ObjectKey, mut recs: Vec<Rec>, starts: &[i64]) -> History {
-        recs.sort_by_key(|r| (r.done + r.late, r.seq));
+        recs.sort_by_key(|r| (r.done.saturating_add(r.late), r.seq));
         recs.dedup_by(|a, b| a.id == b.id);
         let mut h = History {
             key,

@@ -41,9 +41,9 @@ pub(crate) fn place_whole_seconds(recs: &mut [Rec], order: crate::spec::Order) {
         return;
     }
     match order {
-        crate::spec::Order::Oldest => recs.sort_by_key(|r| (r.done + r.late, r.seq)),
+        crate::spec::Order::Oldest => recs.sort_by_key(|r| (r.done.saturating_add(r.late), r.seq)),
         crate::spec::Order::Newest => {
-            recs.sort_by_key(|r| std::cmp::Reverse((r.done + r.late, r.seq)));
+            recs.sort_by_key(|r| std::cmp::Reverse((r.done.saturating_add(r.late), r.seq)));
         }
     }
 }
@@ -474,6 +474,23 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole-second Event at the very end of the time range orders without overflowing.
+    #[test]
+    fn a_whole_second_event_at_the_end_of_time_is_placed_without_overflow() {
+        let raw = r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"p.1","namespace":"shop","uid":"e1"},"involvedObject":{"kind":"Pod","name":"p","namespace":"shop"},"reason":"Killing","lastTimestamp":"2262-04-11T23:47:16Z"}"#;
+        let t = parse_time("2262-04-11T23:47:16Z").unwrap();
+        let rec = Rec::from_row(Row {
+            seq: 1,
+            id: "e1".into(),
+            time: t,
+            record: raw.into(),
+        });
+        assert_eq!(rec.late, WHOLE_SECOND_LATE);
+        let mut recs = vec![rec.clone(), rec];
+        place_whole_seconds(&mut recs, crate::spec::Order::Oldest);
+        place_whole_seconds(&mut recs, crate::spec::Order::Newest);
+    }
 
     #[test]
     fn actors() {

@@ -289,7 +289,7 @@ pub(crate) async fn who(
 pub(crate) fn assemble(ev: &Evidence, key: &ObjectKey) -> Story {
     let h = &ev.histories[key];
     let mut steps: Vec<&Rec> = crate::rec::collapse_stages(h.recs.iter().collect());
-    steps.sort_by_key(|r| (r.at + r.late, r.seq));
+    steps.sort_by_key(|r| (r.at.saturating_add(r.late), r.seq));
     let changes = h
         .facts
         .iter()
