@@ -605,7 +605,7 @@ fn pressure(ev: &Evidence, h: &History, fi: usize) -> Step {
     let Some(n) = ev.history_near(&node_key(node), f.at) else {
         return Step::Pending;
     };
-    match n.latest_before(f.at + 1_000_000_000, |g| {
+    match n.latest_before(f.at.saturating_add(1_000_000_000), |g| {
         g.what == ChangeKind::UnderPressure
     }) {
         Some(g) => Step::Cause {

@@ -488,14 +488,14 @@ impl History {
                 .iter_mut()
                 .filter(|f| {
                     !f.from_event
-                        && (f.at - cand.at).abs() <= EVENT_SLACK_NS
+                        && f.at.abs_diff(cand.at) <= EVENT_SLACK_NS.unsigned_abs()
                         && (f.what == cand.what
                             || (cand.what == ChangeKind::Evicted && f.is_deletion())
                             || (cand.what == ChangeKind::DeletionRequested && f.is_deletion())
                             || (cand.what == ChangeKind::Scaled && f.what == ChangeKind::Created))
                         && (to(&cand).is_none() || to(f) == to(&cand))
                 })
-                .min_by_key(|f| (f.at - cand.at).abs());
+                .min_by_key(|f| f.at.abs_diff(cand.at));
             match same {
                 Some(f) => {
                     f.recs.push(i);
@@ -508,7 +508,7 @@ impl History {
                     let dup = self.facts.iter().any(|f| {
                         f.from_event
                             && f.what == cand.what
-                            && (f.at - cand.at).abs() <= EVENT_SLACK_NS
+                            && f.at.abs_diff(cand.at) <= EVENT_SLACK_NS.unsigned_abs()
                             && f.summary == cand.summary
                     });
                     if !dup {

@@ -29,6 +29,15 @@ pub(crate) struct Rec {
     pub late: i64,
 }
 
+/// Times are kept this far inside what nanoseconds in an `i64` can say, so that the answers'
+/// arithmetic (slacks of seconds, windows of a day) never overflows on a record dated at the
+/// edge (a year: such a date is nonsense anyway, and is kept in order).
+const TIME_EDGE: i64 = 366 * 24 * 3600 * 1_000_000_000;
+
+fn clamp_time(t: i64) -> i64 {
+    t.clamp(i64::MIN + TIME_EDGE, i64::MAX - TIME_EDGE)
+}
+
 /// [`Rec::late`] of an Event with whole seconds: the last nanosecond of its second.
 const WHOLE_SECOND_LATE: i64 = 999_999_999;
 
@@ -61,7 +70,7 @@ impl Rec {
     pub fn from_row(row: Row) -> Rec {
         let a = Activity::from_record(row.record.as_bytes());
         let v: Value = serde_json::from_str(&row.record).unwrap_or(Value::Null);
-        let time = a.time.unwrap_or(row.time);
+        let time = clamp_time(a.time.unwrap_or(row.time));
         let mut rec = Rec {
             seq: row.seq,
             id: row.id,
@@ -91,7 +100,7 @@ impl Rec {
                 .and_then(Value::as_str)
                 .and_then(parse_time)
         {
-            rec.at = t;
+            rec.at = clamp_time(t);
         }
         rec
     }

@@ -255,7 +255,7 @@ impl RecordClass {
 
 /// A time as answers show it: RFC 3339 in UTC, microseconds.
 pub fn rfc3339(ns: i64) -> String {
-    let t = Timestamp::from_unix_nanos(ns - ns.rem_euclid(1000));
+    let t = Timestamp::from_unix_nanos(ns.saturating_sub(ns.rem_euclid(1000)));
     t.to_rfc3339()
 }
 

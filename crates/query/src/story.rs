@@ -712,4 +712,39 @@ mod tests {
             ]
         );
     }
+
+    /// Records dated at the edges of what a timestamp can say (years 1677 and 2262) are
+    /// answered about like any other, without overflowing the answers' time arithmetic.
+    #[tokio::test]
+    async fn records_at_the_edges_of_time_are_answered() {
+        let pod = json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "namespace": "shop", "uid": "uid-p"},
+            "spec": {"nodeName": "n1", "containers": [{"image": "img:1"}]}});
+        let p = ("pods", Some("shop"), "p", None);
+        let mut first = json!({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": "a0",
+            "stage": "ResponseComplete", "verb": "create", "user": {"username": "alice"},
+            "objectRef": {"resource": "pods", "namespace": "shop", "name": "p"},
+            "responseStatus": {"code": 201}, "responseObject": pod,
+            "requestReceivedTimestamp": "1677-09-21T00:12:43.145224192Z",
+            "stageTimestamp": "2262-04-11T23:47:16.854775807Z"});
+        let recs = vec![
+            first.to_string(),
+            {
+                first["auditID"] = json!("a1");
+                first["verb"] = json!("delete");
+                first["requestReceivedTimestamp"] = json!("2262-04-11T23:47:16.854775807Z");
+                first.to_string()
+            },
+            json!({"kind": "Event", "apiVersion": "v1",
+                "metadata": {"name": "p.1", "namespace": "shop", "uid": "e1", "resourceVersion": "1"},
+                "involvedObject": {"kind": "Pod", "name": "p", "namespace": "shop", "uid": "uid-p", "apiVersion": "v1"},
+                "reason": "Killing", "message": "Stopping container app",
+                "type": "Normal", "source": {"component": "kubelet"},
+                "lastTimestamp": "2262-04-11T23:47:16Z"})
+            .to_string(),
+            audit(3, T0, "bob", "patch", p, Value::Null),
+        ];
+        let (_, story) = who_pod_p(recs).await;
+        assert_eq!(story.steps.len(), 4);
+    }
 }
