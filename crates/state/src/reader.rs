@@ -347,12 +347,17 @@ impl QueueLog {
                 chunk = self.read_chunk(pos, b.head_pos, chunk_size)?;
             }
             let off = (pos - chunk.pos) as usize;
-            let unit = match format::parse_unit(chunk.format, &chunk.bytes[off..]) {
+            let parsed = format::parse_unit(chunk.format, &chunk.bytes[off..]).and_then(|u| {
+                self.segments
+                    .check_v1_frame(chunk.format, u, seq, pos, b.head_pos)
+            });
+            let unit = match parsed {
                 Ok(unit) => unit,
-                // A damaged block header: its length, and so where the next block starts, is
-                // lost. The next intact header (its own checksum holds) is found by looking
-                // for it, and the records in between are reported as damaged.
-                Err(e) if chunk.format == SegmentFormat::V2 => {
+                // A damaged block header (or format-1 frame): its length, and so where the
+                // next unit starts, is lost. The next intact header (its own checksum holds;
+                // in format 1, the next segment's first frame) is found by looking for it,
+                // and the records in between are reported as damaged.
+                Err(e) => {
                     let (path, offset) = self.segments.place(pos, b.head_pos);
                     let (next_seq, next_pos) = self.segments.next_intact(
                         pos,
@@ -364,7 +369,7 @@ impl QueueLog {
                     )?;
                     tracing::error!(path = %path.display(), offset, error = %e, first_seq = seq,
                         records_lost = next_seq - seq, next_block_position = next_pos,
-                        "a queue segment block header is damaged: its records go to the dead-letter file, the queue goes on at the next intact block");
+                        "a queue segment unit header is damaged: its records go to the dead-letter file, the queue goes on at the next intact unit");
                     self.damaged.push(DamagedRecord {
                         first_seq: seq,
                         seq: next_seq - 1,
@@ -380,7 +385,6 @@ impl QueueLog {
                     pos = next_pos;
                     continue;
                 }
-                Err(e) => return Err(self.segments.damaged(pos, b.head_pos, e)),
             };
             if !unit.holds(seq) || (unit.first_seq != seq && seq != want) {
                 return Err(self.corrupt(format!(

@@ -322,13 +322,21 @@ impl Segments {
         let mut pos = from + 1;
         let mut buf = Vec::new();
         while pos < end.head {
-            let (_, seg_end) = self.locate(pos, end.head)?;
+            let (seg_start, seg_end) = self.locate(pos, end.head)?;
             let mut at = pos;
             while at < seg_end {
                 let fmt = self.read_block(at, end.head, BLOCK, &mut buf)?;
                 if fmt != SegmentFormat::V2 {
                     // Format-1 frames carry no magic to find: past the damage, the next
-                    // segment.
+                    // segment, which starts with a frame.
+                    if at == seg_start
+                        && let Ok(u) = format::parse_unit(fmt, &buf)
+                        && u.first_seq > seq
+                        && u.first_seq < end.next_seq
+                        && at + u.len <= seg_end
+                    {
+                        return Ok((u.first_seq, at));
+                    }
                     break;
                 }
                 let found = block_magics(&buf).find_map(|i| {
@@ -389,9 +397,11 @@ impl Segments {
                 }
                 continue;
             }
-            let u = match format::parse_unit(fmt, &buf[off..]) {
+            let parsed = format::parse_unit(fmt, &buf[off..])
+                .and_then(|u| self.check_v1_frame(fmt, u, seq, pos, head));
+            let u = match parsed {
                 Ok(u) => u,
-                Err(e) if fmt == SegmentFormat::V2 => {
+                Err(e) => {
                     let (next_seq, next_pos) = self.next_intact(pos, seq, end)?;
                     if next_seq <= seq {
                         return Err(self.damaged(pos, head, e));
@@ -408,7 +418,6 @@ impl Segments {
                         len: next_pos - pos,
                     }
                 }
-                Err(e) => return Err(self.damaged(pos, head, e)),
             };
             let in_place = if first {
                 u.holds(seq)
@@ -436,6 +445,36 @@ impl Segments {
             seq = u.end_seq();
         }
         Ok((seq, pos))
+    }
+
+    /// A format-1 frame has no checksum: a damaged one shows as a frame that does not hold
+    /// the seq due at its place (`seq`) or runs past its segment's end. Such a frame is an
+    /// error, as a header that does not parse is; a format-2 unit passes as it is (its header
+    /// has a checksum of its own).
+    pub fn check_v1_frame(
+        &self,
+        fmt: SegmentFormat,
+        u: Unit,
+        seq: u64,
+        pos: u64,
+        head: u64,
+    ) -> Result<Unit, FormatError> {
+        if fmt != SegmentFormat::V1 {
+            return Ok(u);
+        }
+        if u.first_seq != seq {
+            return Err(FormatError::Header(format!(
+                "format-1 frame holds seq {} where seq {seq} is due",
+                u.first_seq
+            )));
+        }
+        match self.locate(pos, head) {
+            Ok((_, seg_end)) if pos + u.len <= seg_end => Ok(u),
+            _ => Err(FormatError::Header(format!(
+                "format-1 frame of {} bytes runs past its segment's end",
+                u.len
+            ))),
+        }
     }
 
     /// Reads the header of the unit at `pos`, if it is before `head`.

@@ -261,3 +261,67 @@ fn queues_written_by_the_previous_format_are_delivered_and_continued() {
     assert_eq!(read_all(&store, q), expected(24..=30));
     assert_eq!(read_all(&store, r), left);
 }
+
+/// A damaged format-1 frame (a length shorter than its header, a seq that is not the one due,
+/// a length past its segment's end) cannot be passed over inside its segment (format 1 has
+/// no magic nor checksum): the reader goes on at the next segment's first frame, and the
+/// records in between are reported as one damaged run (for the dead-letter file), as for a
+/// damaged format-2 block header; an acknowledgement past them commits, after a restart too.
+#[test]
+fn a_damaged_format_1_frame_skips_to_the_next_segment() {
+    for damage in ["short length", "wrong seq", "length past the segment"] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("kubetrail.db");
+        let q = Store::open(&db, &options())
+            .unwrap()
+            .queue_id("output/a")
+            .unwrap();
+        write_v1_queue(&db, q, 20, 0);
+        // Segments of four frames: 1-4, 5-8, 9-12, ... Frame 6 is the second of the second.
+        let starts = segment_starts(&queue_dir(&db, q));
+        let second = queue_dir(&db, q).join(format!("{:020}.seg", starts[1]));
+        let mut bytes = std::fs::read(&second).unwrap();
+        let at = u32::from_le_bytes(bytes[0..4].try_into().unwrap()) as usize;
+        assert_eq!(
+            u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()),
+            6
+        );
+        match damage {
+            "short length" => bytes[at..at + 4].copy_from_slice(&5u32.to_le_bytes()),
+            "wrong seq" => bytes[at + 8..at + 16].copy_from_slice(&99u64.to_le_bytes()),
+            _ => bytes[at..at + 4].copy_from_slice(&100_000u32.to_le_bytes()),
+        }
+        std::fs::write(&second, &bytes).unwrap();
+
+        let mut store = Store::open(&db, &options()).unwrap();
+        let mut reader = store.reader().unwrap();
+        let mut got = Vec::new();
+        let mut damaged = Vec::new();
+        let mut after = 0;
+        loop {
+            let items = reader.read_queue(q, after, 3, usize::MAX).unwrap();
+            let lost = reader.take_damaged(q);
+            let last = items.last().map(|i| i.seq).max(lost.last().map(|d| d.seq));
+            got.extend(items);
+            damaged.extend(lost);
+            match last {
+                Some(l) => after = l,
+                None => break,
+            }
+        }
+        assert_eq!(got, expected((1..=5).chain(9..=20)), "{damage}");
+        assert_eq!(damaged.len(), 1, "{damage}: one run: {damaged:?}");
+        assert_eq!((damaged[0].first_seq, damaged[0].seq), (6, 8), "{damage}");
+        assert_eq!(damaged[0].path, second, "{damage}");
+        assert_eq!(damaged[0].offset, at as u64, "{damage}");
+        // Acknowledged past the damage, then everything, after a restart (the walk from the
+        // tail passes over the damaged frame too).
+        drop(reader);
+        drop(store);
+        let mut store = Store::open(&db, &options()).unwrap();
+        commit(&mut store, ack(q, 10));
+        assert_eq!(read_all(&store, q), expected(11..=20), "{damage}");
+        commit(&mut store, ack(q, 20));
+        assert!(read_all(&store, q).is_empty(), "{damage}");
+    }
+}
