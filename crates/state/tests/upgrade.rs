@@ -293,7 +293,7 @@ fn a_damaged_format_1_frame_skips_to_the_next_segment() {
         }
         std::fs::write(&second, &bytes).unwrap();
 
-        let mut store = Store::open(&db, &options()).unwrap();
+        let store = Store::open(&db, &options()).unwrap();
         let mut reader = store.reader().unwrap();
         let mut got = Vec::new();
         let mut damaged = Vec::new();
