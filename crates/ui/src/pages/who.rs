@@ -142,7 +142,7 @@ fn offset(from: Option<i64>, at: &str) -> Markup {
     html! {
         @if let (Some(from), Some(at)) = (from, at) {
             span.offset title="time since the first cause" {
-                "+" (format!("{:.3}", (at - from) as f64 / 1e9)) " s"
+                "+" (format!("{:.3}", at.saturating_sub(from) as f64 / 1e9)) " s"
             }
         }
     }
