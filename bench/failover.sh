@@ -9,7 +9,10 @@
 #   SIGKILL   the Lease must expire: lease_duration after the standby last saw it change, plus
 #             up to one poll (retry_period, jittered x1.0-2.2) and the first commit;
 #   SIGTERM   a graceful shutdown releases the Lease: the standby's next poll takes it.
-# The figures: each run's time, and min / median / max per way of stopping.
+# The figures: each run's time, and min / median / max per way of stopping; beside each run,
+# what the new leader's kubetrail_leader_takeover_gap_milliseconds says (from the old
+# leader's last handover to the takeover: longer than the measured time by up to one
+# retry_period, the age of that handover when the leader stopped).
 #
 # Usage: bench/failover.sh [RUNS] [LEASE_DURATION RENEW_DEADLINE RETRY_PERIOD] [RATE]
 #   defaults: 5 runs each, 15s 10s 2s (client-go's, the manifests'), 100 Events/s
@@ -36,12 +39,15 @@ emu_pid=$!
 for _ in $(seq 1 600); do [ -s "$tmp/emu.json" ] && break; sleep 0.1; done
 url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$tmp/emu.json")
 
+ports=()
 for i in 0 1; do
   mkdir -p "$tmp/r$i"
+  ports[$i]=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   cat > "$tmp/r$i/kubetrail.yaml" <<YAML
 service:
   data_dir: $tmp/r$i/data
   log_level: info
+  http_listen: 127.0.0.1:${ports[$i]}
 pipeline:
   inputs:
     - name: kubernetes_events
@@ -65,10 +71,11 @@ pipeline:
 YAML
 done
 
-python3 - "$tmp" "$url" "$RUNS" "$LEASE" "$DEADLINE" "$RETRY" "$RATE" <<'PY'
+python3 - "$tmp" "$url" "$RUNS" "$LEASE" "$DEADLINE" "$RETRY" "$RATE" "${ports[0]}" "${ports[1]}" <<'PY'
 import json, os, signal, ssl, statistics, subprocess, sys, time, urllib.request
 
-tmp, url, runs, lease, deadline, retry, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:]
+tmp, url, runs, lease, deadline, retry, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:8]
+ports = [int(sys.argv[8]), int(sys.argv[9])]
 ctx = ssl.create_default_context(cafile=f"{tmp}/emu/ca.crt")
 token = open(f"{tmp}/emu/token").read().strip()
 procs = [None, None]
@@ -95,6 +102,17 @@ def size(i):
         return os.path.getsize(f"{tmp}/r{i}/out/events.jsonl")
     except FileNotFoundError:
         return 0
+
+def takeover_gap(i):
+    """The replica's kubetrail_leader_takeover_gap_milliseconds, or None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[i]}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("kubetrail_leader_takeover_gap_milliseconds{"):
+                    return int(float(line.split()[-1]))
+    except Exception:
+        return None
+    return None
 
 def emitting_leader(timeout=120):
     end = time.monotonic() + timeout
@@ -127,12 +145,16 @@ def run():
             time.sleep(0.005)
         took = time.monotonic() - t0
         times[sig].append(took)
+        gap = takeover_gap(other)
+        gaps[sig].append(gap)
         procs[leader].wait()
         start(leader)
-        print(f"  {sig}: {took:.2f} s", flush=True)
+        said = f"{gap / 1000:.2f} s" if gap is not None else "not reported"
+        print(f"  {sig}: {took:.2f} s (the new leader's takeover gap metric: {said})", flush=True)
         time.sleep(3.0)
 
 times = {"SIGKILL": [], "SIGTERM": []}
+gaps = {"SIGKILL": [], "SIGTERM": []}
 try:
     run()
 finally:
@@ -145,4 +167,7 @@ print(f"failover: 2 replicas, lease_duration {lease}, renew_deadline {deadline},
 for sig, t in times.items():
     how = "the Lease expires" if sig == "SIGKILL" else "the Lease is released"
     print(f"  leader {sig} ({how}): min {min(t):.2f} s, median {statistics.median(t):.2f} s, max {max(t):.2f} s over {len(t)} runs")
+    g = [x / 1000 for x in gaps[sig] if x is not None]
+    if g:
+        print(f"    takeover gap metric: min {min(g):.2f} s, median {statistics.median(g):.2f} s, max {max(g):.2f} s over {len(g)} runs")
 PY
