@@ -525,6 +525,13 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": ready, "reason": "KubeletReady"}]}})
     }
 
+    /// Pod `shop/p` on node n1, as a response body.
+    fn pod_p() -> Value {
+        json!({"kind": "Pod", "apiVersion": "v1",
+            "metadata": {"name": "p", "namespace": "shop", "uid": "uid-p"},
+            "spec": {"nodeName": "n1", "containers": [{"image": "img:1"}]}})
+    }
+
     /// The story of pod `shop/p` told by `recs` (originals) in a store held in memory.
     async fn who_pod_p(recs: Vec<String>) -> (Memory, Story) {
         let backend = Memory::new(recs);
@@ -554,9 +561,7 @@ mod tests {
         };
         let nc = "system:serviceaccount:kube-system:node-controller";
         let node_obj = ("nodes", None, "n1", None);
-        let pod = json!({"kind": "Pod", "apiVersion": "v1",
-            "metadata": {"name": "p", "namespace": "shop", "uid": "uid-p"},
-            "spec": {"nodeName": "n1", "containers": [{"image": "img:1"}]}});
+        let pod = pod_p();
         push(
             &mut recs,
             T0,
@@ -656,9 +661,7 @@ mod tests {
     /// eviction asked for at 12:00:02.738. An Event with a precise time keeps its place.
     #[tokio::test]
     async fn a_whole_second_event_follows_the_requests_of_its_second() {
-        let pod = json!({"kind": "Pod", "apiVersion": "v1",
-            "metadata": {"name": "p", "namespace": "shop", "uid": "uid-p"},
-            "spec": {"nodeName": "n1", "containers": [{"image": "img:1"}]}});
+        let pod = pod_p();
         let p = ("pods", Some("shop"), "p", None);
         let evicted = T0 + 2 * S + 738_000_000;
         let involved = json!({"kind": "Pod", "name": "p", "namespace": "shop", "uid": "uid-p", "apiVersion": "v1"});
@@ -717,9 +720,7 @@ mod tests {
     /// answered about like any other, without overflowing the answers' time arithmetic.
     #[tokio::test]
     async fn records_at_the_edges_of_time_are_answered() {
-        let pod = json!({"kind": "Pod", "apiVersion": "v1",
-            "metadata": {"name": "p", "namespace": "shop", "uid": "uid-p"},
-            "spec": {"nodeName": "n1", "containers": [{"image": "img:1"}]}});
+        let pod = pod_p();
         let p = ("pods", Some("shop"), "p", None);
         let mut first = json!({"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": "a0",
             "stage": "ResponseComplete", "verb": "create", "user": {"username": "alice"},

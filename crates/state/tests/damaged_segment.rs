@@ -2,6 +2,8 @@
 //! records and every other block's records are still read, and the damaged records are
 //! reported (seq, file, offset) instead of stopping the queue.
 
+mod common;
+
 use kubetrail_state::{CommitBatch, Entry, QueueId, Store, StoreOptions};
 
 fn batch(q: QueueId, from: u64, n: u64) -> CommitBatch {
@@ -61,20 +63,7 @@ fn a_flipped_byte_damages_only_its_records() {
     drop(store);
     let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
     let mut reader = store.reader().unwrap();
-    let mut got = Vec::new();
-    let mut damaged = Vec::new();
-    let mut after = 0;
-    loop {
-        let items = reader.read_queue(q, after, 7, usize::MAX).unwrap();
-        let lost = reader.take_damaged(q);
-        let last = items.last().map(|i| i.seq).max(lost.last().map(|d| d.seq));
-        got.extend(items);
-        damaged.extend(lost);
-        match last {
-            Some(l) => after = l,
-            None => break,
-        }
-    }
+    let (got, damaged) = common::read_with_damage(&mut reader, q, 7);
     assert!(!damaged.is_empty(), "the flipped byte is found");
     for d in &damaged {
         assert!(
@@ -147,20 +136,8 @@ fn a_flipped_byte_in_a_block_header_skips_to_the_next_intact_block() {
         drop(store);
         let mut store = Store::open(&db, &StoreOptions::default()).unwrap();
         let mut reader = store.reader().unwrap();
-        let mut got = Vec::new();
-        let mut damaged = Vec::new();
-        let mut after = 0;
-        loop {
-            let items = reader.read_queue(q, after, 7, usize::MAX).unwrap();
-            let lost = reader.take_damaged(q);
-            let last = items.last().map(|i| i.seq).max(lost.last().map(|d| d.seq));
-            got.extend(items.into_iter().map(|i| i.seq));
-            damaged.extend(lost);
-            match last {
-                Some(l) => after = l,
-                None => break,
-            }
-        }
+        let (items, damaged) = common::read_with_damage(&mut reader, q, 7);
+        let got: Vec<u64> = items.into_iter().map(|i| i.seq).collect();
         let lost_from = damaged_block as u64 * 50 + 1;
         assert_eq!(damaged.len(), 1, "one run: {damaged:?}");
         let d = &damaged[0];

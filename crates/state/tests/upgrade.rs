@@ -7,6 +7,8 @@
 //! u64 seq, id, data`, back to back from the first byte of the segment file, and a commit
 //! stored the queue's bounds (positions are bytes of frames) in the `queues` row.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use kubetrail_state::{
@@ -295,20 +297,7 @@ fn a_damaged_format_1_frame_skips_to_the_next_segment() {
 
         let store = Store::open(&db, &options()).unwrap();
         let mut reader = store.reader().unwrap();
-        let mut got = Vec::new();
-        let mut damaged = Vec::new();
-        let mut after = 0;
-        loop {
-            let items = reader.read_queue(q, after, 3, usize::MAX).unwrap();
-            let lost = reader.take_damaged(q);
-            let last = items.last().map(|i| i.seq).max(lost.last().map(|d| d.seq));
-            got.extend(items);
-            damaged.extend(lost);
-            match last {
-                Some(l) => after = l,
-                None => break,
-            }
-        }
+        let (got, damaged) = common::read_with_damage(&mut reader, q, 3);
         assert_eq!(got, expected((1..=5).chain(9..=20)), "{damage}");
         assert_eq!(damaged.len(), 1, "{damage}: one run: {damaged:?}");
         assert_eq!((damaged[0].first_seq, damaged[0].seq), (6, 8), "{damage}");

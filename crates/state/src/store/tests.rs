@@ -11,6 +11,14 @@ fn options() -> StoreOptions {
     }
 }
 
+/// A new store in a directory of its own, with queue `q`.
+fn store_with_queue() -> (tempfile::TempDir, Store, QueueId) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&dir);
+    let q = store.queue_id("q").expect("queue");
+    (dir, store, q)
+}
+
 fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&dir.path().join("kubetrail.db"), &options()).expect("open store")
 }
@@ -429,9 +437,7 @@ fn sequence_numbers_survive_reopen_and_draining() {
 
 #[test]
 fn ack_deletes_up_to_seq_and_writes_its_state_in_the_same_commit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = open(&dir);
-    let q = store.queue_id("q").expect("queue");
+    let (_dir, mut store, q) = store_with_queue();
     let other = store.queue_id("other").expect("queue");
     store
         .commit(&entries(
@@ -595,9 +601,7 @@ pub(super) fn ack_to(store: &mut Store, q: QueueId, up_to_seq: u64) {
 
 #[test]
 fn read_queue_honours_after_seq_and_limits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = open(&dir);
-    let q = store.queue_id("q").expect("queue");
+    let (_dir, mut store, q) = store_with_queue();
     let sizes = [10usize, 20, 30, 5000, 40];
     store
         .commit(&entries(
@@ -663,9 +667,7 @@ fn read_queue_honours_after_seq_and_limits() {
 
 #[test]
 fn a_failed_commit_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = open(&dir);
-    let q = store.queue_id("q").expect("queue");
+    let (_dir, mut store, q) = store_with_queue();
     store
         .commit(&entries(vec![entry(
             "0",
@@ -731,9 +733,7 @@ fn a_failed_commit_leaves_nothing_behind() {
 
 #[test]
 fn reopening_after_an_unknown_outcome_reads_the_committed_bounds_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = open(&dir);
-    let q = store.queue_id("q").expect("queue");
+    let (_dir, mut store, q) = store_with_queue();
     let mut reader = store.reader().expect("reader");
     let before = store.queues[&q];
     store
