@@ -80,18 +80,23 @@ impl Rec {
             done: time,
             late: 0,
         };
-        if rec.is_event() {
-            // The time the record was placed by: the normalized `last_time` (or `time`), or
-            // for `format: raw` the original's own.
-            let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+        // The time an Event was placed by: the normalized `last_time` (or `time`), or for
+        // `format: raw` the original's own.
+        let whole_second_event = rec.is_event() && {
             let orig = rec.orig();
-            let time = text(&rec.v, "last_time")
-                .or_else(|| text(&rec.v, "time"))
-                .or_else(|| text(orig, "lastTimestamp"))
-                .or_else(|| text(orig, "eventTime"));
-            if time.as_deref().is_some_and(whole_seconds) {
-                rec.late = WHOLE_SECOND_LATE;
-            }
+            [
+                rec.v.get("last_time"),
+                rec.v.get("time"),
+                orig.get("lastTimestamp"),
+                orig.get("eventTime"),
+            ]
+            .into_iter()
+            .flatten()
+            .find_map(Value::as_str)
+            .is_some_and(whole_seconds)
+        };
+        if whole_second_event {
+            rec.late = WHOLE_SECOND_LATE;
         }
         if rec.is_audit()
             && let Some(t) = rec
